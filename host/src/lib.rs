@@ -1,0 +1,11 @@
+//! The Monoize host: configuration, SQLite storage, the WebAssembly plugin runtime and the
+//! HTTP server. Data flows one way: `config` → `db` → `routing` → `plugins` → `server`;
+//! the `monoize` binary (`main.rs`) only parses the command line and calls in here.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod money;
+pub mod plugins;
+pub mod routing;
+pub mod server;

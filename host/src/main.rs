@@ -1,0 +1,2 @@
+//! The monoize binary.
+fn main() {}
