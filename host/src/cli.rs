@@ -1,1 +1,144 @@
-//! TODO(cli)
+//! The command line: `monoize [serve [--listen ADDR]]`. `main.rs` parses it and calls [`run`];
+//! everything a command does lives in the library, so tests drive the same code.
+
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::config::{Config, ConfigError};
+use crate::db::{self, Database, DbError};
+use crate::server::{self, AppState};
+
+const ENVIRONMENT_HELP: &str = "\
+Environment:
+  MONOIZE_DATABASE_DSN       the database; default sqlite://./data/monoize.db
+                             forms: sqlite://relative/path.db, sqlite:///absolute/path.db,
+                             sqlite::memory: (missing directories and the file are created)
+  DATABASE_URL               used when MONOIZE_DATABASE_DSN is unset or empty
+  MONOIZE_LISTEN             address to listen on; default 0.0.0.0:8080
+  MONOIZE_LOG_FORMAT         text (default) or json; RUST_LOG sets the level (default info)
+  MONOIZE_ROUTING_PLUGIN     a router component (.wasm) to use instead of the built-in one
+  MONOIZE_BILLING_PLUGIN     a billing component (.wasm) to use instead of the built-in one
+  MONOIZE_DASHBOARD_PLUGIN   a dashboard component (.wasm) to use instead of the built-in one
+  MONOIZE_PLUGIN_TIMEOUT_MS  time bound of one plugin call in ms; default 50
+  MONOIZE_PLUGIN_MEMORY_MB   memory cap of one plugin instance in MiB; default 64
+  MONOIZE_PLUGIN_CACHE_DIR   where compiled plugins are cached; default ./data/plugin-cache
+
+Examples:
+  monoize                                   serve on 0.0.0.0:8080 with ./data/monoize.db
+  monoize serve --listen 127.0.0.1:3000     serve on another address
+  curl http://127.0.0.1:8080/healthz        check that it is up";
+
+/// Monoize: an LLM API gateway whose policy runs as sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "monoize", version, after_help = ENVIRONMENT_HELP)]
+pub struct Cli {
+    /// What to do; without one, `serve`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway: open (or create) the database and serve HTTP until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+}
+
+/// Options of `monoize serve`.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, as host:port (overrides MONOIZE_LISTEN).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+/// Why a command failed; `main` prints it as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The environment holds an unusable setting.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Database(#[from] DbError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address as configured.
+        address: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The async runtime or the signal handlers could not be set up.
+    #[error("cannot start: {0}")]
+    Startup(std::io::Error),
+}
+
+/// Runs the command `cli` names (`serve` when none) with `config`.
+pub fn run(cli: Cli, config: Config) -> Result<(), CliError> {
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => serve(args, config),
+    }
+}
+
+/// `monoize serve`: opens the database first, so a bad DSN or path fails before anything
+/// listens, then serves until a shutdown signal.
+fn serve(args: ServeArgs, mut config: Config) -> Result<(), CliError> {
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let database = db::open(&config.dsn)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Startup)?;
+    runtime.block_on(serve_until_signal(database, config))
+}
+
+async fn serve_until_signal(database: Database, config: Config) -> Result<(), CliError> {
+    let shutdown = server::shutdown_signal().map_err(CliError::Startup)?;
+    let listener = TcpListener::bind(&config.listen).await.map_err(|source| CliError::Listen {
+        address: config.listen.clone(),
+        source,
+    })?;
+    let address = listener.local_addr().map_err(CliError::Startup)?;
+    let schema_version = database.schema_version()?;
+    tracing::info!(%address, database = %config.dsn, schema_version, "monoize is listening");
+    server::serve(listener, AppState::new(database, config), shutdown).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn no_subcommand_means_serve() {
+        let cli = Cli::try_parse_from(["monoize"]).unwrap();
+        assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn serve_takes_a_listen_address() {
+        let cli = Cli::try_parse_from(["monoize", "serve", "--listen", "127.0.0.1:1"]).unwrap();
+        let Some(Command::Serve(args)) = cli.command else { panic!("expected serve") };
+        assert_eq!(args.listen.as_deref(), Some("127.0.0.1:1"));
+    }
+
+    #[test]
+    fn help_names_the_environment_variables() {
+        let help = Cli::command().render_long_help().to_string();
+        for variable in ["MONOIZE_DATABASE_DSN", "DATABASE_URL", "MONOIZE_LISTEN", "MONOIZE_LOG_FORMAT"] {
+            assert!(help.contains(variable), "{variable} missing from --help");
+        }
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_errors_print_as_their_own_one_line() {
+        let error = CliError::from(ConfigError::UnsupportedScheme { scheme: "postgres".to_owned() });
+        assert!(error.to_string().starts_with("unsupported database scheme `postgres`"));
+    }
+}

@@ -1,1 +1,434 @@
-//! TODO(config)
+//! Configuration from the environment: the database DSN (DB1–DB3) and the server settings.
+//!
+//! Everything here is a pure function over an environment lookup (`Fn(&str) -> Option<String>`),
+//! so every precedence case is testable without touching the process environment;
+//! [`Config::from_env`] is the one place that reads the real one.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The DSN used when neither `MONOIZE_DATABASE_DSN` nor `DATABASE_URL` is set (DB2).
+pub const DEFAULT_DSN: &str = "sqlite://./data/monoize.db";
+/// The address the server listens on when `MONOIZE_LISTEN` is unset.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Where compiled plugin components are cached when `MONOIZE_PLUGIN_CACHE_DIR` is unset.
+pub const DEFAULT_PLUGIN_CACHE_DIR: &str = "./data/plugin-cache";
+/// The time bound of one plugin call when `MONOIZE_PLUGIN_TIMEOUT_MS` is unset.
+pub const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 50;
+/// The memory cap of one plugin instance when `MONOIZE_PLUGIN_MEMORY_MB` is unset.
+pub const DEFAULT_PLUGIN_MEMORY_MB: u64 = 64;
+
+/// The DSN forms we accept, for error messages.
+const SUPPORTED_DSNS: &str =
+    "sqlite://relative/path.db, sqlite:///absolute/path.db or sqlite::memory:";
+
+/// Why the configuration was refused. Messages are one line and never repeat a DSN, so they
+/// cannot leak a password written into one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A DSN with a scheme other than `sqlite`.
+    #[error("unsupported database scheme `{scheme}`: only SQLite is supported ({SUPPORTED_DSNS})")]
+    UnsupportedScheme {
+        /// The scheme as written (`postgres`), never the rest of the DSN.
+        scheme: String,
+    },
+    /// A DSN that is not `scheme:…` at all.
+    #[error("the database DSN is not a URL with a scheme: use {SUPPORTED_DSNS}")]
+    MissingScheme,
+    /// A `sqlite` DSN that names no file or has an unknown shape.
+    #[error("malformed sqlite DSN: {reason} (use {SUPPORTED_DSNS})")]
+    MalformedSqlite {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An environment variable whose value cannot be used.
+    #[error("{variable} must be {expected}, got `{value}`")]
+    InvalidValue {
+        /// The variable's name.
+        variable: &'static str,
+        /// What it must hold.
+        expected: &'static str,
+        /// The value found (only for variables that hold no secrets).
+        value: String,
+    },
+}
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dsn {
+    /// A database file; a relative path is relative to the working directory.
+    File(PathBuf),
+    /// A private in-memory database that lives as long as its `Database` handle.
+    Memory,
+}
+
+impl Dsn {
+    /// Parses a DSN: `sqlite://relative/path.db`, `sqlite:///absolute/path.db`,
+    /// `sqlite::memory:`, `sqlite://:memory:`, or any of them with `?mode=memory`. Query
+    /// parameters are never part of the path.
+    pub fn parse(text: &str) -> Result<Dsn, ConfigError> {
+        let text = text.trim();
+        let (scheme, rest) = split_scheme(text).ok_or(ConfigError::MissingScheme)?;
+        if !scheme.eq_ignore_ascii_case("sqlite") {
+            return Err(ConfigError::UnsupportedScheme { scheme: scheme.to_owned() });
+        }
+        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if location == ":memory:" || query_says_memory(query) {
+            return Ok(Dsn::Memory);
+        }
+        let path = location.strip_prefix("//").ok_or(ConfigError::MalformedSqlite {
+            reason: "expected `sqlite://` followed by a path",
+        })?;
+        match path {
+            "" => Err(ConfigError::MalformedSqlite { reason: "no database file is named" }),
+            ":memory:" => Ok(Dsn::Memory),
+            _ => Ok(Dsn::File(PathBuf::from(path))),
+        }
+    }
+
+    /// The database file, if this is a file DSN.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Dsn::File(path) => Some(path),
+            Dsn::Memory => None,
+        }
+    }
+
+    /// Whether this names an in-memory database.
+    pub fn is_memory(&self) -> bool {
+        matches!(self, Dsn::Memory)
+    }
+}
+
+impl fmt::Display for Dsn {
+    /// The DSN in its canonical form (safe to log: SQLite DSNs carry no credentials).
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dsn::File(path) => write!(out, "sqlite://{}", path.display()),
+            Dsn::Memory => out.write_str("sqlite::memory:"),
+        }
+    }
+}
+
+/// Splits `scheme:rest` when `scheme` is a syntactically valid URL scheme (RFC 3986 §3.1).
+fn split_scheme(text: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = text.split_once(':')?;
+    let mut chars = scheme.chars();
+    let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let valid = starts_with_letter && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    valid.then_some((scheme, rest))
+}
+
+fn query_says_memory(query: &str) -> bool {
+    query.split('&').any(|pair| pair.eq_ignore_ascii_case("mode=memory"))
+}
+
+/// The value of `name`, treating an empty or whitespace-only value as unset (DB1).
+fn non_empty(env: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    env(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
+}
+
+/// The DSN text by precedence (DB1): `MONOIZE_DATABASE_DSN`, then `DATABASE_URL`, then the
+/// default (DB2).
+pub fn resolve_dsn_text(env: impl Fn(&str) -> Option<String>) -> String {
+    non_empty(&env, "MONOIZE_DATABASE_DSN")
+        .or_else(|| non_empty(&env, "DATABASE_URL"))
+        .unwrap_or_else(|| DEFAULT_DSN.to_owned())
+}
+
+/// The DSN by precedence (DB1, DB2), parsed.
+pub fn resolve_dsn(env: impl Fn(&str) -> Option<String>) -> Result<Dsn, ConfigError> {
+    Dsn::parse(&resolve_dsn_text(env))
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Everything the host is configured with. Later features add fields here; every field has a
+/// default, so an empty environment is a working configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The database (`MONOIZE_DATABASE_DSN`, `DATABASE_URL`).
+    pub dsn: Dsn,
+    /// The address to listen on (`MONOIZE_LISTEN`), `host:port`.
+    pub listen: String,
+    /// The log format (`MONOIZE_LOG_FORMAT`: `json` or `text`).
+    pub log_format: LogFormat,
+    /// A routing plugin to load instead of the default (`MONOIZE_ROUTING_PLUGIN`).
+    pub routing_plugin: Option<PathBuf>,
+    /// A billing plugin to load instead of the default (`MONOIZE_BILLING_PLUGIN`).
+    pub billing_plugin: Option<PathBuf>,
+    /// A dashboard plugin to load instead of the default (`MONOIZE_DASHBOARD_PLUGIN`).
+    pub dashboard_plugin: Option<PathBuf>,
+    /// The time bound of one plugin call in milliseconds (`MONOIZE_PLUGIN_TIMEOUT_MS`).
+    pub plugin_timeout_ms: u64,
+    /// The memory cap of one plugin instance in MiB (`MONOIZE_PLUGIN_MEMORY_MB`).
+    pub plugin_memory_mb: u64,
+    /// Where compiled components are cached (`MONOIZE_PLUGIN_CACHE_DIR`).
+    pub plugin_cache_dir: PathBuf,
+}
+
+impl Config {
+    /// The configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The configuration from an environment lookup; unset, empty and whitespace-only
+    /// variables take their defaults.
+    pub fn from_lookup(env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let path = |name| non_empty(&env, name).map(PathBuf::from);
+        Ok(Config {
+            dsn: resolve_dsn(&env)?,
+            listen: non_empty(&env, "MONOIZE_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+            log_format: log_format(&env)?,
+            routing_plugin: path("MONOIZE_ROUTING_PLUGIN"),
+            billing_plugin: path("MONOIZE_BILLING_PLUGIN"),
+            dashboard_plugin: path("MONOIZE_DASHBOARD_PLUGIN"),
+            plugin_timeout_ms: positive(&env, "MONOIZE_PLUGIN_TIMEOUT_MS", DEFAULT_PLUGIN_TIMEOUT_MS)?,
+            plugin_memory_mb: positive(&env, "MONOIZE_PLUGIN_MEMORY_MB", DEFAULT_PLUGIN_MEMORY_MB)?,
+            plugin_cache_dir: path("MONOIZE_PLUGIN_CACHE_DIR")
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGIN_CACHE_DIR)),
+        })
+    }
+
+    /// The defaults with a private in-memory database: what tests start from.
+    pub fn in_memory() -> Config {
+        Config { dsn: Dsn::Memory, ..Config::defaults() }
+    }
+
+    /// Every field at its default (the default DSN included).
+    pub fn defaults() -> Config {
+        Config {
+            dsn: Dsn::File(PathBuf::from("./data/monoize.db")),
+            listen: DEFAULT_LISTEN.to_owned(),
+            log_format: LogFormat::Text,
+            routing_plugin: None,
+            billing_plugin: None,
+            dashboard_plugin: None,
+            plugin_timeout_ms: DEFAULT_PLUGIN_TIMEOUT_MS,
+            plugin_memory_mb: DEFAULT_PLUGIN_MEMORY_MB,
+            plugin_cache_dir: PathBuf::from(DEFAULT_PLUGIN_CACHE_DIR),
+        }
+    }
+}
+
+fn log_format(env: &impl Fn(&str) -> Option<String>) -> Result<LogFormat, ConfigError> {
+    let Some(value) = non_empty(env, "MONOIZE_LOG_FORMAT") else {
+        return Ok(LogFormat::Text);
+    };
+    match value.to_ascii_lowercase().as_str() {
+        "json" => Ok(LogFormat::Json),
+        "text" => Ok(LogFormat::Text),
+        _ => Err(ConfigError::InvalidValue {
+            variable: "MONOIZE_LOG_FORMAT",
+            expected: "`json` or `text`",
+            value,
+        }),
+    }
+}
+
+fn positive(
+    env: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u64,
+) -> Result<u64, ConfigError> {
+    let Some(value) = non_empty(env, variable) else {
+        return Ok(default);
+    };
+    match value.parse::<u64>() {
+        Ok(number) if number > 0 => Ok(number),
+        _ => Err(ConfigError::InvalidValue { variable, expected: "a positive integer", value }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn db1_dsn_env_takes_precedence_over_database_url() {
+        let env = env_of(&[
+            ("MONOIZE_DATABASE_DSN", "sqlite://first.db"),
+            ("DATABASE_URL", "sqlite://second.db"),
+        ]);
+        assert_eq!(resolve_dsn_text(env), "sqlite://first.db");
+    }
+
+    #[test]
+    fn db1_database_url_is_used_when_dsn_env_is_unset() {
+        let env = env_of(&[("DATABASE_URL", "sqlite://second.db")]);
+        assert_eq!(resolve_dsn_text(env), "sqlite://second.db");
+    }
+
+    #[test]
+    fn db1_empty_dsn_env_counts_as_unset() {
+        let env = env_of(&[("MONOIZE_DATABASE_DSN", ""), ("DATABASE_URL", "sqlite://second.db")]);
+        assert_eq!(resolve_dsn_text(env), "sqlite://second.db");
+    }
+
+    #[test]
+    fn db1_whitespace_only_dsn_env_counts_as_unset() {
+        let env =
+            env_of(&[("MONOIZE_DATABASE_DSN", " \t\n"), ("DATABASE_URL", "sqlite://second.db")]);
+        assert_eq!(resolve_dsn_text(env), "sqlite://second.db");
+    }
+
+    #[test]
+    fn db1_empty_and_whitespace_database_url_fall_back_to_default() {
+        for blank in ["", "   "] {
+            let env = env_of(&[("MONOIZE_DATABASE_DSN", blank), ("DATABASE_URL", blank)]);
+            assert_eq!(resolve_dsn_text(env), DEFAULT_DSN, "{blank:?}");
+        }
+    }
+
+    #[test]
+    fn db2_default_dsn_when_nothing_is_set() {
+        assert_eq!(resolve_dsn_text(env_of(&[])), "sqlite://./data/monoize.db");
+        assert_eq!(
+            resolve_dsn(env_of(&[])),
+            Ok(Dsn::File(PathBuf::from("./data/monoize.db")))
+        );
+        assert_eq!(Config::from_lookup(env_of(&[])).map(|c| c.dsn), Ok(Config::defaults().dsn));
+    }
+
+    #[test]
+    fn db3_file_dsn_forms_parse_to_paths() {
+        for (text, path) in [
+            ("sqlite://relative/path.db", "relative/path.db"),
+            ("sqlite:///absolute/path.db", "/absolute/path.db"),
+            ("sqlite://./data/monoize.db", "./data/monoize.db"),
+            ("sqlite://data.db?cache=private&busy=5", "data.db"),
+            ("  SQLite://padded.db  ", "padded.db"),
+        ] {
+            assert_eq!(Dsn::parse(text), Ok(Dsn::File(PathBuf::from(path))), "{text}");
+        }
+    }
+
+    #[test]
+    fn db3_memory_dsn_forms_are_memory() {
+        for text in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite://file.db?mode=memory",
+            "sqlite://x.db?cache=shared&mode=memory",
+            "sqlite::memory:?cache=shared",
+        ] {
+            assert_eq!(Dsn::parse(text), Ok(Dsn::Memory), "{text}");
+        }
+    }
+
+    #[test]
+    fn db3_sqlite_dsn_without_a_file_is_malformed() {
+        for text in ["sqlite://", "sqlite:relative.db", "sqlite:"] {
+            assert!(
+                matches!(Dsn::parse(text), Err(ConfigError::MalformedSqlite { .. })),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn db1_other_schemes_are_refused_by_name_without_credentials() {
+        let error = Dsn::parse("postgres://user:secret@host/db").unwrap_err();
+        assert_eq!(error, ConfigError::UnsupportedScheme { scheme: "postgres".to_owned() });
+        let message = error.to_string();
+        assert!(message.contains("`postgres`"), "{message}");
+        assert!(message.contains("sqlite://"), "{message}");
+        assert!(!message.contains("secret") && !message.contains("user"), "{message}");
+        assert!(!message.contains('\n'));
+        let mysql = Dsn::parse("mysql://root:hunter2@db:3306/x").unwrap_err().to_string();
+        assert!(mysql.contains("`mysql`") && !mysql.contains("hunter2"), "{mysql}");
+    }
+
+    #[test]
+    fn db1_garbage_dsn_is_refused_without_echoing_it() {
+        for garbage in ["garbage", "/just/a/path.db", "://nothing", "1abc:xyz"] {
+            let message = Dsn::parse(garbage).unwrap_err().to_string();
+            assert!(!message.contains(garbage), "{message}");
+        }
+    }
+
+    #[test]
+    fn db1_config_refuses_postgres_dsn_from_env() {
+        let env = env_of(&[("MONOIZE_DATABASE_DSN", "postgres://user:secret@db/x")]);
+        let message = Config::from_lookup(env).unwrap_err().to_string();
+        assert!(message.contains("postgres") && !message.contains("secret"), "{message}");
+    }
+
+    #[test]
+    fn dsn_display_is_canonical() {
+        assert_eq!(Dsn::Memory.to_string(), "sqlite::memory:");
+        assert_eq!(Dsn::File(PathBuf::from("/a/b.db")).to_string(), "sqlite:///a/b.db");
+    }
+
+    #[test]
+    fn server_settings_have_defaults() {
+        let config = Config::from_lookup(env_of(&[])).unwrap();
+        assert_eq!(config, Config::defaults());
+        assert_eq!(config.listen, "0.0.0.0:8080");
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.plugin_timeout_ms, 50);
+        assert_eq!(config.plugin_memory_mb, 64);
+        assert_eq!(config.plugin_cache_dir, PathBuf::from("./data/plugin-cache"));
+        assert_eq!(config.routing_plugin, None);
+    }
+
+    #[test]
+    fn server_settings_are_read_from_env() {
+        let env = env_of(&[
+            ("MONOIZE_LISTEN", "127.0.0.1:9000"),
+            ("MONOIZE_LOG_FORMAT", "JSON"),
+            ("MONOIZE_ROUTING_PLUGIN", "/p/router.wasm"),
+            ("MONOIZE_BILLING_PLUGIN", "/p/billing.wasm"),
+            ("MONOIZE_DASHBOARD_PLUGIN", "/p/dashboard.wasm"),
+            ("MONOIZE_PLUGIN_TIMEOUT_MS", "250"),
+            ("MONOIZE_PLUGIN_MEMORY_MB", "128"),
+            ("MONOIZE_PLUGIN_CACHE_DIR", "/var/cache/monoize"),
+        ]);
+        let config = Config::from_lookup(env).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9000");
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.routing_plugin, Some(PathBuf::from("/p/router.wasm")));
+        assert_eq!(config.billing_plugin, Some(PathBuf::from("/p/billing.wasm")));
+        assert_eq!(config.dashboard_plugin, Some(PathBuf::from("/p/dashboard.wasm")));
+        assert_eq!(config.plugin_timeout_ms, 250);
+        assert_eq!(config.plugin_memory_mb, 128);
+        assert_eq!(config.plugin_cache_dir, PathBuf::from("/var/cache/monoize"));
+    }
+
+    #[test]
+    fn invalid_numbers_name_their_variable() {
+        for (variable, value) in [
+            ("MONOIZE_PLUGIN_TIMEOUT_MS", "fast"),
+            ("MONOIZE_PLUGIN_TIMEOUT_MS", "0"),
+            ("MONOIZE_PLUGIN_MEMORY_MB", "-1"),
+            ("MONOIZE_PLUGIN_MEMORY_MB", "1.5"),
+        ] {
+            let message = Config::from_lookup(env_of(&[(variable, value)])).unwrap_err().to_string();
+            assert!(message.starts_with(variable), "{message}");
+        }
+    }
+
+    #[test]
+    fn unknown_log_format_is_refused() {
+        let message = Config::from_lookup(env_of(&[("MONOIZE_LOG_FORMAT", "xml")]))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("MONOIZE_LOG_FORMAT"), "{message}");
+    }
+}

@@ -1,2 +1,38 @@
-//! The monoize binary.
-fn main() {}
+//! The `monoize` binary: parses the command line, sets up logging and calls into the library.
+//! A failure is one line on stderr (`monoize: <message>`) and a non-zero exit.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use monoize::cli::{self, Cli, CliError};
+use monoize::config::{Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = Config::from_env().map_err(CliError::from).and_then(|config| {
+        init_tracing(config.log_format);
+        cli::run(cli, config)
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Nothing useful is left to do if stderr itself is gone.
+            let _ = writeln!(std::io::stderr().lock(), "monoize: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stdout (stderr is kept for the one-line failure), filtered by `RUST_LOG`
+/// (default `info`), as JSON lines when `MONOIZE_LOG_FORMAT=json`.
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    // A subscriber can only be missing here, never already set: ignore the impossible error.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

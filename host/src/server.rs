@@ -1,1 +1,267 @@
-//! TODO(server)
+//! The HTTP server: hyper 1 on tokio, HTTP/1.1 and HTTP/2 on one port, graceful shutdown.
+//! Every request goes through [`dispatch`], the one place that maps a method and path to a
+//! handler.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::db::{Database, schema};
+
+/// How long in-flight requests may run on after a shutdown signal before the server stops
+/// waiting for them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A pause after a failed `accept` (too many open files), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Any error a response body may fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response: buffered JSON today, upstream streams later.
+pub type ResponseBody = BoxBody<Bytes, BoxError>;
+
+/// What every handler can reach. Later features add their state (plugins, routing snapshot,
+/// health) here; handlers receive it behind an `Arc`.
+#[derive(Debug)]
+pub struct AppState {
+    /// The database.
+    pub db: Database,
+    /// The configuration the server started with.
+    pub config: Config,
+}
+
+impl AppState {
+    /// The state of a server over `db` configured by `config`.
+    pub fn new(db: Database, config: Config) -> AppState {
+        AppState { db, config }
+    }
+}
+
+/// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets in-flight
+/// requests finish for up to [`SHUTDOWN_GRACE`] and returns.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) {
+    let state = Arc::new(state);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.as_mut() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let service = service_fn({
+                        let state = Arc::clone(&state);
+                        move |request| respond(Arc::clone(&state), request)
+                    });
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let connection = graceful.watch(connection.into_owned());
+                    tokio::spawn(finish_connection(connection, peer));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight requests did not finish in time; stopping anyway");
+    }
+}
+
+async fn finish_connection<E: std::fmt::Display>(
+    connection: impl Future<Output = Result<(), E>>,
+    peer: SocketAddr,
+) {
+    if let Err(error) = connection.await {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+/// Resolves when the process receives SIGINT or SIGTERM. The handlers are installed when this
+/// is called (inside a runtime), not when the future is first polled, so a signal that arrives
+/// while the server starts is not lost.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => tracing::info!("received SIGTERM"),
+                _ = interrupt.recv() => tracing::info!("received SIGINT"),
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+    }
+}
+
+async fn respond(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    Ok(dispatch(&state, request).await)
+}
+
+/// Maps a request to its handler: the one routing table of the server.
+pub async fn dispatch(state: &AppState, request: Request<Incoming>) -> Response<ResponseBody> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/healthz") => healthz(state).await,
+        (_, "/healthz") => method_not_allowed(request.method()),
+        (_, path) => not_found(path),
+    }
+}
+
+/// `GET /healthz`: 200 with the schema version when the database answers, 503 otherwise.
+async fn healthz(state: &AppState) -> Response<ResponseBody> {
+    match state.db.read(schema::version).await {
+        Ok(version) => json_response(
+            StatusCode::OK,
+            &json!({"status": "ok", "schema_version": version, "database": "ok"}),
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "health check: the database does not answer");
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "unavailable", "schema_version": null, "database": "unavailable"}),
+            )
+        }
+    }
+}
+
+fn not_found(path: &str) -> Response<ResponseBody> {
+    error_response(
+        StatusCode::NOT_FOUND,
+        &format!("no route for {path}"),
+        "not_found_error",
+        "not_found",
+    )
+}
+
+fn method_not_allowed(method: &Method) -> Response<ResponseBody> {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("method {method} is not allowed here"),
+        "invalid_request_error",
+        "method_not_allowed",
+    )
+}
+
+/// An OpenAI-shaped error: `{"error": {"message", "type", "param": null, "code"}}`.
+pub fn error_response(
+    status: StatusCode,
+    message: &str,
+    error_type: &str,
+    code: &str,
+) -> Response<ResponseBody> {
+    json_response(
+        status,
+        &json!({"error": {"message": message, "type": error_type, "param": null, "code": code}}),
+    )
+}
+
+/// A JSON response with `status`.
+pub fn json_response(status: StatusCode, value: &Value) -> Response<ResponseBody> {
+    let body = Full::new(Bytes::from(value.to_string())).map_err(|never| match never {}).boxed();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::oneshot;
+
+    async fn start() -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let state = AppState::new(Database::open_in_memory().unwrap(), Config::in_memory());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, state, async move {
+            let _ = stopped.await;
+        }));
+        (address, stop, server)
+    }
+
+    async fn get(address: SocketAddr, request: &str) -> (u16, Value) {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let status = text[9..12].parse().unwrap();
+        let (_, body) = text.split_once("\r\n\r\n").unwrap();
+        (status, serde_json::from_str(body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn healthz_reports_ok_and_the_schema_version() {
+        let (address, stop, server) = start().await;
+        let (status, body) =
+            get(address, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            json!({"status": "ok", "schema_version": schema::LATEST_VERSION, "database": "ok"})
+        );
+        stop.send(()).unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_are_openai_shaped_404s() {
+        let (address, stop, server) = start().await;
+        let (status, body) =
+            get(address, "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert_eq!(status, 404);
+        assert_eq!(body["error"]["type"], "not_found_error");
+        assert_eq!(body["error"]["code"], "not_found");
+        assert_eq!(body["error"]["param"], Value::Null);
+        assert!(body["error"]["message"].as_str().unwrap().contains("/nope"));
+        let (status, _) =
+            get(address, "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+        assert_eq!(status, 405);
+        stop.send(()).unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_accepting() {
+        let (address, stop, server) = start().await;
+        stop.send(()).unwrap();
+        server.await.unwrap();
+        assert!(TcpStream::connect(address).await.is_err());
+    }
+}

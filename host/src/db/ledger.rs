@@ -1,0 +1,362 @@
+//! The `billing_ledger` table (DBO3.1): append-only history of request charges and admin
+//! adjustments. [`append`] is the only way a balance changes: in the caller's transaction it
+//! reads the balance, computes the new one with checked integer arithmetic (never SQL
+//! arithmetic on TEXT), stores it, and appends the row that explains it, so for every user the
+//! balance equals the sum of the ledger's deltas.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rusqlite::{Connection, Row, Transaction, params};
+
+use super::{DbError, clamp_limit, clock, collect, first, parse_column, require_json, users};
+use crate::money::NanoUsd;
+
+/// Why a ledger row exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LedgerKind {
+    /// A served request's charge; carries its request id.
+    RequestCharge,
+    /// A manual credit or debit by an admin.
+    AdminAdjustment,
+}
+
+impl LedgerKind {
+    /// The stored form (`request_charge`, `admin_adjustment`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerKind::RequestCharge => "request_charge",
+            LedgerKind::AdminAdjustment => "admin_adjustment",
+        }
+    }
+}
+
+impl FromStr for LedgerKind {
+    type Err = DbError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "request_charge" => Ok(LedgerKind::RequestCharge),
+            "admin_adjustment" => Ok(LedgerKind::AdminAdjustment),
+            _ => Err(DbError::Invalid(format!("unknown ledger kind `{text}`"))),
+        }
+    }
+}
+
+impl fmt::Display for LedgerKind {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        out.write_str(self.as_str())
+    }
+}
+
+/// One row of `billing_ledger`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    /// Increasing with every append, so it orders rows and pages through them.
+    pub id: i64,
+    /// Whose balance changed (kept after the user is deleted).
+    pub user_id: String,
+    /// Why.
+    pub kind: LedgerKind,
+    /// The change: negative for a charge.
+    pub delta_nano_usd: NanoUsd,
+    /// The balance right after this change.
+    pub balance_after_nano_usd: NanoUsd,
+    /// The request charged; `None` for adjustments.
+    pub request_id: Option<String>,
+    /// Details (usage, prices, `usage_estimated`, …) as JSON text.
+    pub meta_json: String,
+    /// When it was appended (RFC 3339).
+    pub created_at: String,
+}
+
+impl LedgerRow {
+    fn from_row(row: &Row<'_>) -> Result<LedgerRow, DbError> {
+        Ok(LedgerRow {
+            id: row.get("id")?,
+            user_id: row.get("user_id")?,
+            kind: parse_column(row, "kind")?,
+            delta_nano_usd: parse_column(row, "delta_nano_usd")?,
+            balance_after_nano_usd: parse_column(row, "balance_after_nano_usd")?,
+            request_id: row.get("request_id")?,
+            meta_json: row.get("meta_json")?,
+            created_at: row.get("created_at")?,
+        })
+    }
+}
+
+/// A balance change to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// Whose balance changes.
+    pub user_id: String,
+    /// Why.
+    pub kind: LedgerKind,
+    /// The change (negative to debit).
+    pub delta: NanoUsd,
+    /// Required for a request charge: makes a repeated settle of one request a no-op.
+    pub request_id: Option<String>,
+    /// Details as JSON text.
+    pub meta_json: String,
+}
+
+/// What [`append`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// The change was applied and this row appended.
+    Recorded(LedgerRow),
+    /// The request id was charged before; nothing changed and this is the earlier row.
+    AlreadyRecorded(LedgerRow),
+}
+
+impl Appended {
+    /// The row, new or earlier.
+    pub fn row(&self) -> &LedgerRow {
+        match self {
+            Appended::Recorded(row) | Appended::AlreadyRecorded(row) => row,
+        }
+    }
+
+    /// Whether this call changed the balance.
+    pub fn is_new(&self) -> bool {
+        matches!(self, Appended::Recorded(_))
+    }
+}
+
+const COLUMNS: &str = "id, user_id, kind, delta_nano_usd, balance_after_nano_usd, request_id, \
+                       meta_json, created_at";
+
+/// Applies `entry` to the user's balance and appends its row, in the caller's transaction. A
+/// request id seen before answers the earlier row instead of charging twice (and is a
+/// `Conflict` if it was charged to another user). A balance that would overflow `i64` is
+/// `Invalid`; a balance may go negative (a served request is always charged, DESIGN §6).
+pub fn append(tx: &Transaction<'_>, entry: &LedgerEntry) -> Result<Appended, DbError> {
+    require_json("meta_json", &entry.meta_json)?;
+    if entry.kind == LedgerKind::RequestCharge && entry.request_id.is_none() {
+        return Err(DbError::Invalid("a request charge needs a request_id".to_owned()));
+    }
+    if let Some(request_id) = entry.request_id.as_deref()
+        && let Some(earlier) = by_request_id(tx, request_id)?
+    {
+        if earlier.user_id != entry.user_id {
+            return Err(DbError::Conflict(format!(
+                "request {request_id} was already charged to another user"
+            )));
+        }
+        return Ok(Appended::AlreadyRecorded(earlier));
+    }
+    let (balance, _) = users::balance(tx, &entry.user_id)?;
+    let balance_after = balance.checked_add(entry.delta).ok_or_else(|| {
+        DbError::Invalid(format!("the balance of user {} would overflow", entry.user_id))
+    })?;
+    let now = clock::now();
+    users::set_balance(tx, &entry.user_id, balance_after, &now)?;
+    tx.prepare_cached(
+        "INSERT INTO billing_ledger (user_id, kind, delta_nano_usd, balance_after_nano_usd, \
+         request_id, meta_json, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        entry.user_id,
+        entry.kind.as_str(),
+        entry.delta.to_string(),
+        balance_after.to_string(),
+        entry.request_id,
+        entry.meta_json,
+        now
+    ])?;
+    Ok(Appended::Recorded(LedgerRow {
+        id: tx.last_insert_rowid(),
+        user_id: entry.user_id.clone(),
+        kind: entry.kind,
+        delta_nano_usd: entry.delta,
+        balance_after_nano_usd: balance_after,
+        request_id: entry.request_id.clone(),
+        meta_json: entry.meta_json.clone(),
+        created_at: now,
+    }))
+}
+
+/// The row that charged `request_id`, if any.
+pub fn by_request_id(conn: &Connection, request_id: &str) -> Result<Option<LedgerRow>, DbError> {
+    let mut statement =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM billing_ledger WHERE request_id = ?1"))?;
+    first(statement.query([request_id])?, LedgerRow::from_row)
+}
+
+/// Rows newest first: of one user or of everyone, at most `limit` (clamped to
+/// `1..=MAX_LIST_LIMIT`), only those older than the row `before` when given, so a client pages
+/// by passing the last id it got.
+pub fn list(
+    conn: &Connection,
+    user_id: Option<&str>,
+    limit: u32,
+    before: Option<i64>,
+) -> Result<Vec<LedgerRow>, DbError> {
+    let user_filter = if user_id.is_some() { "user_id = ?1" } else { "?1 IS NULL" };
+    let before_filter = if before.is_some() { "id < ?2" } else { "?2 IS NULL" };
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM billing_ledger WHERE {user_filter} AND {before_filter} \
+         ORDER BY id DESC LIMIT ?3"
+    ))?;
+    collect(statement.query(params![user_id, before, clamp_limit(limit)])?, LedgerRow::from_row)
+}
+
+/// The sum of every delta of `user_id`, computed with checked arithmetic in Rust; equals the
+/// balance of a user whose every change went through [`append`].
+pub fn sum_for_user(conn: &Connection, user_id: &str) -> Result<NanoUsd, DbError> {
+    let mut statement =
+        conn.prepare_cached("SELECT delta_nano_usd FROM billing_ledger WHERE user_id = ?1")?;
+    let deltas = collect(statement.query([user_id])?, |row| parse_column(row, "delta_nano_usd"))?;
+    deltas.into_iter().try_fold(NanoUsd::ZERO, |sum, delta: NanoUsd| {
+        sum.checked_add(delta)
+            .ok_or_else(|| DbError::Corrupt(format!("the ledger of user {user_id} overflows")))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Database;
+    use crate::db::users::{NewUser, Role};
+
+    fn with_user(db: &Database, name: &str) -> String {
+        let new = NewUser::new(name, "h", Role::User);
+        db.write_blocking(move |tx| users::insert(tx, &new)).unwrap().id
+    }
+
+    fn charge(user_id: &str, request_id: &str, delta: i64) -> LedgerEntry {
+        LedgerEntry {
+            user_id: user_id.to_owned(),
+            kind: LedgerKind::RequestCharge,
+            delta: NanoUsd(delta),
+            request_id: Some(request_id.to_owned()),
+            meta_json: r#"{"model":"m"}"#.to_owned(),
+        }
+    }
+
+    fn adjustment(user_id: &str, delta: i64) -> LedgerEntry {
+        LedgerEntry {
+            user_id: user_id.to_owned(),
+            kind: LedgerKind::AdminAdjustment,
+            delta: NanoUsd(delta),
+            request_id: None,
+            meta_json: "{}".to_owned(),
+        }
+    }
+
+    fn append_one(db: &Database, entry: LedgerEntry) -> Result<Appended, DbError> {
+        db.write_blocking(move |tx| append(tx, &entry))
+    }
+
+    fn balance_of(db: &Database, user_id: &str) -> NanoUsd {
+        let id = user_id.to_owned();
+        db.read_blocking(move |c| users::balance(c, &id)).unwrap().0
+    }
+
+    #[test]
+    fn dbo3_1_append_moves_the_balance_and_records_it() {
+        let db = Database::open_in_memory().unwrap();
+        let user = with_user(&db, "u");
+        let credit = append_one(&db, adjustment(&user, 10_000)).unwrap();
+        assert!(credit.is_new());
+        assert_eq!(credit.row().balance_after_nano_usd, NanoUsd(10_000));
+        let debit = append_one(&db, charge(&user, "req-1", -2_500)).unwrap();
+        assert_eq!(debit.row().balance_after_nano_usd, NanoUsd(7_500));
+        assert!(debit.row().id > credit.row().id);
+        assert_eq!(balance_of(&db, &user), NanoUsd(7_500));
+        let uid = user.clone();
+        assert_eq!(db.read_blocking(move |c| sum_for_user(c, &uid)).unwrap(), NanoUsd(7_500));
+    }
+
+    #[test]
+    fn dbo3_1_a_repeated_request_id_is_charged_once() {
+        let db = Database::open_in_memory().unwrap();
+        let user = with_user(&db, "u");
+        let first_charge = append_one(&db, charge(&user, "req-1", -100)).unwrap();
+        let again = append_one(&db, charge(&user, "req-1", -100)).unwrap();
+        assert_eq!(again, Appended::AlreadyRecorded(first_charge.row().clone()));
+        assert_eq!(balance_of(&db, &user), NanoUsd(-100));
+        let other = with_user(&db, "v");
+        let stolen = append_one(&db, charge(&other, "req-1", -100)).unwrap_err();
+        assert!(matches!(stolen, DbError::Conflict(_)));
+    }
+
+    #[test]
+    fn dbo3_1_served_requests_may_take_a_balance_below_zero() {
+        let db = Database::open_in_memory().unwrap();
+        let user = with_user(&db, "u");
+        append_one(&db, adjustment(&user, 5)).unwrap();
+        let row = append_one(&db, charge(&user, "r", -50)).unwrap();
+        assert_eq!(row.row().balance_after_nano_usd, NanoUsd(-45));
+    }
+
+    #[test]
+    fn dbo3_1_overflow_is_refused_and_changes_nothing() {
+        let db = Database::open_in_memory().unwrap();
+        let user = with_user(&db, "u");
+        append_one(&db, adjustment(&user, i64::MAX)).unwrap();
+        let error = append_one(&db, adjustment(&user, 1)).unwrap_err();
+        assert!(matches!(error, DbError::Invalid(_)), "{error:?}");
+        assert_eq!(balance_of(&db, &user), NanoUsd(i64::MAX));
+        let uid = user.clone();
+        assert_eq!(db.read_blocking(move |c| list(c, Some(&uid), 10, None)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn dbo3_1_append_refuses_bad_entries() {
+        let db = Database::open_in_memory().unwrap();
+        let user = with_user(&db, "u");
+        let mut no_request = charge(&user, "x", -1);
+        no_request.request_id = None;
+        assert!(matches!(append_one(&db, no_request), Err(DbError::Invalid(_))));
+        let mut bad_meta = adjustment(&user, 1);
+        bad_meta.meta_json = "nope".to_owned();
+        assert!(matches!(append_one(&db, bad_meta), Err(DbError::Invalid(_))));
+        assert!(matches!(append_one(&db, adjustment("ghost", 1)), Err(DbError::NotFound(_))));
+    }
+
+    #[test]
+    fn dbo3_1_deleting_a_user_keeps_their_ledger_rows() {
+        let db = Database::open_in_memory().unwrap();
+        let user = with_user(&db, "u");
+        append_one(&db, adjustment(&user, 7)).unwrap();
+        append_one(&db, charge(&user, "r1", -3)).unwrap();
+        let uid = user.clone();
+        db.write_blocking(move |tx| users::delete(tx, &uid)).unwrap();
+        let uid = user.clone();
+        let rows = db.read_blocking(move |c| list(c, Some(&uid), 100, None)).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(db.read_blocking(move |c| sum_for_user(c, &user)).unwrap(), NanoUsd(4));
+    }
+
+    #[test]
+    fn dbo3_1_list_pages_newest_first() {
+        let db = Database::open_in_memory().unwrap();
+        let alice = with_user(&db, "alice");
+        let bob = with_user(&db, "bob");
+        for index in 0..5 {
+            append_one(&db, adjustment(&alice, index)).unwrap();
+            append_one(&db, adjustment(&bob, index)).unwrap();
+        }
+        let everyone = db.read_blocking(|c| list(c, None, 100, None)).unwrap();
+        assert_eq!(everyone.len(), 10);
+        assert!(everyone.windows(2).all(|pair| pair[0].id > pair[1].id));
+        let a = alice.clone();
+        let page = db.read_blocking(move |c| list(c, Some(&a), 2, None)).unwrap();
+        assert_eq!(page.iter().map(|r| r.delta_nano_usd.0).collect::<Vec<_>>(), [4, 3]);
+        let before = page[1].id;
+        let a = alice.clone();
+        let next = db.read_blocking(move |c| list(c, Some(&a), 2, Some(before))).unwrap();
+        assert_eq!(next.iter().map(|r| r.delta_nano_usd.0).collect::<Vec<_>>(), [2, 1]);
+        assert!(next.iter().all(|row| row.user_id == alice));
+        let clamped = db.read_blocking(|c| list(c, None, 0, None)).unwrap();
+        assert_eq!(clamped.len(), 1);
+    }
+
+    #[test]
+    fn ledger_kinds_round_trip_through_text() {
+        for kind in [LedgerKind::RequestCharge, LedgerKind::AdminAdjustment] {
+            assert_eq!(kind.as_str().parse::<LedgerKind>().unwrap(), kind);
+        }
+    }
+}

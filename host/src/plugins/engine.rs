@@ -1,0 +1,159 @@
+//! The one wasmtime engine every plugin runs on: compiled with epoch interruption (the time
+//! bound), the pooling instance allocator with copy-on-write memory images (cheap
+//! instantiation per call), and wasmtime's on-disk cache of compiled components (a restart does
+//! not recompile). A ticker thread advances the epoch; it holds only a weak engine reference,
+//! so it stops with the engine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
+
+use super::PluginError;
+
+/// How often the epoch advances: the resolution of the time bound.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The limits every plugin call runs under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Wall-clock bound of one call, instantiation included.
+    pub timeout: Duration,
+    /// Linear memory a plugin instance may use, in bytes.
+    pub memory_bytes: usize,
+    /// Elements a plugin's tables may hold.
+    pub table_elements: usize,
+    /// Plugin instances alive at once (the pool's size); further calls wait for a slot.
+    pub concurrent_instances: u32,
+    /// Entries in a call's resource table.
+    pub resources: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            timeout: Duration::from_millis(50),
+            memory_bytes: 64 << 20,
+            table_elements: 20_000,
+            concurrent_instances: 128,
+            resources: 1_000,
+        }
+    }
+}
+
+/// What the engine is built from.
+#[derive(Debug, Clone, Default)]
+pub struct EngineSettings {
+    /// The per-call limits.
+    pub limits: PluginLimits,
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The shared engine, its limits and the pool's admission control.
+#[derive(Clone)]
+pub struct PluginEngine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    engine: Engine,
+    limits: PluginLimits,
+    slots: Semaphore,
+}
+
+/// Core instances and memories one component may create: a Rust `wasm32-wasip2` component
+/// has a handful of core instances (its module plus canonical-ABI shims).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+
+impl PluginEngine {
+    /// Builds the engine and starts its epoch ticker.
+    pub fn new(settings: &EngineSettings) -> Result<Self, PluginError> {
+        let limits = settings.limits.clone();
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config(&limits)));
+        if let Some(dir) = &settings.cache_dir {
+            config.cache(Some(open_cache(dir)?));
+        }
+        let engine = Engine::new(&config)
+            .map_err(|error| PluginError::engine(format!("cannot start wasmtime: {error:#}")))?;
+        start_epoch_ticker(&engine)?;
+        let slots = Semaphore::new(limits.concurrent_instances as usize);
+        Ok(PluginEngine { inner: Arc::new(EngineInner { engine, limits, slots }) })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The per-call limits.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.inner.limits
+    }
+
+    /// The time bound in epoch ticks; one more than the timeout covers a tick in flight.
+    pub fn deadline_ticks(&self) -> u64 {
+        let ticks = self.inner.limits.timeout.as_micros() / EPOCH_TICK.as_micros().max(1);
+        u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
+    }
+
+    /// Waits for a free instance slot: a burst queues here instead of failing in the pool.
+    pub async fn slot(&self) -> Result<SemaphorePermit<'_>, PluginError> {
+        self.inner
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| PluginError::engine("the plugin engine is shutting down".to_owned()))
+    }
+}
+
+fn pool_config(limits: &PluginLimits) -> PoolingAllocationConfig {
+    let instances = limits.concurrent_instances.max(1);
+    let core_instances = instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(instances)
+        .total_core_instances(core_instances)
+        .total_memories(core_instances)
+        .total_tables(core_instances)
+        .total_stacks(instances)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_tables_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memory_size(limits.memory_bytes)
+        .table_elements(limits.table_elements);
+    pool
+}
+
+fn open_cache(dir: &std::path::Path) -> Result<Cache, PluginError> {
+    std::fs::create_dir_all(dir).map_err(|error| {
+        PluginError::engine(format!("cannot create plugin cache {}: {error}", dir.display()))
+    })?;
+    let mut cache_config = CacheConfig::new();
+    cache_config.with_directory(dir);
+    Cache::new(cache_config).map_err(|error| {
+        PluginError::engine(format!("cannot open plugin cache {}: {error:#}", dir.display()))
+    })
+}
+
+fn start_epoch_ticker(engine: &Engine) -> Result<(), PluginError> {
+    let weak = engine.weak();
+    thread::Builder::new()
+        .name("monoize-epoch".to_owned())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map(drop)
+        .map_err(|error| PluginError::engine(format!("cannot start the epoch ticker: {error}")))
+}

@@ -1,0 +1,62 @@
+//! Loading a component for a world: compile it (through the engine's on-disk cache), refuse it
+//! if it imports anything its world does not allow — naming the import — and link it once
+//! into an `InstancePre`, from which every call instantiates.
+
+use wasmtime::component::{Component, InstancePre, Linker};
+
+use super::engine::PluginEngine;
+use super::store::PluginState;
+use super::{PluginError, PluginErrorKind};
+
+/// WASI interfaces every plugin may import: what Rust's standard library needs on
+/// `wasm32-wasip2`. The context behind them is deny-all (see `store`), and sockets and HTTP
+/// are not among them at all.
+const ALLOWED_WASI: &[&str] = &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"];
+
+/// Compiles `bytes` as plugin `name`, checks its imports against `world_imports` (the
+/// `monoize:plugin` interfaces of its world) and pre-links it with `linker`.
+pub fn load_component(
+    engine: &PluginEngine,
+    linker: &Linker<PluginState>,
+    name: &str,
+    bytes: &[u8],
+    world_imports: &[&str],
+) -> Result<InstancePre<PluginState>, PluginError> {
+    let load_error = |message: String| PluginError::new(name, PluginErrorKind::Load(message));
+    let component = Component::new(engine.engine(), bytes)
+        .map_err(|error| load_error(format!("not a valid component: {error:#}")))?;
+    for (import, _) in component.component_type().imports(engine.engine()) {
+        if !import_allowed(import, world_imports) {
+            return Err(PluginError::new(name, PluginErrorKind::ForbiddenImport(import.to_owned())));
+        }
+    }
+    linker
+        .instantiate_pre(&component)
+        .map_err(|error| load_error(format!("cannot be linked: {error:#}")))
+}
+
+/// Whether a component may import `import` (`namespace:package/interface@version`).
+fn import_allowed(import: &str, world_imports: &[&str]) -> bool {
+    let (path, version) = import.split_once('@').unwrap_or((import, ""));
+    if let Some(interface) = path.strip_prefix("monoize:plugin/") {
+        return version == super::wit::latest::VERSION && world_imports.contains(&interface);
+    }
+    version.starts_with("0.2.") && ALLOWED_WASI.iter().any(|prefix| path.starts_with(prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::import_allowed;
+
+    #[test]
+    fn imports_are_checked_against_the_world_and_version() {
+        let router = &["types", "routing-store", "health", "log"];
+        assert!(import_allowed("monoize:plugin/routing-store@0.1.0", router));
+        assert!(!import_allowed("monoize:plugin/legacy-store@0.1.0", router));
+        assert!(!import_allowed("monoize:plugin/routing-store@9.9.9", router));
+        assert!(import_allowed("wasi:cli/environment@0.2.6", router));
+        assert!(!import_allowed("wasi:sockets/tcp@0.2.6", router));
+        assert!(!import_allowed("wasi:http/outgoing-handler@0.2.6", router));
+        assert!(!import_allowed("evil:thing/x", router));
+    }
+}

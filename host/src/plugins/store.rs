@@ -1,0 +1,137 @@
+//! The one place stores are built. Every plugin call gets a fresh `Store` with the engine's
+//! limits applied: a memory and table cap (through [`CallLimits`], which also remembers that
+//! the cap was hit, so an out-of-memory is told apart from other traps), a capped resource
+//! table, the epoch deadline, and a deny-all WASI context (no files, no sockets, no
+//! environment, no arguments, empty stdio).
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::engine::PluginEngine;
+use crate::routing::{HealthRegistry, RoutingSnapshot};
+
+/// The host state a plugin call can reach: only what its world's imports need.
+#[derive(Debug, Default, Clone)]
+pub struct Capabilities {
+    /// The routing snapshot in force when the call started (router world).
+    pub routing: Option<Arc<RoutingSnapshot>>,
+    /// Channel health (router world).
+    pub health: Option<HealthRegistry>,
+}
+
+/// The data of one plugin call's store.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: CallLimits,
+    /// The plugin's name, for logs.
+    pub plugin: Arc<str>,
+    /// The request in flight, for logs.
+    pub request_id: String,
+    /// What the call may reach.
+    pub capabilities: Capabilities,
+    /// Log lines the plugin may still write in this call.
+    pub log_budget: u32,
+}
+
+impl PluginState {
+    /// Whether the call hit the memory cap.
+    pub fn memory_exhausted(&self) -> bool {
+        self.limits.memory_exhausted
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Log lines one call may write; more are dropped, so a plugin cannot flood the log.
+pub const LOG_LINES_PER_CALL: u32 = 64;
+
+/// wasmtime's store limits, plus a record of whether a memory growth was refused.
+pub struct CallLimits {
+    inner: StoreLimits,
+    memory_exhausted: bool,
+}
+
+impl ResourceLimiter for CallLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.memory_exhausted = true;
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_exhausted = true;
+        Ok(())
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+/// A fresh store for one call of `plugin`, with every limit in place.
+pub fn new_store(
+    engine: &PluginEngine,
+    plugin: Arc<str>,
+    request_id: String,
+    capabilities: Capabilities,
+) -> Store<PluginState> {
+    let limits = engine.limits();
+    let store_limits = StoreLimitsBuilder::new()
+        .memory_size(limits.memory_bytes)
+        .table_elements(limits.table_elements)
+        .instances(64)
+        .tables(64)
+        .memories(64)
+        .build();
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(limits.resources);
+    let state = PluginState {
+        wasi: WasiCtx::builder().build(),
+        table,
+        limits: CallLimits { inner: store_limits, memory_exhausted: false },
+        plugin,
+        request_id,
+        capabilities,
+        log_budget: LOG_LINES_PER_CALL,
+    };
+    let mut store = Store::new(engine.engine(), state);
+    store.limiter(|state| &mut state.limits);
+    store.set_epoch_deadline(engine.deadline_ticks());
+    store.epoch_deadline_trap();
+    store
+}
+
+/// `monoize:plugin/types` declares only types; its host side is empty.
+impl super::wit::latest::types::Host for PluginState {}

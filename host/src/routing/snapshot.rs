@@ -1,0 +1,253 @@
+//! The routing snapshot: the three routing tables (DBO3) as one immutable, indexed value in
+//! memory. Routers read it through the `routing-store` interface on every request, so a
+//! route costs no SQL; every routing write builds a new snapshot and swaps it in whole.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use crate::db::routing::{ProviderType, RoutingRows};
+use crate::money::Multiplier;
+
+use super::EndpointKind;
+
+/// A channel's upstream key. Its `Debug` never shows it; only the forwarder reads it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChannelKey(String);
+
+impl ChannelKey {
+    /// Wraps a key.
+    pub fn new(key: String) -> Self {
+        ChannelKey(key)
+    }
+
+    /// The key, for the upstream request's auth header and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ChannelKey {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        out.write_str("ChannelKey(<redacted>)")
+    }
+}
+
+/// A channel as routing knows it.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    /// `monoize_channels.id`.
+    pub id: String,
+    /// The operator's name for it.
+    pub name: String,
+    /// The upstream origin.
+    pub base_url: String,
+    /// The upstream key; never handed to a plugin.
+    pub api_key: ChannelKey,
+    /// Relative share of traffic.
+    pub weight: u32,
+    /// Whether it may be tried.
+    pub enabled: bool,
+}
+
+/// A provider's entry for one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelEntry {
+    /// The logical model name.
+    pub model: String,
+    /// The upstream name, when it differs.
+    pub redirect: Option<String>,
+    /// The price multiplier.
+    pub multiplier: Multiplier,
+}
+
+impl ModelEntry {
+    /// The name to send upstream: the non-empty redirect, else the model itself.
+    pub fn upstream_model(&self) -> &str {
+        match self.redirect.as_deref() {
+            Some(redirect) if !redirect.is_empty() => redirect,
+            _ => &self.model,
+        }
+    }
+}
+
+/// A provider with its models and channels.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// `monoize_providers.id`.
+    pub id: String,
+    /// The operator's name for it.
+    pub name: String,
+    /// Its wire format.
+    pub provider_type: ProviderType,
+    /// Whether it may be tried.
+    pub enabled: bool,
+    /// Ordering key, lowest first.
+    pub priority: i64,
+    /// Retries on other channels; -1 for all.
+    pub max_retries: i32,
+    /// Its groups; empty: open to every key.
+    pub groups: Vec<String>,
+    /// Its models, by logical name.
+    pub models: Vec<ModelEntry>,
+    /// Its channels, in id order.
+    pub channels: Vec<Channel>,
+}
+
+impl Provider {
+    /// Its entry for `model`, if it lists it.
+    pub fn entry(&self, model: &str) -> Option<&ModelEntry> {
+        self.models.iter().find(|entry| entry.model == model)
+    }
+
+    /// Its channel `channel_id`, if it has it.
+    pub fn channel(&self, channel_id: &str) -> Option<&Channel> {
+        self.channels.iter().find(|channel| channel.id == channel_id)
+    }
+}
+
+/// The routing tables, indexed for the questions routing asks.
+#[derive(Debug, Default)]
+pub struct RoutingSnapshot {
+    providers: Vec<Provider>,
+    provider_index: HashMap<String, usize>,
+    providers_by_model: HashMap<String, Vec<usize>>,
+}
+
+impl RoutingSnapshot {
+    /// Builds a snapshot from providers; they are put in `priority` order, ties by id.
+    pub fn new(mut providers: Vec<Provider>) -> Self {
+        providers.sort_by(|a, b| a.priority.cmp(&b.priority).then_with(|| a.id.cmp(&b.id)));
+        let provider_index = providers
+            .iter()
+            .enumerate()
+            .map(|(index, provider)| (provider.id.clone(), index))
+            .collect();
+        let mut providers_by_model: HashMap<String, Vec<usize>> = HashMap::new();
+        for (index, provider) in providers.iter().enumerate() {
+            for entry in &provider.models {
+                providers_by_model.entry(entry.model.clone()).or_default().push(index);
+            }
+        }
+        RoutingSnapshot { providers, provider_index, providers_by_model }
+    }
+
+    /// Builds a snapshot from the rows of the routing tables. A row that points at a missing
+    /// provider cannot exist (foreign keys) and is skipped if it ever does.
+    pub fn from_rows(rows: RoutingRows) -> Self {
+        let mut providers: Vec<Provider> = rows
+            .providers
+            .into_iter()
+            .map(|row| Provider {
+                id: row.id,
+                name: row.name,
+                provider_type: row.provider_type,
+                enabled: row.enabled,
+                priority: row.priority,
+                max_retries: row.max_retries,
+                groups: row.groups,
+                models: Vec::new(),
+                channels: Vec::new(),
+            })
+            .collect();
+        let index: HashMap<String, usize> = providers
+            .iter()
+            .enumerate()
+            .map(|(position, provider)| (provider.id.clone(), position))
+            .collect();
+        for model in rows.models {
+            if let Some(&position) = index.get(&model.provider_id) {
+                providers[position].models.push(ModelEntry {
+                    model: model.model_name,
+                    redirect: model.redirect,
+                    multiplier: model.multiplier,
+                });
+            }
+        }
+        for channel in rows.channels {
+            if let Some(&position) = index.get(&channel.provider_id) {
+                providers[position].channels.push(Channel {
+                    id: channel.id,
+                    name: channel.name,
+                    base_url: channel.base_url,
+                    api_key: ChannelKey::new(channel.api_key),
+                    weight: channel.weight,
+                    enabled: channel.enabled,
+                });
+            }
+        }
+        for provider in &mut providers {
+            provider.channels.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        RoutingSnapshot::new(providers)
+    }
+
+    /// Every provider, in priority order.
+    pub fn providers(&self) -> &[Provider] {
+        &self.providers
+    }
+
+    /// The provider `id`.
+    pub fn provider(&self, id: &str) -> Option<&Provider> {
+        self.provider_index.get(id).map(|&index| &self.providers[index])
+    }
+
+    /// The providers that list `model` and speak `endpoint`'s format, in priority order,
+    /// disabled ones included.
+    pub fn candidates<'a>(
+        &'a self,
+        model: &str,
+        endpoint: EndpointKind,
+    ) -> impl Iterator<Item = &'a Provider> + 'a {
+        self.providers_by_model
+            .get(model)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|&index| &self.providers[index])
+            .filter(move |provider| endpoint.accepts(provider.provider_type))
+    }
+
+    /// The sorted distinct logical models that an enabled provider serves through an enabled
+    /// channel of weight > 0 (what `GET /v1/models` lists).
+    pub fn servable_models(&self) -> Vec<&str> {
+        let mut models: Vec<&str> = self
+            .providers
+            .iter()
+            .filter(|provider| provider.enabled)
+            .filter(|provider| provider.channels.iter().any(|c| c.enabled && c.weight > 0))
+            .flat_map(|provider| provider.models.iter().map(|entry| entry.model.as_str()))
+            .collect();
+        models.sort_unstable();
+        models.dedup();
+        models
+    }
+}
+
+/// The current snapshot, shared by every request; a routing write swaps in a new one.
+#[derive(Debug, Clone, Default)]
+pub struct SharedSnapshot(Arc<RwLock<Arc<RoutingSnapshot>>>);
+
+impl SharedSnapshot {
+    /// Starts with `snapshot`.
+    pub fn new(snapshot: RoutingSnapshot) -> Self {
+        SharedSnapshot(Arc::new(RwLock::new(Arc::new(snapshot))))
+    }
+
+    /// The snapshot in force now. Holding it keeps it alive across a concurrent swap.
+    pub fn current(&self) -> Arc<RoutingSnapshot> {
+        match self.0.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Puts `snapshot` in force for every request that starts from now on.
+    pub fn replace(&self, snapshot: RoutingSnapshot) {
+        let fresh = Arc::new(snapshot);
+        match self.0.write() {
+            Ok(mut guard) => *guard = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+    }
+}
