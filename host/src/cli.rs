@@ -1,12 +1,18 @@
 //! The command line: `monoize [serve [--listen ADDR]]`. `main.rs` parses it and calls [`run`];
 //! everything a command does lives in the library, so tests drive the same code.
 
-use clap::{Args, Parser, Subcommand};
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 
+use crate::app::{self, AppState, StartupError};
 use crate::config::{Config, ConfigError};
+use crate::conformance;
 use crate::db::{self, Database, DbError};
-use crate::server::{self, AppState};
+use crate::plugins::{EngineSettings, PluginEngine, PluginError};
+use crate::server;
 
 const ENVIRONMENT_HELP: &str = "\
 Environment:
@@ -21,12 +27,14 @@ Environment:
   MONOIZE_DASHBOARD_PLUGIN   a dashboard component (.wasm) to use instead of the built-in one
   MONOIZE_PLUGIN_TIMEOUT_MS  time bound of one plugin call in ms; default 50
   MONOIZE_PLUGIN_MEMORY_MB   memory cap of one plugin instance in MiB; default 64
-  MONOIZE_PLUGIN_CACHE_DIR   where compiled plugins are cached; default ./data/plugin-cache
+  MONOIZE_PLUGIN_CACHE_DIR   where compiled plugins are cached; default plugin-cache/ beside
+                             the database file (`off`: no cache)
 
 Examples:
   monoize                                   serve on 0.0.0.0:8080 with ./data/monoize.db
   monoize serve --listen 127.0.0.1:3000     serve on another address
-  curl http://127.0.0.1:8080/healthz        check that it is up";
+  curl http://127.0.0.1:8080/healthz        check that it is up
+  monoize plugin check router my.wasm       run the conformance suite on a router";
 
 /// Monoize: an LLM API gateway whose policy runs as sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -42,6 +50,45 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway: open (or create) the database and serve HTTP until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Work with plugin components.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+/// `monoize plugin …`.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Run a world's conformance suite on a component, loaded exactly as the gateway loads it
+    /// (same linker, same limits from the environment), against fixtures in an in-memory
+    /// database. Prints one line per check and `N passed, M failed`; exits 0 only if all pass.
+    Check(CheckArgs),
+}
+
+/// Options of `monoize plugin check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The world the component implements.
+    #[arg(value_enum)]
+    pub world: World,
+    /// The component file (`.wasm`, built for wasm32-wasip2).
+    pub file: PathBuf,
+    /// Also check the semantics the default plugin of the world promises.
+    #[arg(long)]
+    pub reference: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A plugin world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum World {
+    /// Routing plugins: `route(request) -> plan`.
+    Router,
+    /// Billing plugins: `authorize` and `settle`.
+    Billing,
+    /// Dashboard plugins: `handle(request) -> response`.
+    Dashboard,
 }
 
 /// Options of `monoize serve`.
@@ -69,15 +116,95 @@ pub enum CliError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// A plugin or the plugin engine could not be loaded.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
     /// The async runtime or the signal handlers could not be set up.
     #[error("cannot start: {0}")]
     Startup(std::io::Error),
+    /// A component file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    ReadComponent {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The world has no conformance suite in this version.
+    #[error("there is no {0} conformance suite in this version of monoize (only router)")]
+    NoSuite(&'static str),
+    /// Some conformance checks failed (the report is on stdout).
+    #[error("{failed} of {total} checks did not pass")]
+    ChecksFailed {
+        /// Checks that failed or were skipped.
+        failed: usize,
+        /// All checks.
+        total: usize,
+    },
+}
+
+impl From<StartupError> for CliError {
+    fn from(error: StartupError) -> Self {
+        match error {
+            StartupError::Database(error) => CliError::Database(error),
+            StartupError::Plugin(error) => CliError::Plugin(error),
+        }
+    }
 }
 
 /// Runs the command `cli` names (`serve` when none) with `config`.
 pub fn run(cli: Cli, config: Config) -> Result<(), CliError> {
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(args, config),
+        Command::Plugin(PluginCommand::Check(args)) => check_plugin(&args, &config),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Startup)
+}
+
+/// `monoize plugin check`: the world's suite on the file, the report on stdout.
+fn check_plugin(args: &CheckArgs, config: &Config) -> Result<(), CliError> {
+    let bytes = std::fs::read(&args.file).map_err(|source| CliError::ReadComponent {
+        path: args.file.clone(),
+        source,
+    })?;
+    let name = args.file.display().to_string();
+    // The gateway's limits, without the on-disk cache: a check leaves no files behind.
+    let settings = EngineSettings {
+        cache_dir: None,
+        ..app::engine_settings(config)
+    };
+    let report = runtime()?.block_on(async {
+        let engine = PluginEngine::new(&settings)?;
+        match args.world {
+            World::Router => {
+                Ok(conformance::router::check(&engine, &name, &bytes, args.reference).await)
+            }
+            World::Billing => Err(CliError::NoSuite("billing")),
+            World::Dashboard => Err(CliError::NoSuite("dashboard")),
+        }
+    })?;
+    let text = if args.json {
+        format!("{}\n", report.to_json())
+    } else {
+        report.to_text()
+    };
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(CliError::Startup)?;
+    if report.all_passed() {
+        Ok(())
+    } else {
+        Err(CliError::ChecksFailed {
+            failed: report.checks.len() - report.passed(),
+            total: report.checks.len(),
+        })
     }
 }
 
@@ -88,23 +215,23 @@ fn serve(args: ServeArgs, mut config: Config) -> Result<(), CliError> {
         config.listen = listen;
     }
     let database = db::open(&config.dsn)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(CliError::Startup)?;
-    runtime.block_on(serve_until_signal(database, config))
+    runtime()?.block_on(serve_until_signal(database, config))
 }
 
 async fn serve_until_signal(database: Database, config: Config) -> Result<(), CliError> {
     let shutdown = server::shutdown_signal().map_err(CliError::Startup)?;
-    let listener = TcpListener::bind(&config.listen).await.map_err(|source| CliError::Listen {
-        address: config.listen.clone(),
-        source,
-    })?;
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| CliError::Listen {
+            address: config.listen.clone(),
+            source,
+        })?;
     let address = listener.local_addr().map_err(CliError::Startup)?;
     let schema_version = database.schema_version()?;
-    tracing::info!(%address, database = %config.dsn, schema_version, "monoize is listening");
-    server::serve(listener, AppState::new(database, config), shutdown).await;
+    let state = AppState::start(database, config).await?;
+    let router = state.routing.plugin().name().to_owned();
+    tracing::info!(%address, database = %state.config.dsn, schema_version, %router, "monoize is listening");
+    server::serve(listener, state, shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -123,14 +250,21 @@ mod tests {
     #[test]
     fn serve_takes_a_listen_address() {
         let cli = Cli::try_parse_from(["monoize", "serve", "--listen", "127.0.0.1:1"]).unwrap();
-        let Some(Command::Serve(args)) = cli.command else { panic!("expected serve") };
+        let Some(Command::Serve(args)) = cli.command else {
+            panic!("expected serve")
+        };
         assert_eq!(args.listen.as_deref(), Some("127.0.0.1:1"));
     }
 
     #[test]
     fn help_names_the_environment_variables() {
         let help = Cli::command().render_long_help().to_string();
-        for variable in ["MONOIZE_DATABASE_DSN", "DATABASE_URL", "MONOIZE_LISTEN", "MONOIZE_LOG_FORMAT"] {
+        for variable in [
+            "MONOIZE_DATABASE_DSN",
+            "DATABASE_URL",
+            "MONOIZE_LISTEN",
+            "MONOIZE_LOG_FORMAT",
+        ] {
             assert!(help.contains(variable), "{variable} missing from --help");
         }
         Cli::command().debug_assert();
@@ -138,7 +272,13 @@ mod tests {
 
     #[test]
     fn config_errors_print_as_their_own_one_line() {
-        let error = CliError::from(ConfigError::UnsupportedScheme { scheme: "postgres".to_owned() });
-        assert!(error.to_string().starts_with("unsupported database scheme `postgres`"));
+        let error = CliError::from(ConfigError::UnsupportedScheme {
+            scheme: "postgres".to_owned(),
+        });
+        assert!(
+            error
+                .to_string()
+                .starts_with("unsupported database scheme `postgres`")
+        );
     }
 }

@@ -7,16 +7,57 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::cidr::{self, IpRange};
+
 /// The DSN used when neither `MONOIZE_DATABASE_DSN` nor `DATABASE_URL` is set (DB2).
 pub const DEFAULT_DSN: &str = "sqlite://./data/monoize.db";
 /// The address the server listens on when `MONOIZE_LISTEN` is unset.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
-/// Where compiled plugin components are cached when `MONOIZE_PLUGIN_CACHE_DIR` is unset.
-pub const DEFAULT_PLUGIN_CACHE_DIR: &str = "./data/plugin-cache";
+/// The cache directory's name beside a file database when `MONOIZE_PLUGIN_CACHE_DIR` is unset.
+pub const PLUGIN_CACHE_DIR_NAME: &str = "plugin-cache";
+
+/// Where compiled plugin components are cached (`MONOIZE_PLUGIN_CACHE_DIR`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PluginCacheDir {
+    /// `plugin-cache/` beside a file database; no cache for an in-memory one (the default).
+    #[default]
+    BesideDatabase,
+    /// This directory.
+    Path(PathBuf),
+    /// No cache (`off`): every start compiles the plugins again.
+    Off,
+}
+
+impl PluginCacheDir {
+    /// The directory to cache in for a server on `dsn`, if any.
+    pub fn resolve(&self, dsn: &Dsn) -> Option<PathBuf> {
+        match self {
+            PluginCacheDir::BesideDatabase => {
+                let database = dsn.path()?;
+                let directory = database.parent().unwrap_or_else(|| Path::new("."));
+                Some(directory.join(PLUGIN_CACHE_DIR_NAME))
+            }
+            PluginCacheDir::Path(path) => Some(path.clone()),
+            PluginCacheDir::Off => None,
+        }
+    }
+}
 /// The time bound of one plugin call when `MONOIZE_PLUGIN_TIMEOUT_MS` is unset.
 pub const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 50;
 /// The memory cap of one plugin instance when `MONOIZE_PLUGIN_MEMORY_MB` is unset.
 pub const DEFAULT_PLUGIN_MEMORY_MB: u64 = 64;
+/// The largest request body the gateway reads when `MONOIZE_HTTP_BODY_MAX_BYTES` is unset
+/// (50 MiB); a larger one is answered `413`.
+pub const DEFAULT_HTTP_BODY_MAX_BYTES: u64 = 50 << 20;
+/// How long connecting to an upstream may take when `MONOIZE_UPSTREAM_CONNECT_TIMEOUT_MS` is
+/// unset.
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// How long an upstream may take to start answering (its headers, and a stream's first
+/// chunk) when `MONOIZE_UPSTREAM_FIRST_BYTE_TIMEOUT_MS` is unset.
+pub const DEFAULT_UPSTREAM_FIRST_BYTE_TIMEOUT_MS: u64 = 120_000;
+/// How long an upstream body may stay silent between two chunks when
+/// `MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS` is unset.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS: u64 = 120_000;
 
 /// The DSN forms we accept, for error messages.
 const SUPPORTED_DSNS: &str =
@@ -70,17 +111,23 @@ impl Dsn {
         let text = text.trim();
         let (scheme, rest) = split_scheme(text).ok_or(ConfigError::MissingScheme)?;
         if !scheme.eq_ignore_ascii_case("sqlite") {
-            return Err(ConfigError::UnsupportedScheme { scheme: scheme.to_owned() });
+            return Err(ConfigError::UnsupportedScheme {
+                scheme: scheme.to_owned(),
+            });
         }
         let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
         if location == ":memory:" || query_says_memory(query) {
             return Ok(Dsn::Memory);
         }
-        let path = location.strip_prefix("//").ok_or(ConfigError::MalformedSqlite {
-            reason: "expected `sqlite://` followed by a path",
-        })?;
+        let path = location
+            .strip_prefix("//")
+            .ok_or(ConfigError::MalformedSqlite {
+                reason: "expected `sqlite://` followed by a path",
+            })?;
         match path {
-            "" => Err(ConfigError::MalformedSqlite { reason: "no database file is named" }),
+            "" => Err(ConfigError::MalformedSqlite {
+                reason: "no database file is named",
+            }),
             ":memory:" => Ok(Dsn::Memory),
             _ => Ok(Dsn::File(PathBuf::from(path))),
         }
@@ -120,12 +167,16 @@ fn split_scheme(text: &str) -> Option<(&str, &str)> {
 }
 
 fn query_says_memory(query: &str) -> bool {
-    query.split('&').any(|pair| pair.eq_ignore_ascii_case("mode=memory"))
+    query
+        .split('&')
+        .any(|pair| pair.eq_ignore_ascii_case("mode=memory"))
 }
 
 /// The value of `name`, treating an empty or whitespace-only value as unset (DB1).
 fn non_empty(env: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
-    env(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
+    env(name)
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
 }
 
 /// The DSN text by precedence (DB1): `MONOIZE_DATABASE_DSN`, then `DATABASE_URL`, then the
@@ -171,8 +222,22 @@ pub struct Config {
     pub plugin_timeout_ms: u64,
     /// The memory cap of one plugin instance in MiB (`MONOIZE_PLUGIN_MEMORY_MB`).
     pub plugin_memory_mb: u64,
-    /// Where compiled components are cached (`MONOIZE_PLUGIN_CACHE_DIR`).
-    pub plugin_cache_dir: PathBuf,
+    /// Where compiled components are cached (`MONOIZE_PLUGIN_CACHE_DIR`; `off` disables it).
+    pub plugin_cache_dir: PluginCacheDir,
+    /// The largest request body the gateway accepts, in bytes (`MONOIZE_HTTP_BODY_MAX_BYTES`);
+    /// larger is `413`.
+    pub http_body_max_bytes: u64,
+    /// The upstream connect timeout in ms (`MONOIZE_UPSTREAM_CONNECT_TIMEOUT_MS`).
+    pub upstream_connect_timeout_ms: u64,
+    /// How long an upstream may take to send its response headers (and a stream its first
+    /// chunk) in ms (`MONOIZE_UPSTREAM_FIRST_BYTE_TIMEOUT_MS`); past it the next attempt is tried.
+    pub upstream_first_byte_timeout_ms: u64,
+    /// How long an upstream body may stay silent between chunks in ms
+    /// (`MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS`); past it the response is cut.
+    pub upstream_idle_timeout_ms: u64,
+    /// Peers whose `X-Forwarded-For` is believed (`MONOIZE_TRUSTED_PROXY_CIDRS`, comma
+    /// separated addresses or CIDRs); empty: the peer address is the client's.
+    pub trusted_proxy_cidrs: Vec<IpRange>,
 }
 
 impl Config {
@@ -192,16 +257,55 @@ impl Config {
             routing_plugin: path("MONOIZE_ROUTING_PLUGIN"),
             billing_plugin: path("MONOIZE_BILLING_PLUGIN"),
             dashboard_plugin: path("MONOIZE_DASHBOARD_PLUGIN"),
-            plugin_timeout_ms: positive(&env, "MONOIZE_PLUGIN_TIMEOUT_MS", DEFAULT_PLUGIN_TIMEOUT_MS)?,
+            plugin_timeout_ms: positive(
+                &env,
+                "MONOIZE_PLUGIN_TIMEOUT_MS",
+                DEFAULT_PLUGIN_TIMEOUT_MS,
+            )?,
             plugin_memory_mb: positive(&env, "MONOIZE_PLUGIN_MEMORY_MB", DEFAULT_PLUGIN_MEMORY_MB)?,
-            plugin_cache_dir: path("MONOIZE_PLUGIN_CACHE_DIR")
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGIN_CACHE_DIR)),
+            plugin_cache_dir: match path("MONOIZE_PLUGIN_CACHE_DIR") {
+                Some(dir) if dir.as_os_str() == "off" => PluginCacheDir::Off,
+                Some(dir) => PluginCacheDir::Path(dir),
+                None => PluginCacheDir::BesideDatabase,
+            },
+            http_body_max_bytes: positive(
+                &env,
+                "MONOIZE_HTTP_BODY_MAX_BYTES",
+                DEFAULT_HTTP_BODY_MAX_BYTES,
+            )?,
+            upstream_connect_timeout_ms: positive(
+                &env,
+                "MONOIZE_UPSTREAM_CONNECT_TIMEOUT_MS",
+                DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
+            )?,
+            upstream_first_byte_timeout_ms: positive(
+                &env,
+                "MONOIZE_UPSTREAM_FIRST_BYTE_TIMEOUT_MS",
+                DEFAULT_UPSTREAM_FIRST_BYTE_TIMEOUT_MS,
+            )?,
+            upstream_idle_timeout_ms: positive(
+                &env,
+                "MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS",
+                DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS,
+            )?,
+            trusted_proxy_cidrs: match non_empty(&env, "MONOIZE_TRUSTED_PROXY_CIDRS") {
+                None => Vec::new(),
+                Some(value) => cidr::parse_list(&value).map_err(|_| ConfigError::InvalidValue {
+                    variable: "MONOIZE_TRUSTED_PROXY_CIDRS",
+                    expected: "comma-separated IP addresses or CIDR ranges",
+                    value,
+                })?,
+            },
         })
     }
 
-    /// The defaults with a private in-memory database: what tests start from.
+    /// The defaults with a private in-memory database (and so no plugin cache on disk): what
+    /// tests start from.
     pub fn in_memory() -> Config {
-        Config { dsn: Dsn::Memory, ..Config::defaults() }
+        Config {
+            dsn: Dsn::Memory,
+            ..Config::defaults()
+        }
     }
 
     /// Every field at its default (the default DSN included).
@@ -215,7 +319,12 @@ impl Config {
             dashboard_plugin: None,
             plugin_timeout_ms: DEFAULT_PLUGIN_TIMEOUT_MS,
             plugin_memory_mb: DEFAULT_PLUGIN_MEMORY_MB,
-            plugin_cache_dir: PathBuf::from(DEFAULT_PLUGIN_CACHE_DIR),
+            plugin_cache_dir: PluginCacheDir::BesideDatabase,
+            http_body_max_bytes: DEFAULT_HTTP_BODY_MAX_BYTES,
+            upstream_connect_timeout_ms: DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
+            upstream_first_byte_timeout_ms: DEFAULT_UPSTREAM_FIRST_BYTE_TIMEOUT_MS,
+            upstream_idle_timeout_ms: DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS,
+            trusted_proxy_cidrs: Vec::new(),
         }
     }
 }
@@ -245,7 +354,11 @@ fn positive(
     };
     match value.parse::<u64>() {
         Ok(number) if number > 0 => Ok(number),
-        _ => Err(ConfigError::InvalidValue { variable, expected: "a positive integer", value }),
+        _ => Err(ConfigError::InvalidValue {
+            variable,
+            expected: "a positive integer",
+            value,
+        }),
     }
 }
 
@@ -254,10 +367,54 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn gateway_limits_and_timeouts_come_from_the_environment() {
+        let config = Config::from_lookup(env_of(&[])).unwrap();
+        assert_eq!(config.http_body_max_bytes, 50 * 1024 * 1024);
+        assert_eq!(
+            config.upstream_connect_timeout_ms,
+            DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS
+        );
+        assert!(config.trusted_proxy_cidrs.is_empty());
+        let config = Config::from_lookup(env_of(&[
+            ("MONOIZE_HTTP_BODY_MAX_BYTES", "1024"),
+            ("MONOIZE_UPSTREAM_CONNECT_TIMEOUT_MS", "5"),
+            ("MONOIZE_UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "6"),
+            ("MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS", "7"),
+            ("MONOIZE_TRUSTED_PROXY_CIDRS", "10.0.0.0/8, 127.0.0.1"),
+        ]))
+        .unwrap();
+        assert_eq!(config.http_body_max_bytes, 1024);
+        assert_eq!(
+            (
+                config.upstream_connect_timeout_ms,
+                config.upstream_first_byte_timeout_ms,
+                config.upstream_idle_timeout_ms
+            ),
+            (5, 6, 7)
+        );
+        assert_eq!(config.trusted_proxy_cidrs.len(), 2);
+        for (variable, value) in [
+            ("MONOIZE_HTTP_BODY_MAX_BYTES", "0"),
+            ("MONOIZE_HTTP_BODY_MAX_BYTES", "lots"),
+            ("MONOIZE_TRUSTED_PROXY_CIDRS", "10.0.0.0/99"),
+        ] {
+            assert!(
+                matches!(
+                    Config::from_lookup(env_of(&[(variable, value)])),
+                    Err(ConfigError::InvalidValue { .. })
+                ),
+                "{variable}={value}"
+            );
+        }
     }
 
     #[test]
@@ -277,14 +434,19 @@ mod tests {
 
     #[test]
     fn db1_empty_dsn_env_counts_as_unset() {
-        let env = env_of(&[("MONOIZE_DATABASE_DSN", ""), ("DATABASE_URL", "sqlite://second.db")]);
+        let env = env_of(&[
+            ("MONOIZE_DATABASE_DSN", ""),
+            ("DATABASE_URL", "sqlite://second.db"),
+        ]);
         assert_eq!(resolve_dsn_text(env), "sqlite://second.db");
     }
 
     #[test]
     fn db1_whitespace_only_dsn_env_counts_as_unset() {
-        let env =
-            env_of(&[("MONOIZE_DATABASE_DSN", " \t\n"), ("DATABASE_URL", "sqlite://second.db")]);
+        let env = env_of(&[
+            ("MONOIZE_DATABASE_DSN", " \t\n"),
+            ("DATABASE_URL", "sqlite://second.db"),
+        ]);
         assert_eq!(resolve_dsn_text(env), "sqlite://second.db");
     }
 
@@ -303,7 +465,10 @@ mod tests {
             resolve_dsn(env_of(&[])),
             Ok(Dsn::File(PathBuf::from("./data/monoize.db")))
         );
-        assert_eq!(Config::from_lookup(env_of(&[])).map(|c| c.dsn), Ok(Config::defaults().dsn));
+        assert_eq!(
+            Config::from_lookup(env_of(&[])).map(|c| c.dsn),
+            Ok(Config::defaults().dsn)
+        );
     }
 
     #[test]
@@ -315,7 +480,11 @@ mod tests {
             ("sqlite://data.db?cache=private&busy=5", "data.db"),
             ("  SQLite://padded.db  ", "padded.db"),
         ] {
-            assert_eq!(Dsn::parse(text), Ok(Dsn::File(PathBuf::from(path))), "{text}");
+            assert_eq!(
+                Dsn::parse(text),
+                Ok(Dsn::File(PathBuf::from(path))),
+                "{text}"
+            );
         }
     }
 
@@ -345,14 +514,27 @@ mod tests {
     #[test]
     fn db1_other_schemes_are_refused_by_name_without_credentials() {
         let error = Dsn::parse("postgres://user:secret@host/db").unwrap_err();
-        assert_eq!(error, ConfigError::UnsupportedScheme { scheme: "postgres".to_owned() });
+        assert_eq!(
+            error,
+            ConfigError::UnsupportedScheme {
+                scheme: "postgres".to_owned()
+            }
+        );
         let message = error.to_string();
         assert!(message.contains("`postgres`"), "{message}");
         assert!(message.contains("sqlite://"), "{message}");
-        assert!(!message.contains("secret") && !message.contains("user"), "{message}");
+        assert!(
+            !message.contains("secret") && !message.contains("user"),
+            "{message}"
+        );
         assert!(!message.contains('\n'));
-        let mysql = Dsn::parse("mysql://root:hunter2@db:3306/x").unwrap_err().to_string();
-        assert!(mysql.contains("`mysql`") && !mysql.contains("hunter2"), "{mysql}");
+        let mysql = Dsn::parse("mysql://root:hunter2@db:3306/x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            mysql.contains("`mysql`") && !mysql.contains("hunter2"),
+            "{mysql}"
+        );
     }
 
     #[test]
@@ -367,13 +549,19 @@ mod tests {
     fn db1_config_refuses_postgres_dsn_from_env() {
         let env = env_of(&[("MONOIZE_DATABASE_DSN", "postgres://user:secret@db/x")]);
         let message = Config::from_lookup(env).unwrap_err().to_string();
-        assert!(message.contains("postgres") && !message.contains("secret"), "{message}");
+        assert!(
+            message.contains("postgres") && !message.contains("secret"),
+            "{message}"
+        );
     }
 
     #[test]
     fn dsn_display_is_canonical() {
         assert_eq!(Dsn::Memory.to_string(), "sqlite::memory:");
-        assert_eq!(Dsn::File(PathBuf::from("/a/b.db")).to_string(), "sqlite:///a/b.db");
+        assert_eq!(
+            Dsn::File(PathBuf::from("/a/b.db")).to_string(),
+            "sqlite:///a/b.db"
+        );
     }
 
     #[test]
@@ -384,7 +572,14 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.plugin_timeout_ms, 50);
         assert_eq!(config.plugin_memory_mb, 64);
-        assert_eq!(config.plugin_cache_dir, PathBuf::from("./data/plugin-cache"));
+        assert_eq!(
+            config.plugin_cache_dir.resolve(&config.dsn),
+            Some(PathBuf::from("./data/plugin-cache"))
+        );
+        assert_eq!(
+            Config::in_memory().plugin_cache_dir.resolve(&Dsn::Memory),
+            None
+        );
         assert_eq!(config.routing_plugin, None);
     }
 
@@ -404,11 +599,22 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:9000");
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.routing_plugin, Some(PathBuf::from("/p/router.wasm")));
-        assert_eq!(config.billing_plugin, Some(PathBuf::from("/p/billing.wasm")));
-        assert_eq!(config.dashboard_plugin, Some(PathBuf::from("/p/dashboard.wasm")));
+        assert_eq!(
+            config.billing_plugin,
+            Some(PathBuf::from("/p/billing.wasm"))
+        );
+        assert_eq!(
+            config.dashboard_plugin,
+            Some(PathBuf::from("/p/dashboard.wasm"))
+        );
         assert_eq!(config.plugin_timeout_ms, 250);
         assert_eq!(config.plugin_memory_mb, 128);
-        assert_eq!(config.plugin_cache_dir, PathBuf::from("/var/cache/monoize"));
+        assert_eq!(
+            config.plugin_cache_dir,
+            PluginCacheDir::Path(PathBuf::from("/var/cache/monoize"))
+        );
+        let off = Config::from_lookup(env_of(&[("MONOIZE_PLUGIN_CACHE_DIR", "off")])).unwrap();
+        assert_eq!(off.plugin_cache_dir.resolve(&off.dsn), None);
     }
 
     #[test]
@@ -419,7 +625,9 @@ mod tests {
             ("MONOIZE_PLUGIN_MEMORY_MB", "-1"),
             ("MONOIZE_PLUGIN_MEMORY_MB", "1.5"),
         ] {
-            let message = Config::from_lookup(env_of(&[(variable, value)])).unwrap_err().to_string();
+            let message = Config::from_lookup(env_of(&[(variable, value)]))
+                .unwrap_err()
+                .to_string();
             assert!(message.starts_with(variable), "{message}");
         }
     }

@@ -2,8 +2,12 @@
 //! HTTP server. Data flows one way: `config` → `db` → `routing` → `plugins` → `server`;
 //! the `monoize` binary (`main.rs`) only parses the command line and calls in here.
 
+pub mod app;
+pub mod billing;
+pub mod cidr;
 pub mod cli;
 pub mod config;
+pub mod conformance;
 pub mod db;
 pub mod gateway;
 pub mod money;

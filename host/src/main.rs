@@ -5,16 +5,20 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use monoize::cli::{self, Cli, CliError};
+use monoize::cli::{self, Cli, CliError, Command};
 use monoize::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = Config::from_env().map_err(CliError::from).and_then(|config| {
-        init_tracing(config.log_format);
-        cli::run(cli, config)
-    });
+    // `plugin check` reports on stdout; the plugins' own log lines would only be noise there.
+    let quiet = matches!(cli.command, Some(Command::Plugin(_)));
+    let outcome = Config::from_env()
+        .map_err(CliError::from)
+        .and_then(|config| {
+            init_tracing(config.log_format, quiet);
+            cli::run(cli, config)
+        });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -26,10 +30,20 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stdout (stderr is kept for the one-line failure), filtered by `RUST_LOG`
-/// (default `info`), as JSON lines when `MONOIZE_LOG_FORMAT=json`.
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+/// (default `info`), as JSON lines when `MONOIZE_LOG_FORMAT=json`. A `quiet` command (one
+/// whose stdout is its report) logs nothing unless `RUST_LOG` asks, and then to stderr.
+fn init_tracing(format: LogFormat, quiet: bool) {
+    let default = if quiet { "off" } else { "info" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(move || -> Box<dyn std::io::Write> {
+            if quiet {
+                Box::new(std::io::stderr())
+            } else {
+                Box::new(std::io::stdout())
+            }
+        });
     // A subscriber can only be missing here, never already set: ignore the impossible error.
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),

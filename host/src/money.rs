@@ -63,7 +63,10 @@ fn parse_scaled(text: &str) -> Result<i128, DecimalError> {
     };
     let mut fraction_value: i128 = 0;
     for position in 0..9 {
-        let digit = significant_fraction.as_bytes().get(position).map_or(0, |b| b - b'0');
+        let digit = significant_fraction
+            .as_bytes()
+            .get(position)
+            .map_or(0, |b| b - b'0');
         fraction_value = fraction_value * 10 + i128::from(digit);
     }
     let magnitude = whole_value
@@ -221,8 +224,14 @@ mod tests {
 
     #[test]
     fn multipliers_refuse_what_they_cannot_hold_exactly() {
-        assert!(matches!("0.0000000001".parse::<Multiplier>(), Err(DecimalError::TooPrecise(_))));
-        assert!(matches!("-1".parse::<Multiplier>(), Err(DecimalError::Negative(_))));
+        assert!(matches!(
+            "0.0000000001".parse::<Multiplier>(),
+            Err(DecimalError::TooPrecise(_))
+        ));
+        assert!(matches!(
+            "-1".parse::<Multiplier>(),
+            Err(DecimalError::Negative(_))
+        ));
         for bad in ["", ".", "1e3", "abc", "1.2.3", "NaN", "1,5", " - 1"] {
             assert!(bad.parse::<Multiplier>().is_err(), "{bad:?}");
         }
@@ -242,7 +251,10 @@ mod tests {
     fn usd_amounts_convert_exactly_both_ways() {
         assert_eq!(NanoUsd::from_usd_str("12.5"), Ok(NanoUsd(12_500_000_000)));
         assert_eq!(NanoUsd::from_usd_str("-0.000000001"), Ok(NanoUsd(-1)));
-        assert!(matches!(NanoUsd::from_usd_str("0.0000000001"), Err(DecimalError::TooPrecise(_))));
+        assert!(matches!(
+            NanoUsd::from_usd_str("0.0000000001"),
+            Err(DecimalError::TooPrecise(_))
+        ));
         assert!(NanoUsd::from_usd_str("10000000000").is_err());
         assert_eq!(NanoUsd(12_500_000_000).to_usd_string(), "12.5");
         assert_eq!(NanoUsd(-1).to_usd_string(), "-0.000000001");

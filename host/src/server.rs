@@ -21,8 +21,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::config::Config;
-use crate::db::{Database, schema};
+use crate::db::schema;
 
 /// How long in-flight requests may run on after a shutdown signal before the server stops
 /// waiting for them.
@@ -37,22 +36,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every response: buffered JSON today, upstream streams later.
 pub type ResponseBody = BoxBody<Bytes, BoxError>;
 
-/// What every handler can reach. Later features add their state (plugins, routing snapshot,
-/// health) here; handlers receive it behind an `Arc`.
-#[derive(Debug)]
-pub struct AppState {
-    /// The database.
-    pub db: Database,
-    /// The configuration the server started with.
-    pub config: Config,
-}
-
-impl AppState {
-    /// The state of a server over `db` configured by `config`.
-    pub fn new(db: Database, config: Config) -> AppState {
-        AppState { db, config }
-    }
-}
+pub use crate::app::AppState;
 
 /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets in-flight
 /// requests finish for up to [`SHUTDOWN_GRACE`] and returns.
@@ -84,7 +68,10 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     }
     drop(listener);
     tracing::info!("shutting down");
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests did not finish in time; stopping anyway");
     }
 }
@@ -128,13 +115,14 @@ async fn respond(
     state: Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    Ok(dispatch(&state, request).await)
+    Ok(dispatch(state, request).await)
 }
 
-/// Maps a request to its handler: the one routing table of the server.
-pub async fn dispatch(state: &AppState, request: Request<Incoming>) -> Response<ResponseBody> {
+/// Maps a request to its handler: the one routing table of the server. Handlers get the
+/// shared state by `Arc`, so one that streams can keep it beyond the call.
+pub async fn dispatch(state: Arc<AppState>, request: Request<Incoming>) -> Response<ResponseBody> {
     match (request.method(), request.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz") => healthz(state).await,
+        (&Method::GET | &Method::HEAD, "/healthz") => healthz(&state).await,
         (_, "/healthz") => method_not_allowed(request.method()),
         (_, path) => not_found(path),
     }
@@ -190,16 +178,22 @@ pub fn error_response(
 
 /// A JSON response with `status`.
 pub fn json_response(status: StatusCode, value: &Value) -> Response<ResponseBody> {
-    let body = Full::new(Bytes::from(value.to_string())).map_err(|never| match never {}).boxed();
+    let body = Full::new(Bytes::from(value.to_string()))
+        .map_err(|never| match never {})
+        .boxed();
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::db::Database;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
     use tokio::sync::oneshot;
@@ -207,7 +201,9 @@ mod tests {
     async fn start() -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let state = AppState::new(Database::open_in_memory().unwrap(), Config::in_memory());
+        let state = AppState::start(Database::open_in_memory().unwrap(), Config::in_memory())
+            .await
+            .unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, state, async move {
             let _ = stopped.await;
@@ -229,8 +225,11 @@ mod tests {
     #[tokio::test]
     async fn healthz_reports_ok_and_the_schema_version() {
         let (address, stop, server) = start().await;
-        let (status, body) =
-            get(address, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let (status, body) = get(
+            address,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert_eq!(status, 200);
         assert_eq!(
             body,
@@ -243,15 +242,21 @@ mod tests {
     #[tokio::test]
     async fn unknown_paths_are_openai_shaped_404s() {
         let (address, stop, server) = start().await;
-        let (status, body) =
-            get(address, "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let (status, body) = get(
+            address,
+            "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert_eq!(status, 404);
         assert_eq!(body["error"]["type"], "not_found_error");
         assert_eq!(body["error"]["code"], "not_found");
         assert_eq!(body["error"]["param"], Value::Null);
         assert!(body["error"]["message"].as_str().unwrap().contains("/nope"));
-        let (status, _) =
-            get(address, "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+        let (status, _) = get(
+            address,
+            "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert_eq!(status, 405);
         stop.send(()).unwrap();
         server.await.unwrap();

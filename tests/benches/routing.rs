@@ -4,7 +4,11 @@
 //!
 //! Run: `cargo bench -p monoize-tests --bench routing`.
 
-#![allow(clippy::print_stdout, clippy::unwrap_used, reason = "a benchmark prints its table")]
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    reason = "a benchmark prints its table"
+)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -17,7 +21,7 @@ use monoize::routing::{
     Attempt, HealthPolicy, HealthRegistry, RouteRequest, RoutingSnapshot, SharedSnapshot,
     validate_plan,
 };
-use monoize_routing::waterfall;
+use monoize_waterfall as waterfall;
 
 const CHANNELS_PER_PROVIDER: usize = 5;
 const MODEL: &str = "gpt-4o";
@@ -43,7 +47,11 @@ fn route_natively(
                 channels: provider
                     .channels
                     .iter()
-                    .map(|c| waterfall::Channel { id: &c.id, weight: c.weight, enabled: c.enabled })
+                    .map(|c| waterfall::Channel {
+                        id: &c.id,
+                        weight: c.weight,
+                        enabled: c.enabled,
+                    })
                     .collect(),
             })
         })
@@ -53,12 +61,16 @@ fn route_natively(
         max_multiplier: request.max_multiplier.map(Multiplier::nanos),
         groups: request.groups.as_deref(),
         seed: request.seed,
+        max_attempts: 32,
     };
     let plan = waterfall::plan(&native_request, &candidates, |ids| {
         health
             .status(ids)
             .into_iter()
-            .map(|s| waterfall::Health { healthy: s.healthy, last_failure: s.last_failure_ms })
+            .map(|s| waterfall::Health {
+                healthy: s.healthy,
+                last_failure: s.last_failure_ms,
+            })
             .collect()
     })
     .unwrap();
@@ -81,8 +93,11 @@ fn per_call(total: Duration, iterations: u32) -> f64 {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let engine = monoize_tests::engine();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = monoize_tests::engine_with(monoize::plugins::PluginLimits::default());
     let router = RouterPlugin::load(&engine, "default-router", ROUTING).unwrap();
     let health = HealthRegistry::new(HealthPolicy::default());
     let request = |seed: u64| RouteRequest {
@@ -94,7 +109,9 @@ fn main() {
         seed,
     };
 
-    println!("routing bench: default router, {CHANNELS_PER_PROVIDER} channels per provider, mean per route");
+    println!(
+        "routing bench: default router, {CHANNELS_PER_PROVIDER} channels per provider, mean per route"
+    );
     println!(
         "{:>9} {:>8} {:>22} {:>18} {:>14}",
         "providers", "attempts", "sandbox (inst+route+val)", "native (route+val)", "sandbox/native"
@@ -105,9 +122,16 @@ fn main() {
         let phase = RoutePhase::new(router.clone(), shared, health.clone());
         let iterations: u32 = if providers >= 1000 { 300 } else { 3000 };
 
-        let attempts = runtime.block_on(phase.plan(&request(0))).unwrap().attempts.len();
+        let attempts = runtime
+            .block_on(phase.plan(&request(0)))
+            .unwrap()
+            .attempts
+            .len();
         let native_attempts = route_natively(&snapshot, &health, &request(0)).len();
-        assert_eq!(attempts, native_attempts, "both paths plan the same attempts");
+        assert_eq!(
+            attempts, native_attempts,
+            "both paths plan the same attempts"
+        );
 
         let started = Instant::now();
         runtime.block_on(async {

@@ -1,7 +1,10 @@
 //! Shared helpers for the end-to-end tests and benches: routing fixtures built the way an
 //! operator would configure them, and a plugin engine with the production limits.
 
-#![allow(clippy::panic, reason = "test helpers fail the test at once on a broken fixture")]
+#![allow(
+    clippy::panic,
+    reason = "test helpers fail the test at once on a broken fixture"
+)]
 
 use std::sync::Arc;
 
@@ -103,7 +106,9 @@ fn parse_multiplier(text: &str) -> Multiplier {
 
 /// A snapshot of `providers`.
 pub fn snapshot(providers: Vec<ProviderFixture>) -> Arc<RoutingSnapshot> {
-    Arc::new(RoutingSnapshot::new(providers.into_iter().map(ProviderFixture::build).collect()))
+    Arc::new(RoutingSnapshot::new(
+        providers.into_iter().map(ProviderFixture::build).collect(),
+    ))
 }
 
 /// `providers` providers at priorities 0.., each serving `model` at multiplier 1 through
@@ -138,14 +143,22 @@ pub fn request(model: &str) -> RouteRequest {
     }
 }
 
-/// A plugin engine with the production default limits and no on-disk cache.
+/// A plugin engine with the production limits, except a time bound of 5 s: tests run many
+/// calls in parallel on few cores, where a 50 ms wall-clock bound would fail them at random.
+/// The time bound itself is proven by a test that sets its own.
 pub fn engine() -> PluginEngine {
-    engine_with(PluginLimits::default())
+    engine_with(PluginLimits {
+        timeout: std::time::Duration::from_secs(5),
+        ..PluginLimits::default()
+    })
 }
 
 /// A plugin engine with `limits` and no on-disk cache.
 pub fn engine_with(limits: PluginLimits) -> PluginEngine {
-    match PluginEngine::new(&EngineSettings { limits, cache_dir: None }) {
+    match PluginEngine::new(&EngineSettings {
+        limits,
+        cache_dir: None,
+    }) {
         Ok(engine) => engine,
         Err(error) => panic!("plugin engine: {error}"),
     }

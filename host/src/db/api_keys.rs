@@ -192,8 +192,9 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<ApiKeyRow>, DbError> {
 
 /// Every key whose stored prefix is `prefix` (usually one; the caller checks the hash).
 pub fn by_prefix(conn: &Connection, prefix: &str) -> Result<Vec<ApiKeyRow>, DbError> {
-    let mut statement =
-        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys WHERE key_prefix = ?1"))?;
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE key_prefix = ?1"
+    ))?;
     collect(statement.query([prefix])?, ApiKeyRow::from_row)
 }
 
@@ -207,8 +208,9 @@ pub fn list_for_user(conn: &Connection, user_id: &str) -> Result<Vec<ApiKeyRow>,
 
 /// Every key, newest first.
 pub fn list_all(conn: &Connection) -> Result<Vec<ApiKeyRow>, DbError> {
-    let mut statement = conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at DESC, id"))?;
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM api_keys ORDER BY created_at DESC, id"
+    ))?;
     collect(statement.query([])?, ApiKeyRow::from_row)
 }
 
@@ -244,7 +246,9 @@ pub fn update(tx: &Transaction<'_>, key: &ApiKeyRow) -> Result<ApiKeyRow, DbErro
 
 /// Deletes the key `id`.
 pub fn delete(tx: &Transaction<'_>, id: &str) -> Result<(), DbError> {
-    let changed = tx.prepare_cached("DELETE FROM api_keys WHERE id = ?1")?.execute([id])?;
+    let changed = tx
+        .prepare_cached("DELETE FROM api_keys WHERE id = ?1")?
+        .execute([id])?;
     expect_one(changed, || format!("api key {id}"))
 }
 
@@ -255,8 +259,7 @@ pub fn delete_for_user(
     user_id: &str,
     ids: &[String],
 ) -> Result<usize, DbError> {
-    let mut statement =
-        tx.prepare_cached("DELETE FROM api_keys WHERE id = ?1 AND user_id = ?2")?;
+    let mut statement = tx.prepare_cached("DELETE FROM api_keys WHERE id = ?1 AND user_id = ?2")?;
     let mut deleted = 0;
     for id in ids {
         deleted += statement.execute(params![id, user_id])?;
@@ -292,7 +295,9 @@ mod tests {
 
     fn with_user(name: &str, db: &Database) -> String {
         let new = NewUser::new(name, "h", Role::User);
-        db.write_blocking(move |tx| users::insert(tx, &new)).unwrap().id
+        db.write_blocking(move |tx| users::insert(tx, &new))
+            .unwrap()
+            .id
     }
 
     fn add_key(db: &Database, user_id: &str, hash: &str) -> ApiKeyRow {
@@ -350,18 +355,43 @@ mod tests {
         key.max_multiplier = None;
         key.key_hash = "ignored".to_owned();
         let updated = db.write_blocking(move |tx| update(tx, &key)).unwrap();
-        assert_eq!((updated.name.as_str(), updated.enabled, updated.key_hash.as_str()), ("renamed", false, "a1"));
+        assert_eq!(
+            (
+                updated.name.as_str(),
+                updated.enabled,
+                updated.key_hash.as_str()
+            ),
+            ("renamed", false, "a1")
+        );
         let a = alice.clone();
-        assert_eq!(db.read_blocking(move |c| list_for_user(c, &a)).unwrap().len(), 2);
+        assert_eq!(
+            db.read_blocking(move |c| list_for_user(c, &a))
+                .unwrap()
+                .len(),
+            2
+        );
         assert_eq!(db.read_blocking(list_all).unwrap().len(), 3);
         let ids = vec![updated.id.clone(), bobs.id.clone()];
         let a = alice.clone();
-        assert_eq!(db.write_blocking(move |tx| delete_for_user(tx, &a, &ids)).unwrap(), 1);
+        assert_eq!(
+            db.write_blocking(move |tx| delete_for_user(tx, &a, &ids))
+                .unwrap(),
+            1
+        );
         let b = bobs.id.clone();
-        assert!(db.read_blocking(move |c| get(c, &b)).unwrap().is_some(), "bob's key survives");
+        assert!(
+            db.read_blocking(move |c| get(c, &b)).unwrap().is_some(),
+            "bob's key survives"
+        );
         db.write_blocking(move |tx| delete(tx, &other.id)).unwrap();
-        assert_eq!(db.read_blocking(move |c| list_for_user(c, &alice)).unwrap(), Vec::new());
-        assert!(matches!(db.write_blocking(|tx| delete(tx, "none")), Err(DbError::NotFound(_))));
+        assert_eq!(
+            db.read_blocking(move |c| list_for_user(c, &alice)).unwrap(),
+            Vec::new()
+        );
+        assert!(matches!(
+            db.write_blocking(|tx| delete(tx, "none")),
+            Err(DbError::NotFound(_))
+        ));
     }
 
     #[test]
@@ -374,10 +404,17 @@ mod tests {
             (key.id.clone(), "2026-01-01T00:00:00Z".to_owned()),
             ("missing".to_owned(), "2026-01-03T00:00:00Z".to_owned()),
         ];
-        assert_eq!(db.write_blocking(move |tx| touch_last_used_batch(tx, &uses)).unwrap(), 1);
+        assert_eq!(
+            db.write_blocking(move |tx| touch_last_used_batch(tx, &uses))
+                .unwrap(),
+            1
+        );
         let id = key.id.clone();
         let stored = db.read_blocking(move |c| get(c, &id)).unwrap().unwrap();
-        assert_eq!(stored.last_used_at.as_deref(), Some("2026-01-02T00:00:00.000Z"));
+        assert_eq!(
+            stored.last_used_at.as_deref(),
+            Some("2026-01-02T00:00:00.000Z")
+        );
     }
 
     #[test]
@@ -386,11 +423,20 @@ mod tests {
         let user_id = with_user("u", &db);
         add_key(&db, &user_id, "same");
         let duplicate = NewApiKey::new(&user_id, "k", "sk-012345678", "same");
-        assert!(matches!(db.write_blocking(move |tx| insert(tx, &duplicate)), Err(DbError::Conflict(_))));
+        assert!(matches!(
+            db.write_blocking(move |tx| insert(tx, &duplicate)),
+            Err(DbError::Conflict(_))
+        ));
         let mut bad_json = NewApiKey::new(&user_id, "k", "p", "other");
         bad_json.transforms_json = "{not json".to_owned();
-        assert!(matches!(db.write_blocking(move |tx| insert(tx, &bad_json)), Err(DbError::Invalid(_))));
+        assert!(matches!(
+            db.write_blocking(move |tx| insert(tx, &bad_json)),
+            Err(DbError::Invalid(_))
+        ));
         let orphan = NewApiKey::new("ghost", "k", "p", "third");
-        assert!(matches!(db.write_blocking(move |tx| insert(tx, &orphan)), Err(DbError::Invalid(_))));
+        assert!(matches!(
+            db.write_blocking(move |tx| insert(tx, &orphan)),
+            Err(DbError::Invalid(_))
+        ));
     }
 }

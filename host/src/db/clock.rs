@@ -53,8 +53,13 @@ pub fn parse_unix_millis(text: &str) -> Option<i64> {
     let year = digits(bytes, 0, 4)?;
     let month = digits(bytes, 5, 2)?;
     let day = digits(bytes, 8, 2)?;
-    let (hour, minute, second) = (digits(bytes, 11, 2)?, digits(bytes, 14, 2)?, digits(bytes, 17, 2)?);
-    let separators_ok = bytes[4] == b'-' && bytes[7] == b'-' && bytes[13] == b':' && bytes[16] == b':';
+    let (hour, minute, second) = (
+        digits(bytes, 11, 2)?,
+        digits(bytes, 14, 2)?,
+        digits(bytes, 17, 2)?,
+    );
+    let separators_ok =
+        bytes[4] == b'-' && bytes[7] == b'-' && bytes[13] == b':' && bytes[16] == b':';
     if !separators_ok || !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
         return None;
     }
@@ -79,7 +84,8 @@ pub fn canonical(text: &str) -> Option<String> {
 fn digits(bytes: &[u8], start: usize, count: usize) -> Option<i64> {
     let slice = bytes.get(start..start + count)?;
     slice.iter().try_fold(0i64, |value, byte| {
-        byte.is_ascii_digit().then(|| value * 10 + i64::from(byte - b'0'))
+        byte.is_ascii_digit()
+            .then(|| value * 10 + i64::from(byte - b'0'))
     })
 }
 
@@ -88,12 +94,18 @@ fn fraction(bytes: &[u8]) -> Option<(i64, &[u8])> {
     let Some(after_dot) = bytes.strip_prefix(b".") else {
         return Some((0, bytes));
     };
-    let count = after_dot.iter().take_while(|byte| byte.is_ascii_digit()).count();
+    let count = after_dot
+        .iter()
+        .take_while(|byte| byte.is_ascii_digit())
+        .count();
     if count == 0 {
         return None;
     }
     let millis = (0..3).fold(0i64, |value, index| {
-        let digit = after_dot.get(index).filter(|_| index < count).map_or(0, |b| b - b'0');
+        let digit = after_dot
+            .get(index)
+            .filter(|_| index < count)
+            .map_or(0, |b| b - b'0');
         value * 10 + i64::from(digit)
     });
     Some((millis, &after_dot[count..]))
@@ -148,7 +160,11 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -160,8 +176,14 @@ mod tests {
     #[test]
     fn formats_fixed_width_utc_with_milliseconds() {
         assert_eq!(format_unix_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_unix_millis(1_772_366_400_123), "2026-03-01T12:00:00.123Z");
-        assert_eq!(format_unix_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            format_unix_millis(1_772_366_400_123),
+            "2026-03-01T12:00:00.123Z"
+        );
+        assert_eq!(
+            format_unix_millis(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
         assert_eq!(format_unix_millis(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(format_unix_millis(i64::MAX), "9999-12-31T23:59:59.999Z");
         assert_eq!(format_unix_millis(i64::MIN), "0000-01-01T00:00:00.000Z");
@@ -169,13 +191,32 @@ mod tests {
 
     #[test]
     fn parses_what_it_formats_and_other_rfc3339_forms() {
-        for millis in [0, 1, 951_782_400_000, 1_772_366_400_123, -86_400_001, MAX_MILLIS] {
+        for millis in [
+            0,
+            1,
+            951_782_400_000,
+            1_772_366_400_123,
+            -86_400_001,
+            MAX_MILLIS,
+        ] {
             assert_eq!(parse_unix_millis(&format_unix_millis(millis)), Some(millis));
         }
-        assert_eq!(parse_unix_millis("2026-03-01T12:00:00Z"), Some(1_772_366_400_000));
-        assert_eq!(parse_unix_millis("2026-03-01t12:00:00.1234567z"), Some(1_772_366_400_123));
-        assert_eq!(parse_unix_millis("2026-03-01 14:00:00+02:00"), Some(1_772_366_400_000));
-        assert_eq!(parse_unix_millis("2026-03-01T07:30:00-04:30"), Some(1_772_366_400_000));
+        assert_eq!(
+            parse_unix_millis("2026-03-01T12:00:00Z"),
+            Some(1_772_366_400_000)
+        );
+        assert_eq!(
+            parse_unix_millis("2026-03-01t12:00:00.1234567z"),
+            Some(1_772_366_400_123)
+        );
+        assert_eq!(
+            parse_unix_millis("2026-03-01 14:00:00+02:00"),
+            Some(1_772_366_400_000)
+        );
+        assert_eq!(
+            parse_unix_millis("2026-03-01T07:30:00-04:30"),
+            Some(1_772_366_400_000)
+        );
     }
 
     #[test]
@@ -203,6 +244,9 @@ mod tests {
         let later = format_unix_millis(1_000);
         assert!(earlier < later);
         assert!(now() < seconds_from_now(60));
-        assert_eq!(canonical("2026-03-01T14:00:00+02:00").as_deref(), Some("2026-03-01T12:00:00.000Z"));
+        assert_eq!(
+            canonical("2026-03-01T14:00:00+02:00").as_deref(),
+            Some("2026-03-01T12:00:00.000Z")
+        );
     }
 }

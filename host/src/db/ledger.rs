@@ -1,8 +1,8 @@
 //! The `billing_ledger` table (DBO3.1): append-only history of request charges and admin
-//! adjustments. [`append`] is the only way a balance changes: in the caller's transaction it
-//! reads the balance, computes the new one with checked integer arithmetic (never SQL
-//! arithmetic on TEXT), stores it, and appends the row that explains it, so for every user the
-//! balance equals the sum of the ledger's deltas.
+//! adjustments. [`append`], [`charge`] and [`adjust`] are the only ways a balance changes: in
+//! the caller's transaction each reads the balance, computes the new one with checked integer
+//! arithmetic (never SQL arithmetic on TEXT), stores it, and appends the one row that explains
+//! it, so for every user the balance equals the sum of the ledger's deltas.
 
 use std::fmt;
 use std::str::FromStr;
@@ -130,24 +130,143 @@ const COLUMNS: &str = "id, user_id, kind, delta_nano_usd, balance_after_nano_usd
 /// request id seen before answers the earlier row instead of charging twice (and is a
 /// `Conflict` if it was charged to another user). A balance that would overflow `i64` is
 /// `Invalid`; a balance may go negative (a served request is always charged, DESIGN §6).
+/// Unlimited users are treated like any other here: [`charge`] is what records their usage
+/// with a zero delta.
 pub fn append(tx: &Transaction<'_>, entry: &LedgerEntry) -> Result<Appended, DbError> {
     require_json("meta_json", &entry.meta_json)?;
     if entry.kind == LedgerKind::RequestCharge && entry.request_id.is_none() {
-        return Err(DbError::Invalid("a request charge needs a request_id".to_owned()));
+        return Err(DbError::Invalid(
+            "a request charge needs a request_id".to_owned(),
+        ));
     }
     if let Some(request_id) = entry.request_id.as_deref()
-        && let Some(earlier) = by_request_id(tx, request_id)?
+        && let Some(earlier) = earlier_charge(tx, request_id, &entry.user_id)?
     {
-        if earlier.user_id != entry.user_id {
-            return Err(DbError::Conflict(format!(
-                "request {request_id} was already charged to another user"
-            )));
-        }
         return Ok(Appended::AlreadyRecorded(earlier));
     }
     let (balance, _) = users::balance(tx, &entry.user_id)?;
+    record(tx, entry, balance).map(Appended::Recorded)
+}
+
+/// The charge of one served request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    /// Whose balance.
+    pub user_id: String,
+    /// The request charged: a second charge of it changes nothing.
+    pub request_id: String,
+    /// What the request cost, ≥ 0.
+    pub amount: NanoUsd,
+    /// Details as JSON text.
+    pub meta_json: String,
+}
+
+/// Charges a served request in the caller's transaction (DESIGN §6): the amount is taken in
+/// full even when that takes the balance below zero; an unlimited user's row has delta 0 (the
+/// caller puts the amount in its meta). Idempotent by request id: a request charged before
+/// answers its earlier row and changes nothing (`Conflict` if that was another user's). The
+/// `UNIQUE` index on `request_id` guarantees that no request is ever recorded twice; the
+/// lookup first turns a repeat into an answer instead of an error. A negative amount is
+/// `Invalid`, an unknown user `NotFound`.
+pub fn charge(tx: &Transaction<'_>, charge: &Charge) -> Result<Appended, DbError> {
+    if charge.request_id.is_empty() {
+        return Err(DbError::Invalid("request_id must not be empty".to_owned()));
+    }
+    if charge.amount < NanoUsd::ZERO {
+        return Err(DbError::Invalid(format!(
+            "amount must not be negative (got {})",
+            charge.amount
+        )));
+    }
+    require_json("meta_json", &charge.meta_json)?;
+    if let Some(earlier) = earlier_charge(tx, &charge.request_id, &charge.user_id)? {
+        return Ok(Appended::AlreadyRecorded(earlier));
+    }
+    let (balance, unlimited) = users::balance(tx, &charge.user_id)?;
+    let delta = if unlimited {
+        NanoUsd::ZERO
+    } else {
+        // amount ≥ 0, so its negation always fits in an i64.
+        NanoUsd::ZERO
+            .checked_sub(charge.amount)
+            .ok_or_else(|| DbError::Invalid("amount is out of range".to_owned()))?
+    };
+    let entry = LedgerEntry {
+        user_id: charge.user_id.clone(),
+        kind: LedgerKind::RequestCharge,
+        delta,
+        request_id: Some(charge.request_id.clone()),
+        meta_json: charge.meta_json.clone(),
+    };
+    record(tx, &entry, balance).map(Appended::Recorded)
+}
+
+/// An administrator's change of a balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adjustment {
+    /// Add this amount (negative to take).
+    Add(NanoUsd),
+    /// Set the balance to this amount.
+    Set(NanoUsd),
+}
+
+/// Applies an administrator's adjustment in the caller's transaction and appends its
+/// `admin_adjustment` row. A `Set` computes its delta from the balance read in this same
+/// transaction, so it cannot race a charge: whatever was charged before is part of the delta.
+/// An unknown user is `NotFound`; a balance or delta that would overflow `i64` is `Invalid`.
+pub fn adjust(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    adjustment: Adjustment,
+    meta_json: &str,
+) -> Result<LedgerRow, DbError> {
+    require_json("meta_json", meta_json)?;
+    let (balance, _) = users::balance(tx, user_id)?;
+    let delta = match adjustment {
+        Adjustment::Add(delta) => delta,
+        Adjustment::Set(target) => target.checked_sub(balance).ok_or_else(|| {
+            DbError::Invalid(format!(
+                "setting the balance of user {user_id} to {target} needs a delta that overflows"
+            ))
+        })?,
+    };
+    let entry = LedgerEntry {
+        user_id: user_id.to_owned(),
+        kind: LedgerKind::AdminAdjustment,
+        delta,
+        request_id: None,
+        meta_json: meta_json.to_owned(),
+    };
+    record(tx, &entry, balance)
+}
+
+/// The row that already charged `request_id` to `user_id`; `Conflict` if it was charged to
+/// another user.
+fn earlier_charge(
+    tx: &Transaction<'_>,
+    request_id: &str,
+    user_id: &str,
+) -> Result<Option<LedgerRow>, DbError> {
+    match by_request_id(tx, request_id)? {
+        Some(earlier) if earlier.user_id != user_id => Err(DbError::Conflict(format!(
+            "request {request_id} was already charged to another user"
+        ))),
+        earlier => Ok(earlier),
+    }
+}
+
+/// Moves the balance from `balance` (read in this transaction) by `entry.delta` and appends
+/// the row that explains it.
+fn record(
+    tx: &Transaction<'_>,
+    entry: &LedgerEntry,
+    balance: NanoUsd,
+) -> Result<LedgerRow, DbError> {
     let balance_after = balance.checked_add(entry.delta).ok_or_else(|| {
-        DbError::Invalid(format!("the balance of user {} would overflow", entry.user_id))
+        DbError::Invalid(format!(
+            "the balance of user {} would overflow",
+            entry.user_id
+        ))
     })?;
     let now = clock::now();
     users::set_balance(tx, &entry.user_id, balance_after, &now)?;
@@ -164,7 +283,7 @@ pub fn append(tx: &Transaction<'_>, entry: &LedgerEntry) -> Result<Appended, DbE
         entry.meta_json,
         now
     ])?;
-    Ok(Appended::Recorded(LedgerRow {
+    Ok(LedgerRow {
         id: tx.last_insert_rowid(),
         user_id: entry.user_id.clone(),
         kind: entry.kind,
@@ -173,13 +292,14 @@ pub fn append(tx: &Transaction<'_>, entry: &LedgerEntry) -> Result<Appended, DbE
         request_id: entry.request_id.clone(),
         meta_json: entry.meta_json.clone(),
         created_at: now,
-    }))
+    })
 }
 
 /// The row that charged `request_id`, if any.
 pub fn by_request_id(conn: &Connection, request_id: &str) -> Result<Option<LedgerRow>, DbError> {
-    let mut statement =
-        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM billing_ledger WHERE request_id = ?1"))?;
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM billing_ledger WHERE request_id = ?1"
+    ))?;
     first(statement.query([request_id])?, LedgerRow::from_row)
 }
 
@@ -192,13 +312,24 @@ pub fn list(
     limit: u32,
     before: Option<i64>,
 ) -> Result<Vec<LedgerRow>, DbError> {
-    let user_filter = if user_id.is_some() { "user_id = ?1" } else { "?1 IS NULL" };
-    let before_filter = if before.is_some() { "id < ?2" } else { "?2 IS NULL" };
+    let user_filter = if user_id.is_some() {
+        "user_id = ?1"
+    } else {
+        "?1 IS NULL"
+    };
+    let before_filter = if before.is_some() {
+        "id < ?2"
+    } else {
+        "?2 IS NULL"
+    };
     let mut statement = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM billing_ledger WHERE {user_filter} AND {before_filter} \
          ORDER BY id DESC LIMIT ?3"
     ))?;
-    collect(statement.query(params![user_id, before, clamp_limit(limit)])?, LedgerRow::from_row)
+    collect(
+        statement.query(params![user_id, before, clamp_limit(limit)])?,
+        LedgerRow::from_row,
+    )
 }
 
 /// The sum of every delta of `user_id`, computed with checked arithmetic in Rust; equals the
@@ -206,11 +337,15 @@ pub fn list(
 pub fn sum_for_user(conn: &Connection, user_id: &str) -> Result<NanoUsd, DbError> {
     let mut statement =
         conn.prepare_cached("SELECT delta_nano_usd FROM billing_ledger WHERE user_id = ?1")?;
-    let deltas = collect(statement.query([user_id])?, |row| parse_column(row, "delta_nano_usd"))?;
-    deltas.into_iter().try_fold(NanoUsd::ZERO, |sum, delta: NanoUsd| {
-        sum.checked_add(delta)
-            .ok_or_else(|| DbError::Corrupt(format!("the ledger of user {user_id} overflows")))
-    })
+    let deltas = collect(statement.query([user_id])?, |row| {
+        parse_column(row, "delta_nano_usd")
+    })?;
+    deltas
+        .into_iter()
+        .try_fold(NanoUsd::ZERO, |sum, delta: NanoUsd| {
+            sum.checked_add(delta)
+                .ok_or_else(|| DbError::Corrupt(format!("the ledger of user {user_id} overflows")))
+        })
 }
 
 #[cfg(test)]
@@ -221,7 +356,9 @@ mod tests {
 
     fn with_user(db: &Database, name: &str) -> String {
         let new = NewUser::new(name, "h", Role::User);
-        db.write_blocking(move |tx| users::insert(tx, &new)).unwrap().id
+        db.write_blocking(move |tx| users::insert(tx, &new))
+            .unwrap()
+            .id
     }
 
     fn charge(user_id: &str, request_id: &str, delta: i64) -> LedgerEntry {
@@ -265,7 +402,10 @@ mod tests {
         assert!(debit.row().id > credit.row().id);
         assert_eq!(balance_of(&db, &user), NanoUsd(7_500));
         let uid = user.clone();
-        assert_eq!(db.read_blocking(move |c| sum_for_user(c, &uid)).unwrap(), NanoUsd(7_500));
+        assert_eq!(
+            db.read_blocking(move |c| sum_for_user(c, &uid)).unwrap(),
+            NanoUsd(7_500)
+        );
     }
 
     #[test]
@@ -299,7 +439,12 @@ mod tests {
         assert!(matches!(error, DbError::Invalid(_)), "{error:?}");
         assert_eq!(balance_of(&db, &user), NanoUsd(i64::MAX));
         let uid = user.clone();
-        assert_eq!(db.read_blocking(move |c| list(c, Some(&uid), 10, None)).unwrap().len(), 1);
+        assert_eq!(
+            db.read_blocking(move |c| list(c, Some(&uid), 10, None))
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -308,11 +453,20 @@ mod tests {
         let user = with_user(&db, "u");
         let mut no_request = charge(&user, "x", -1);
         no_request.request_id = None;
-        assert!(matches!(append_one(&db, no_request), Err(DbError::Invalid(_))));
+        assert!(matches!(
+            append_one(&db, no_request),
+            Err(DbError::Invalid(_))
+        ));
         let mut bad_meta = adjustment(&user, 1);
         bad_meta.meta_json = "nope".to_owned();
-        assert!(matches!(append_one(&db, bad_meta), Err(DbError::Invalid(_))));
-        assert!(matches!(append_one(&db, adjustment("ghost", 1)), Err(DbError::NotFound(_))));
+        assert!(matches!(
+            append_one(&db, bad_meta),
+            Err(DbError::Invalid(_))
+        ));
+        assert!(matches!(
+            append_one(&db, adjustment("ghost", 1)),
+            Err(DbError::NotFound(_))
+        ));
     }
 
     #[test]
@@ -322,11 +476,17 @@ mod tests {
         append_one(&db, adjustment(&user, 7)).unwrap();
         append_one(&db, charge(&user, "r1", -3)).unwrap();
         let uid = user.clone();
-        db.write_blocking(move |tx| users::delete(tx, &uid)).unwrap();
+        db.write_blocking(move |tx| users::delete(tx, &uid))
+            .unwrap();
         let uid = user.clone();
-        let rows = db.read_blocking(move |c| list(c, Some(&uid), 100, None)).unwrap();
+        let rows = db
+            .read_blocking(move |c| list(c, Some(&uid), 100, None))
+            .unwrap();
         assert_eq!(rows.len(), 2);
-        assert_eq!(db.read_blocking(move |c| sum_for_user(c, &user)).unwrap(), NanoUsd(4));
+        assert_eq!(
+            db.read_blocking(move |c| sum_for_user(c, &user)).unwrap(),
+            NanoUsd(4)
+        );
     }
 
     #[test]
@@ -342,15 +502,172 @@ mod tests {
         assert_eq!(everyone.len(), 10);
         assert!(everyone.windows(2).all(|pair| pair[0].id > pair[1].id));
         let a = alice.clone();
-        let page = db.read_blocking(move |c| list(c, Some(&a), 2, None)).unwrap();
-        assert_eq!(page.iter().map(|r| r.delta_nano_usd.0).collect::<Vec<_>>(), [4, 3]);
+        let page = db
+            .read_blocking(move |c| list(c, Some(&a), 2, None))
+            .unwrap();
+        assert_eq!(
+            page.iter().map(|r| r.delta_nano_usd.0).collect::<Vec<_>>(),
+            [4, 3]
+        );
         let before = page[1].id;
         let a = alice.clone();
-        let next = db.read_blocking(move |c| list(c, Some(&a), 2, Some(before))).unwrap();
-        assert_eq!(next.iter().map(|r| r.delta_nano_usd.0).collect::<Vec<_>>(), [2, 1]);
+        let next = db
+            .read_blocking(move |c| list(c, Some(&a), 2, Some(before)))
+            .unwrap();
+        assert_eq!(
+            next.iter().map(|r| r.delta_nano_usd.0).collect::<Vec<_>>(),
+            [2, 1]
+        );
         assert!(next.iter().all(|row| row.user_id == alice));
         let clamped = db.read_blocking(|c| list(c, None, 0, None)).unwrap();
         assert_eq!(clamped.len(), 1);
+    }
+
+    #[test]
+    fn dbo3_1_concurrent_charges_serialize_on_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::open(&crate::config::Dsn::File(dir.path().join("l.db"))).unwrap();
+        let user = with_user(&db, "u");
+        let threads: Vec<_> = (0..8)
+            .map(|thread| {
+                let (db, user) = (db.clone(), user.clone());
+                std::thread::spawn(move || {
+                    for index in 0..25 {
+                        append_one(&db, charge(&user, &format!("r-{thread}-{index}"), -3)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(balance_of(&db, &user), NanoUsd(-600));
+        let uid = user.clone();
+        assert_eq!(
+            db.read_blocking(move |c| sum_for_user(c, &uid)).unwrap(),
+            NanoUsd(-600)
+        );
+    }
+
+    fn served(user_id: &str, request_id: &str, amount: i64) -> Charge {
+        Charge {
+            user_id: user_id.to_owned(),
+            request_id: request_id.to_owned(),
+            amount: NanoUsd(amount),
+            meta_json: r#"{"model":"m"}"#.to_owned(),
+        }
+    }
+
+    fn charge_one(db: &Database, entry: Charge) -> Result<Appended, DbError> {
+        db.write_blocking(move |tx| super::charge(tx, &entry))
+    }
+
+    #[test]
+    fn dbo3_1_charge_debits_in_full_even_below_zero_and_once_per_request() {
+        let db = Database::open_in_memory().unwrap();
+        let user = with_user(&db, "u");
+        append_one(&db, adjustment(&user, 1)).unwrap();
+        let first_charge = charge_one(&db, served(&user, "r1", 10)).unwrap();
+        assert!(first_charge.is_new());
+        assert_eq!(first_charge.row().delta_nano_usd, NanoUsd(-10));
+        assert_eq!(first_charge.row().balance_after_nano_usd, NanoUsd(-9));
+        let again = charge_one(&db, served(&user, "r1", 999)).unwrap();
+        assert_eq!(again, Appended::AlreadyRecorded(first_charge.row().clone()));
+        assert_eq!(balance_of(&db, &user), NanoUsd(-9));
+        let other = with_user(&db, "v");
+        assert!(matches!(
+            charge_one(&db, served(&other, "r1", 1)),
+            Err(DbError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn dbo3_1_charge_of_an_unlimited_user_records_a_zero_delta() {
+        let db = Database::open_in_memory().unwrap();
+        let mut new = NewUser::new("rich", "h", Role::User);
+        new.balance_unlimited = true;
+        let user = db
+            .write_blocking(move |tx| users::insert(tx, &new))
+            .unwrap()
+            .id;
+        let row = charge_one(&db, served(&user, "r", 500)).unwrap();
+        assert_eq!(row.row().delta_nano_usd, NanoUsd::ZERO);
+        assert_eq!(row.row().balance_after_nano_usd, NanoUsd::ZERO);
+        assert_eq!(row.row().kind, LedgerKind::RequestCharge);
+    }
+
+    #[test]
+    fn dbo3_1_charge_refuses_bad_input_and_changes_nothing() {
+        let db = Database::open_in_memory().unwrap();
+        let user = with_user(&db, "u");
+        for (entry, what) in [
+            (served(&user, "r", -1), "negative amount"),
+            (served(&user, "", 1), "empty request id"),
+            (
+                Charge {
+                    meta_json: "not json".to_owned(),
+                    ..served(&user, "r", 1)
+                },
+                "bad meta",
+            ),
+        ] {
+            let error = charge_one(&db, entry).unwrap_err();
+            assert!(matches!(error, DbError::Invalid(_)), "{what}: {error:?}");
+        }
+        assert!(matches!(
+            charge_one(&db, served("ghost", "r", 1)),
+            Err(DbError::NotFound(_))
+        ));
+        append_one(&db, adjustment(&user, i64::MIN + 5)).unwrap();
+        assert!(matches!(
+            charge_one(&db, served(&user, "deep", 6)),
+            Err(DbError::Invalid(_))
+        ));
+        assert_eq!(balance_of(&db, &user), NanoUsd(i64::MIN + 5));
+    }
+
+    #[test]
+    fn dbo3_1_adjust_adds_or_sets_with_the_delta_computed_in_the_transaction() {
+        let db = Database::open_in_memory().unwrap();
+        let user = with_user(&db, "u");
+        let uid = user.clone();
+        let added = db
+            .write_blocking(move |tx| adjust(tx, &uid, Adjustment::Add(NanoUsd(100)), "{}"))
+            .unwrap();
+        assert_eq!(
+            (added.delta_nano_usd, added.balance_after_nano_usd),
+            (NanoUsd(100), NanoUsd(100))
+        );
+        charge_one(&db, served(&user, "r", 30)).unwrap();
+        let uid = user.clone();
+        let set = db
+            .write_blocking(move |tx| {
+                adjust(tx, &uid, Adjustment::Set(NanoUsd(5)), r#"{"reason":"x"}"#)
+            })
+            .unwrap();
+        assert_eq!(
+            (set.delta_nano_usd, set.balance_after_nano_usd),
+            (NanoUsd(-65), NanoUsd(5))
+        );
+        assert_eq!(set.kind, LedgerKind::AdminAdjustment);
+        assert_eq!(set.request_id, None);
+        let uid = user.clone();
+        assert_eq!(
+            db.read_blocking(move |c| sum_for_user(c, &uid)).unwrap(),
+            NanoUsd(5)
+        );
+        let uid = user.clone();
+        db.write_blocking(move |tx| adjust(tx, &uid, Adjustment::Set(NanoUsd(i64::MIN)), "{}"))
+            .unwrap();
+        let uid = user.clone();
+        let overflow = db
+            .write_blocking(move |tx| adjust(tx, &uid, Adjustment::Set(NanoUsd(i64::MAX)), "{}"))
+            .unwrap_err();
+        assert!(matches!(overflow, DbError::Invalid(_)), "{overflow:?}");
+        assert!(matches!(
+            db.write_blocking(|tx| adjust(tx, "ghost", Adjustment::Add(NanoUsd(1)), "{}")),
+            Err(DbError::NotFound(_))
+        ));
     }
 
     #[test]

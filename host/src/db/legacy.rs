@@ -28,8 +28,11 @@ pub enum LegacyTable {
 
 impl LegacyTable {
     /// Every legacy table.
-    pub const ALL: [LegacyTable; 3] =
-        [LegacyTable::Providers, LegacyTable::ModelMappings, LegacyTable::GroupMembers];
+    pub const ALL: [LegacyTable; 3] = [
+        LegacyTable::Providers,
+        LegacyTable::ModelMappings,
+        LegacyTable::GroupMembers,
+    ];
 
     /// The table's name.
     pub fn as_str(self) -> &'static str {
@@ -64,14 +67,22 @@ pub fn list(conn: &Connection, table: LegacyTable, limit: u32) -> Result<Vec<Val
     // The table name comes from the enum, never from input, so formatting it in is safe.
     let mut statement =
         conn.prepare_cached(&format!("SELECT * FROM {table} ORDER BY rowid LIMIT ?1"))?;
-    let names: Vec<String> = statement.column_names().into_iter().map(str::to_owned).collect();
-    collect(statement.query([clamp_limit(limit)])?, |row| row_object(row, &names))
+    let names: Vec<String> = statement
+        .column_names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    collect(statement.query([clamp_limit(limit)])?, |row| {
+        row_object(row, &names)
+    })
 }
 
 /// Deletes the row `id` of `table` (a `providers` row takes its mappings and group members
 /// with it).
 pub fn delete(tx: &Transaction<'_>, table: LegacyTable, id: &str) -> Result<(), DbError> {
-    let changed = tx.prepare_cached(&format!("DELETE FROM {table} WHERE id = ?1"))?.execute([id])?;
+    let changed = tx
+        .prepare_cached(&format!("DELETE FROM {table} WHERE id = ?1"))?
+        .execute([id])?;
     expect_one(changed, || format!("{table} row {id}"))
 }
 
@@ -92,9 +103,12 @@ fn json_value(value: ValueRef<'_>) -> Value {
         ValueRef::Integer(integer) => Value::from(integer),
         ValueRef::Real(real) => Value::from(real),
         ValueRef::Text(text) => Value::from(String::from_utf8_lossy(text).into_owned()),
-        ValueRef::Blob(bytes) => {
-            Value::from(bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>())
-        }
+        ValueRef::Blob(bytes) => Value::from(
+            bytes
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect::<String>(),
+        ),
     }
 }
 
@@ -124,24 +138,39 @@ mod tests {
     #[test]
     fn dbt4_legacy_rows_are_listed_as_json_without_credentials() {
         let db = seeded();
-        let providers = db.read_blocking(|c| list(c, LegacyTable::Providers, 100)).unwrap();
+        let providers = db
+            .read_blocking(|c| list(c, LegacyTable::Providers, 100))
+            .unwrap();
         assert_eq!(providers.len(), 2);
         assert_eq!(providers[0]["id"], "p1");
         assert_eq!(providers[0]["enabled"], 1);
         assert!(providers[0].get("auth_value").is_none());
-        assert!(!serde_json::to_string(&providers).unwrap().contains("sk-legacy-secret"));
-        let mappings = db.read_blocking(|c| list(c, LegacyTable::ModelMappings, 100)).unwrap();
+        assert!(
+            !serde_json::to_string(&providers)
+                .unwrap()
+                .contains("sk-legacy-secret")
+        );
+        let mappings = db
+            .read_blocking(|c| list(c, LegacyTable::ModelMappings, 100))
+            .unwrap();
         assert_eq!(mappings[0]["upstream_model"], "gpt-4");
     }
 
     #[test]
     fn dbt4_legacy_delete_cascades_and_reports_missing_rows() {
         let db = seeded();
-        db.write_blocking(|tx| delete(tx, LegacyTable::Providers, "p1")).unwrap();
+        db.write_blocking(|tx| delete(tx, LegacyTable::Providers, "p1"))
+            .unwrap();
         for table in [LegacyTable::ModelMappings, LegacyTable::GroupMembers] {
-            assert!(db.read_blocking(move |c| list(c, table, 100)).unwrap().is_empty());
+            assert!(
+                db.read_blocking(move |c| list(c, table, 100))
+                    .unwrap()
+                    .is_empty()
+            );
         }
-        let missing = db.write_blocking(|tx| delete(tx, LegacyTable::Providers, "p1")).unwrap_err();
+        let missing = db
+            .write_blocking(|tx| delete(tx, LegacyTable::Providers, "p1"))
+            .unwrap_err();
         assert!(matches!(missing, DbError::NotFound(_)));
     }
 

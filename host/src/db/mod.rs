@@ -126,15 +126,19 @@ pub struct Database {
 }
 
 struct Shared {
-    writer: Mutex<Connection>,
-    /// Empty for a memory database: reads then use the writer.
+    /// Empty for a memory database: reads then use the writer. Declared before the writer
+    /// so that it is dropped first: the last connection to close checkpoints the WAL and
+    /// removes it, which only a read-write connection can do.
     readers: Vec<Mutex<Connection>>,
+    writer: Mutex<Connection>,
     next_reader: AtomicUsize,
 }
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        out.debug_struct("Database").field("readers", &self.shared.readers.len()).finish()
+        out.debug_struct("Database")
+            .field("readers", &self.shared.readers.len())
+            .finish()
     }
 }
 
@@ -214,9 +218,11 @@ impl Database {
 
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
-        self.read(|connection| Ok(connection.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?))
-            .await
-            .is_ok()
+        self.read(
+            |connection| Ok(connection.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?),
+        )
+        .await
+        .is_ok()
     }
 
     /// A free reader if there is one, else the next in turn (waiting for it).
@@ -256,7 +262,10 @@ fn open_memory() -> Result<Database, DbError> {
 
 fn open_file(path: &Path) -> Result<Database, DbError> {
     create_database_file(path)?;
-    let open_error = |source| DbError::Open { path: path.to_owned(), source };
+    let open_error = |source| DbError::Open {
+        path: path.to_owned(),
+        source,
+    };
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut writer = Connection::open_with_flags(path, flags).map_err(open_error)?;
     configure_writer(&writer).map_err(open_error)?;
@@ -269,20 +278,47 @@ fn open_file(path: &Path) -> Result<Database, DbError> {
 
 impl Database {
     fn from_connections(writer: Connection, readers: Vec<Mutex<Connection>>) -> Database {
-        let shared = Shared { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) };
-        Database { shared: Arc::new(shared) }
+        let shared = Shared {
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        };
+        Database {
+            shared: Arc::new(shared),
+        }
     }
 }
 
 /// DB3: creates missing parent directories and the file itself before SQLite opens it, so a
 /// bad location fails with the path and the operating system's reason.
 fn create_database_file(path: &Path) -> Result<(), DbError> {
-    let io_error = |source| DbError::Io { path: path.to_owned(), source };
-    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(io_error)?;
+    let io_error = |source| DbError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        fs::create_dir_all(parent)
+            .map_err(|error| io_error(explain_parent_error(parent, error)))?;
     }
-    OpenOptions::new().create(true).append(true).open(path).map_err(io_error)?;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_error)?;
     Ok(())
+}
+
+/// `create_dir_all` reports a regular file in the way as "File exists"; say what is wrong.
+fn explain_parent_error(parent: &Path, error: std::io::Error) -> std::io::Error {
+    if error.kind() == std::io::ErrorKind::AlreadyExists && !parent.is_dir() {
+        let message = format!("{} exists and is not a directory", parent.display());
+        std::io::Error::new(std::io::ErrorKind::NotADirectory, message)
+    } else {
+        error
+    }
 }
 
 fn configure_writer(connection: &Connection) -> rusqlite::Result<()> {
@@ -311,7 +347,14 @@ pub fn new_id() -> Result<String, DbError> {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    Ok(format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]))
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    ))
 }
 
 /// Reads every row of `rows` through `map`.
@@ -350,7 +393,8 @@ pub(crate) fn parse_optional_column<T: FromStr>(
 }
 
 fn parse_stored<T: FromStr>(column: &str, text: &str) -> Result<T, DbError> {
-    text.parse().map_err(|_| DbError::Corrupt(format!("{column} holds `{text}`")))
+    text.parse()
+        .map_err(|_| DbError::Corrupt(format!("{column} holds `{text}`")))
 }
 
 /// Reads a TEXT column holding a JSON array of strings.
@@ -374,7 +418,28 @@ pub(crate) fn require_json(field: &str, text: &str) -> Result<(), DbError> {
 
 /// Fails with `NotFound(what)` when a single-row statement touched no row.
 pub(crate) fn expect_one(changed: usize, what: impl FnOnce() -> String) -> Result<(), DbError> {
-    if changed == 0 { Err(DbError::NotFound(what())) } else { Ok(()) }
+    if changed == 0 {
+        Err(DbError::NotFound(what()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs `f` inside a savepoint of `tx`, so that one transaction can hold many independent
+/// units of work (a group commit of charges) of which any may fail alone: a unit that fails is
+/// undone and the rest of the transaction goes on. The outer result is the savepoint itself
+/// failing, after which the whole transaction must be abandoned; the inner one is `f`'s.
+pub fn savepoint<T>(
+    tx: &Transaction<'_>,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, DbError>,
+) -> Result<Result<T, DbError>, DbError> {
+    tx.prepare_cached("SAVEPOINT monoize_unit")?.execute([])?;
+    let outcome = f(tx);
+    if outcome.is_err() {
+        tx.prepare_cached("ROLLBACK TO monoize_unit")?.execute([])?;
+    }
+    tx.prepare_cached("RELEASE monoize_unit")?.execute([])?;
+    Ok(outcome)
 }
 
 /// A `LIMIT` within `1..=MAX_LIST_LIMIT`.
@@ -394,7 +459,11 @@ mod tests {
                  AND name NOT LIKE 'sqlite_%' ORDER BY name",
             )
             .unwrap();
-        statement.query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+        statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     #[test]
@@ -451,6 +520,31 @@ mod tests {
     }
 
     #[test]
+    fn db3_a_regular_file_as_parent_directory_is_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("plain-file");
+        fs::write(&blocker, b"x").unwrap();
+        let message = open(&Dsn::File(blocker.join("monoize.db")))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("is not a directory"), "{message}");
+    }
+
+    #[test]
+    fn db3_closing_the_database_checkpoints_and_removes_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = open(&Dsn::File(dir.path().join("w.db"))).unwrap();
+        database
+            .write_blocking(|tx| {
+                users::insert(tx, &users::NewUser::new("w", "h", users::Role::User))
+            })
+            .unwrap();
+        assert!(dir.path().join("w.db-wal").exists());
+        drop(database);
+        assert!(!dir.path().join("w.db-wal").exists());
+    }
+
+    #[test]
     fn db3_a_file_that_is_not_a_database_names_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("garbage.db");
@@ -463,8 +557,10 @@ mod tests {
     fn dbt_memory_database_has_every_table() {
         let database = Database::open_in_memory().unwrap();
         let names = database.read_blocking(|c| Ok(table_names(c))).unwrap();
-        let mut expected: Vec<String> =
-            schema::REQUIRED_TABLES.iter().map(|name| (*name).to_owned()).collect();
+        let mut expected: Vec<String> = schema::REQUIRED_TABLES
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect();
         expected.sort();
         assert_eq!(names, expected);
     }
@@ -482,9 +578,50 @@ mod tests {
         });
         assert!(failed.is_err());
         let names = database
-            .read_blocking(|c| Ok(users::list(c)?.into_iter().map(|u| u.username).collect::<Vec<_>>()))
+            .read_blocking(|c| {
+                Ok(users::list(c)?
+                    .into_iter()
+                    .map(|u| u.username)
+                    .collect::<Vec<_>>())
+            })
             .unwrap();
         assert_eq!(names, ["kept"]);
+    }
+
+    #[test]
+    fn a_failed_savepoint_unit_is_undone_and_the_transaction_goes_on() {
+        let database = Database::open_in_memory().unwrap();
+        let insert = |tx: &Transaction<'_>, name: &str| {
+            users::insert(tx, &users::NewUser::new(name, "hash", users::Role::User))
+        };
+        let outcomes = database
+            .write_blocking(|tx| {
+                let kept = savepoint(tx, |tx| insert(tx, "kept"))?;
+                let undone = savepoint(tx, |tx| {
+                    insert(tx, "undone")?;
+                    Err::<(), _>(DbError::Invalid("stop".to_owned()))
+                })?;
+                let duplicate = savepoint(tx, |tx| insert(tx, "kept"))?;
+                let after = savepoint(tx, |tx| insert(tx, "after"))?;
+                Ok((
+                    kept.is_ok(),
+                    undone.is_ok(),
+                    duplicate.is_ok(),
+                    after.is_ok(),
+                ))
+            })
+            .unwrap();
+        assert_eq!(outcomes, (true, false, false, true));
+        let mut names = database
+            .read_blocking(|c| {
+                Ok(users::list(c)?
+                    .into_iter()
+                    .map(|u| u.username)
+                    .collect::<Vec<_>>())
+            })
+            .unwrap();
+        names.sort();
+        assert_eq!(names, ["after", "kept"]);
     }
 
     #[test]
@@ -492,8 +629,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let database = open(&Dsn::File(dir.path().join("ro.db"))).unwrap();
         let result = database.read_blocking(|c| {
-            Ok(c.execute("INSERT INTO providers (id, name, provider_type, created_at, updated_at) \
-                          VALUES ('p', 'n', 't', 'x', 'x')", [])?)
+            Ok(c.execute(
+                "INSERT INTO providers (id, name, provider_type, created_at, updated_at) \
+                          VALUES ('p', 'n', 't', 'x', 'x')",
+                [],
+            )?)
         });
         assert!(result.is_err());
     }
@@ -510,7 +650,7 @@ mod tests {
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let database = database.clone();
-                tokio::spawn(async move { database.read(|c| users::count(c)).await })
+                tokio::spawn(async move { database.read(users::count).await })
             })
             .collect();
         for task in tasks {
@@ -532,8 +672,12 @@ mod tests {
     fn constraint_errors_are_sorted_into_conflict_and_invalid() {
         let database = Database::open_in_memory().unwrap();
         let new = users::NewUser::new("bob", "h", users::Role::User);
-        database.write_blocking(|tx| users::insert(tx, &new)).unwrap();
-        let duplicate = database.write_blocking(|tx| users::insert(tx, &new)).unwrap_err();
+        database
+            .write_blocking(|tx| users::insert(tx, &new))
+            .unwrap();
+        let duplicate = database
+            .write_blocking(|tx| users::insert(tx, &new))
+            .unwrap_err();
         assert!(matches!(duplicate, DbError::Conflict(_)), "{duplicate:?}");
         let bad_role = database
             .write_blocking(|tx| {

@@ -4,7 +4,9 @@
 
 use rusqlite::{Connection, Row, Transaction, params};
 
-use super::{DbError, clock, collect, expect_one, first, new_id, parse_optional_column, require_json};
+use super::{
+    DbError, clock, collect, expect_one, first, new_id, parse_optional_column, require_json,
+};
 
 /// One row of `model_registry_records`: a logical model served by a provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,8 +193,9 @@ pub fn update(tx: &Transaction<'_>, record: &ModelRecordRow) -> Result<ModelReco
 
 /// Deletes the registry record `id`.
 pub fn delete(tx: &Transaction<'_>, id: &str) -> Result<(), DbError> {
-    let changed =
-        tx.prepare_cached("DELETE FROM model_registry_records WHERE id = ?1")?.execute([id])?;
+    let changed = tx
+        .prepare_cached("DELETE FROM model_registry_records WHERE id = ?1")?
+        .execute([id])?;
     expect_one(changed, || format!("model record {id}"))
 }
 
@@ -234,11 +237,18 @@ pub fn upsert_metadata(
 
 /// `text`, or `default` when it is blank.
 fn or_default<'a>(text: &'a str, default: &'a str) -> &'a str {
-    if text.trim().is_empty() { default } else { text }
+    if text.trim().is_empty() {
+        default
+    } else {
+        text
+    }
 }
 
 /// The metadata of `model_id`, if any (exact match).
-pub fn get_metadata(conn: &Connection, model_id: &str) -> Result<Option<ModelMetadataRow>, DbError> {
+pub fn get_metadata(
+    conn: &Connection,
+    model_id: &str,
+) -> Result<Option<ModelMetadataRow>, DbError> {
     let mut statement = conn.prepare_cached(&format!(
         "SELECT {METADATA_COLUMNS} FROM model_metadata_records WHERE model_id = ?1"
     ))?;
@@ -284,7 +294,10 @@ mod tests {
         let mut row = db.write_blocking(move |tx| insert(tx, &new)).unwrap();
         assert_eq!(row.upstream_model, "gpt-4o-upstream");
         let duplicate = record("gpt-4o", "p1");
-        assert!(matches!(db.write_blocking(move |tx| insert(tx, &duplicate)), Err(DbError::Conflict(_))));
+        assert!(matches!(
+            db.write_blocking(move |tx| insert(tx, &duplicate)),
+            Err(DbError::Conflict(_))
+        ));
         let second = record("gpt-4o", "p2");
         db.write_blocking(move |tx| insert(tx, &second)).unwrap();
         row.priority = 5;
@@ -292,12 +305,21 @@ mod tests {
         let updated = db.write_blocking(move |tx| update(tx, &row)).unwrap();
         assert_eq!((updated.priority, updated.enabled), (5, false));
         let listed = db.read_blocking(list).unwrap();
-        assert_eq!(listed.iter().map(|r| r.provider_id.as_str()).collect::<Vec<_>>(), ["p2", "p1"]);
+        assert_eq!(
+            listed
+                .iter()
+                .map(|r| r.provider_id.as_str())
+                .collect::<Vec<_>>(),
+            ["p2", "p1"]
+        );
         let id = updated.id.clone();
         db.write_blocking(move |tx| delete(tx, &id)).unwrap();
         let id = updated.id.clone();
         assert_eq!(db.read_blocking(move |c| get(c, &id)).unwrap(), None);
-        assert!(matches!(db.write_blocking(move |tx| delete(tx, &updated.id)), Err(DbError::NotFound(_))));
+        assert!(matches!(
+            db.write_blocking(move |tx| delete(tx, &updated.id)),
+            Err(DbError::NotFound(_))
+        ));
     }
 
     #[test]
@@ -316,28 +338,54 @@ mod tests {
             ..ModelMetadataRow::default()
         };
         let sent = metadata.clone();
-        let stored = db.write_blocking(move |tx| upsert_metadata(tx, &sent)).unwrap();
+        let stored = db
+            .write_blocking(move |tx| upsert_metadata(tx, &sent))
+            .unwrap();
         assert_eq!(stored.input_cost_per_token_nano, Some(2_500));
         assert_eq!(stored.output_cost_per_reasoning_token_nano, None);
         assert_eq!(stored.max_input_tokens, Some(128_000));
         let mut changed = metadata.clone();
         changed.input_cost_per_token_nano = Some(u64::MAX);
-        db.write_blocking(move |tx| upsert_metadata(tx, &changed)).unwrap();
-        let read = db.read_blocking(|c| get_metadata(c, "openai/gpt-4o")).unwrap().unwrap();
+        db.write_blocking(move |tx| upsert_metadata(tx, &changed))
+            .unwrap();
+        let read = db
+            .read_blocking(|c| get_metadata(c, "openai/gpt-4o"))
+            .unwrap()
+            .unwrap();
         assert_eq!(read.input_cost_per_token_nano, Some(u64::MAX));
         assert_eq!(db.read_blocking(list_metadata).unwrap().len(), 1);
-        db.write_blocking(|tx| delete_metadata(tx, "openai/gpt-4o")).unwrap();
-        assert_eq!(db.read_blocking(|c| get_metadata(c, "openai/gpt-4o")).unwrap(), None);
+        db.write_blocking(|tx| delete_metadata(tx, "openai/gpt-4o"))
+            .unwrap();
+        assert_eq!(
+            db.read_blocking(|c| get_metadata(c, "openai/gpt-4o"))
+                .unwrap(),
+            None
+        );
     }
 
     #[test]
     fn dbo2_1_metadata_refuses_bad_input() {
         let db = Database::open_in_memory().unwrap();
-        let empty = ModelMetadataRow { raw_json: "{}".to_owned(), ..ModelMetadataRow::default() };
-        assert!(matches!(db.write_blocking(move |tx| upsert_metadata(tx, &empty)), Err(DbError::Invalid(_))));
-        let bad_json =
-            ModelMetadataRow { model_id: "m".to_owned(), raw_json: "{".to_owned(), ..ModelMetadataRow::default() };
-        assert!(matches!(db.write_blocking(move |tx| upsert_metadata(tx, &bad_json)), Err(DbError::Invalid(_))));
-        assert!(matches!(db.write_blocking(|tx| delete_metadata(tx, "none")), Err(DbError::NotFound(_))));
+        let empty = ModelMetadataRow {
+            raw_json: "{}".to_owned(),
+            ..ModelMetadataRow::default()
+        };
+        assert!(matches!(
+            db.write_blocking(move |tx| upsert_metadata(tx, &empty)),
+            Err(DbError::Invalid(_))
+        ));
+        let bad_json = ModelMetadataRow {
+            model_id: "m".to_owned(),
+            raw_json: "{".to_owned(),
+            ..ModelMetadataRow::default()
+        };
+        assert!(matches!(
+            db.write_blocking(move |tx| upsert_metadata(tx, &bad_json)),
+            Err(DbError::Invalid(_))
+        ));
+        assert!(matches!(
+            db.write_blocking(|tx| delete_metadata(tx, "none")),
+            Err(DbError::NotFound(_))
+        ));
     }
 }

@@ -12,8 +12,8 @@ use std::str::FromStr;
 use rusqlite::{Connection, Row, Transaction, params};
 
 use super::{
-    DbError, clock, collect, expect_one, first, json_strings, new_id, parse_column,
-    require_json, to_json_strings,
+    DbError, clock, collect, expect_one, first, json_strings, new_id, parse_column, require_json,
+    to_json_strings,
 };
 use crate::money::Multiplier;
 
@@ -316,7 +316,11 @@ pub fn list_providers(conn: &Connection) -> Result<Vec<ProviderDetail>, DbError>
     let mut details: Vec<ProviderDetail> = rows
         .providers
         .into_iter()
-        .map(|provider| ProviderDetail { provider, models: Vec::new(), channels: Vec::new() })
+        .map(|provider| ProviderDetail {
+            provider,
+            models: Vec::new(),
+            channels: Vec::new(),
+        })
         .collect();
     let index: HashMap<String, usize> = details
         .iter()
@@ -368,7 +372,10 @@ fn channels_of(conn: &Connection, provider_id: &str) -> Result<Vec<ChannelRow>, 
 
 /// Creates a provider with its models and channels (each new channel needs an API key); a
 /// provider without a priority goes last.
-pub fn create_provider(tx: &Transaction<'_>, input: &ProviderInput) -> Result<ProviderDetail, DbError> {
+pub fn create_provider(
+    tx: &Transaction<'_>,
+    input: &ProviderInput,
+) -> Result<ProviderDetail, DbError> {
     validate(input)?;
     let id = new_id()?;
     let priority = match input.priority {
@@ -426,7 +433,9 @@ pub fn replace_provider(
 
 /// Deletes the provider `id`; its models and channels go with it (cascade).
 pub fn delete_provider(tx: &Transaction<'_>, id: &str) -> Result<(), DbError> {
-    let changed = tx.prepare_cached("DELETE FROM monoize_providers WHERE id = ?1")?.execute([id])?;
+    let changed = tx
+        .prepare_cached("DELETE FROM monoize_providers WHERE id = ?1")?
+        .execute([id])?;
     expect_one(changed, || format!("provider {id}"))
 }
 
@@ -435,7 +444,9 @@ pub fn delete_provider(tx: &Transaction<'_>, id: &str) -> Result<(), DbError> {
 pub fn reorder_providers(tx: &Transaction<'_>, ids: &[String]) -> Result<(), DbError> {
     let listed: HashSet<&str> = ids.iter().map(String::as_str).collect();
     if listed.len() != ids.len() {
-        return Err(DbError::Invalid("provider_ids lists a provider twice".to_owned()));
+        return Err(DbError::Invalid(
+            "provider_ids lists a provider twice".to_owned(),
+        ));
     }
     let current: Vec<String> = {
         let mut statement =
@@ -452,14 +463,20 @@ pub fn reorder_providers(tx: &Transaction<'_>, ids: &[String]) -> Result<(), DbE
     )?;
     let now = clock::now();
     for (priority, id) in ids.iter().chain(rest).enumerate() {
-        statement.execute(params![id, i64::try_from(priority).unwrap_or(i64::MAX), now])?;
+        statement.execute(params![
+            id,
+            i64::try_from(priority).unwrap_or(i64::MAX),
+            now
+        ])?;
     }
     Ok(())
 }
 
 fn next_priority(tx: &Transaction<'_>) -> Result<i64, DbError> {
     let highest: Option<i64> =
-        tx.query_row("SELECT max(priority) FROM monoize_providers", [], |row| row.get(0))?;
+        tx.query_row("SELECT max(priority) FROM monoize_providers", [], |row| {
+            row.get(0)
+        })?;
     Ok(highest.map_or(0, |priority| priority.saturating_add(1)))
 }
 
@@ -481,7 +498,10 @@ fn validate(input: &ProviderInput) -> Result<(), DbError> {
             return invalid(format!("model `{}` is listed twice", model.model_name));
         }
         if model.multiplier.nanos() == 0 {
-            return invalid(format!("the multiplier of model `{}` must be above 0", model.model_name));
+            return invalid(format!(
+                "the multiplier of model `{}` must be above 0",
+                model.model_name
+            ));
         }
     }
     let mut channel_ids = HashSet::new();
@@ -505,17 +525,28 @@ fn sync_children(
 ) -> Result<ProviderDetail, DbError> {
     sync_models(tx, provider_id, &input.models)?;
     sync_channels(tx, provider_id, &input.channels)?;
-    get_provider(tx, provider_id)?.ok_or_else(|| DbError::NotFound(format!("provider {provider_id}")))
+    get_provider(tx, provider_id)?
+        .ok_or_else(|| DbError::NotFound(format!("provider {provider_id}")))
 }
 
-fn sync_models(tx: &Transaction<'_>, provider_id: &str, models: &[ModelInput]) -> Result<(), DbError> {
+fn sync_models(
+    tx: &Transaction<'_>,
+    provider_id: &str,
+    models: &[ModelInput],
+) -> Result<(), DbError> {
     let existing: HashMap<String, ProviderModelRow> = models_of(tx, provider_id)?
         .into_iter()
         .map(|row| (row.model_name.clone(), row))
         .collect();
-    let wanted: HashSet<&str> = models.iter().map(|model| model.model_name.as_str()).collect();
+    let wanted: HashSet<&str> = models
+        .iter()
+        .map(|model| model.model_name.as_str())
+        .collect();
     let mut remove = tx.prepare_cached("DELETE FROM monoize_provider_models WHERE id = ?1")?;
-    for row in existing.values().filter(|row| !wanted.contains(row.model_name.as_str())) {
+    for row in existing
+        .values()
+        .filter(|row| !wanted.contains(row.model_name.as_str()))
+    {
         remove.execute([&row.id])?;
     }
     let mut change = tx.prepare_cached(
@@ -526,11 +557,21 @@ fn sync_models(tx: &Transaction<'_>, provider_id: &str, models: &[ModelInput]) -
     ))?;
     let now = clock::now();
     for model in models {
-        let redirect = model.redirect.as_deref().filter(|redirect| !redirect.is_empty());
+        let redirect = model
+            .redirect
+            .as_deref()
+            .filter(|redirect| !redirect.is_empty());
         let multiplier = model.multiplier.to_string();
         match existing.get(&model.model_name) {
             Some(row) => change.execute(params![row.id, redirect, multiplier])?,
-            None => add.execute(params![new_id()?, provider_id, model.model_name, redirect, multiplier, now])?,
+            None => add.execute(params![
+                new_id()?,
+                provider_id,
+                model.model_name,
+                redirect,
+                multiplier,
+                now
+            ])?,
         };
     }
     Ok(())
@@ -545,7 +586,10 @@ fn sync_channels(
         .into_iter()
         .map(|row| (row.id.clone(), row))
         .collect();
-    let kept: HashSet<&str> = channels.iter().filter_map(|channel| channel.id.as_deref()).collect();
+    let kept: HashSet<&str> = channels
+        .iter()
+        .filter_map(|channel| channel.id.as_deref())
+        .collect();
     let mut remove = tx.prepare_cached("DELETE FROM monoize_channels WHERE id = ?1")?;
     for id in existing.keys().filter(|id| !kept.contains(id.as_str())) {
         remove.execute([id])?;
@@ -556,13 +600,24 @@ fn sync_channels(
         match channel.id.as_deref() {
             Some(id) => {
                 let stored = existing.get(id).ok_or_else(|| {
-                    DbError::Invalid(format!("channel {id} is not a channel of provider {provider_id}"))
+                    DbError::Invalid(format!(
+                        "channel {id} is not a channel of provider {provider_id}"
+                    ))
                 })?;
-                update_channel(tx, stored, channel, new_key.unwrap_or(&stored.api_key), &now)?;
+                update_channel(
+                    tx,
+                    stored,
+                    channel,
+                    new_key.unwrap_or(&stored.api_key),
+                    &now,
+                )?;
             }
             None => {
                 let key = new_key.ok_or_else(|| {
-                    DbError::Invalid(format!("the new channel `{}` needs an api_key", channel.name))
+                    DbError::Invalid(format!(
+                        "the new channel `{}` needs an api_key",
+                        channel.name
+                    ))
                 })?;
                 insert_channel(tx, provider_id, channel, key, &now)?;
             }
@@ -624,7 +679,11 @@ mod tests {
     use crate::db::Database;
 
     fn model(name: &str, multiplier: &str) -> ModelInput {
-        ModelInput { model_name: name.to_owned(), redirect: None, multiplier: multiplier.parse().unwrap() }
+        ModelInput {
+            model_name: name.to_owned(),
+            redirect: None,
+            multiplier: multiplier.parse().unwrap(),
+        }
     }
 
     fn channel(name: &str, key: Option<&str>) -> ChannelInput {
@@ -686,9 +745,26 @@ mod tests {
         assert_eq!(rows.models.len(), 4);
         assert_eq!(rows.channels.len(), 3);
         assert_eq!(rows.providers[1].groups, ["vip"]);
-        let claude = rows.models.iter().find(|m| m.model_name == "claude").unwrap();
-        assert_eq!((claude.redirect.as_deref(), claude.multiplier.to_string().as_str()), (Some("claude-3"), "0.5"));
-        assert_eq!(rows.channels.iter().find(|c| c.provider_id == early.provider.id).unwrap().api_key, "sk-upstream-1");
+        let claude = rows
+            .models
+            .iter()
+            .find(|m| m.model_name == "claude")
+            .unwrap();
+        assert_eq!(
+            (
+                claude.redirect.as_deref(),
+                claude.multiplier.to_string().as_str()
+            ),
+            (Some("claude-3"), "0.5")
+        );
+        assert_eq!(
+            rows.channels
+                .iter()
+                .find(|c| c.provider_id == early.provider.id)
+                .unwrap()
+                .api_key,
+            "sk-upstream-1"
+        );
         let listed = db.read_blocking(list_providers).unwrap();
         assert_eq!(listed[1], first);
     }
@@ -709,21 +785,39 @@ mod tests {
         blank_key.weight = 3;
         input.channels = vec![same, blank_key];
         let id = created.provider.id.clone();
-        let replaced = db.write_blocking(move |tx| replace_provider(tx, &id, &input)).unwrap();
+        let replaced = db
+            .write_blocking(move |tx| replace_provider(tx, &id, &input))
+            .unwrap();
         assert_eq!(replaced.provider.name, "renamed");
         assert_eq!(replaced.provider.provider_type, ProviderType::Messages);
         assert_eq!(replaced.provider.priority, created.provider.priority);
-        let gpt = replaced.models.iter().find(|m| m.model_name == "gpt-4o").unwrap();
-        assert_eq!((gpt.id.as_str(), gpt.multiplier.to_string().as_str()), (kept_model.id.as_str(), "2.5"));
-        let main = replaced.channels.iter().find(|c| c.id == kept_channel.id).unwrap();
-        assert_eq!((main.name.as_str(), main.api_key.as_str(), main.weight), ("main-renamed", "sk-upstream-1", 0));
+        let gpt = replaced
+            .models
+            .iter()
+            .find(|m| m.model_name == "gpt-4o")
+            .unwrap();
+        assert_eq!(
+            (gpt.id.as_str(), gpt.multiplier.to_string().as_str()),
+            (kept_model.id.as_str(), "2.5")
+        );
+        let main = replaced
+            .channels
+            .iter()
+            .find(|c| c.id == kept_channel.id)
+            .unwrap();
+        assert_eq!(
+            (main.name.as_str(), main.api_key.as_str(), main.weight),
+            ("main-renamed", "sk-upstream-1", 0)
+        );
         assert_eq!(replaced.channels.len(), 2);
 
         let mut drop_all = provider("renamed");
         drop_all.models = Vec::new();
         drop_all.channels = Vec::new();
         let id = created.provider.id.clone();
-        let emptied = db.write_blocking(move |tx| replace_provider(tx, &id, &drop_all)).unwrap();
+        let emptied = db
+            .write_blocking(move |tx| replace_provider(tx, &id, &drop_all))
+            .unwrap();
         assert!(emptied.models.is_empty() && emptied.channels.is_empty());
     }
 
@@ -736,7 +830,9 @@ mod tests {
         same.id = Some(created.channels[0].id.clone());
         input.channels = vec![same];
         let id = created.provider.id.clone();
-        let replaced = db.write_blocking(move |tx| replace_provider(tx, &id, &input)).unwrap();
+        let replaced = db
+            .write_blocking(move |tx| replace_provider(tx, &id, &input))
+            .unwrap();
         assert_eq!(replaced.channels[0].api_key, "sk-upstream-1");
     }
 
@@ -767,7 +863,13 @@ mod tests {
             db.write_blocking(move |tx| replace_provider(tx, "ghost", &missing)),
             Err(DbError::NotFound(_))
         ));
-        assert!(db.read_blocking(load_routing_rows).unwrap().providers.is_empty(), "nothing half-written");
+        assert!(
+            db.read_blocking(load_routing_rows)
+                .unwrap()
+                .providers
+                .is_empty(),
+            "nothing half-written"
+        );
     }
 
     #[test]
@@ -785,17 +887,35 @@ mod tests {
         let b = create(&db, provider("b")).unwrap().provider.id;
         let c = create(&db, provider("c")).unwrap().provider.id;
         let order = vec![c.clone(), a.clone()];
-        db.write_blocking(move |tx| reorder_providers(tx, &order)).unwrap();
+        db.write_blocking(move |tx| reorder_providers(tx, &order))
+            .unwrap();
         let rows = db.read_blocking(load_routing_rows).unwrap();
-        let names: Vec<(&str, i64)> = rows.providers.iter().map(|p| (p.name.as_str(), p.priority)).collect();
+        let names: Vec<(&str, i64)> = rows
+            .providers
+            .iter()
+            .map(|p| (p.name.as_str(), p.priority))
+            .collect();
         assert_eq!(names, [("c", 0), ("a", 1), ("b", 2)]);
         let twice = vec![a.clone(), a.clone()];
-        assert!(matches!(db.write_blocking(move |tx| reorder_providers(tx, &twice)), Err(DbError::Invalid(_))));
+        assert!(matches!(
+            db.write_blocking(move |tx| reorder_providers(tx, &twice)),
+            Err(DbError::Invalid(_))
+        ));
         let unknown = vec!["ghost".to_owned()];
-        assert!(matches!(db.write_blocking(move |tx| reorder_providers(tx, &unknown)), Err(DbError::NotFound(_))));
-        db.write_blocking(move |tx| delete_provider(tx, &b)).unwrap();
+        assert!(matches!(
+            db.write_blocking(move |tx| reorder_providers(tx, &unknown)),
+            Err(DbError::NotFound(_))
+        ));
+        db.write_blocking(move |tx| delete_provider(tx, &b))
+            .unwrap();
         let rows = db.read_blocking(load_routing_rows).unwrap();
-        assert_eq!((rows.providers.len(), rows.models.len(), rows.channels.len()), (2, 2, 2));
-        assert!(matches!(db.write_blocking(|tx| delete_provider(tx, "ghost")), Err(DbError::NotFound(_))));
+        assert_eq!(
+            (rows.providers.len(), rows.models.len(), rows.channels.len()),
+            (2, 2, 2)
+        );
+        assert!(matches!(
+            db.write_blocking(|tx| delete_provider(tx, "ghost")),
+            Err(DbError::NotFound(_))
+        ));
     }
 }

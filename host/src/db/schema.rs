@@ -37,7 +37,10 @@ struct Migration {
 
 /// Version 1 is the tables of [`CREATE_TABLES`], which every migration run creates where
 /// missing; each later version is one step here.
-const MIGRATIONS: &[Migration] = &[Migration { version: 2, apply: add_user_billing_columns }];
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 2,
+    apply: add_user_billing_columns,
+}];
 
 /// The file's schema version (`PRAGMA user_version`; 0 for a new or pre-Monoize-2 file).
 pub fn version(connection: &Connection) -> Result<i64, DbError> {
@@ -49,13 +52,19 @@ pub fn migrate(connection: &mut Connection) -> Result<(), DbError> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found = version(&transaction)?;
     if found > LATEST_VERSION {
-        return Err(DbError::TooNew { found, supported: LATEST_VERSION });
+        return Err(DbError::TooNew {
+            found,
+            supported: LATEST_VERSION,
+        });
     }
     if found == LATEST_VERSION && missing_tables(&transaction)?.is_empty() {
         return Ok(());
     }
     create_tables(&transaction)?;
-    for migration in MIGRATIONS.iter().filter(|migration| migration.version > found) {
+    for migration in MIGRATIONS
+        .iter()
+        .filter(|migration| migration.version > found)
+    {
         (migration.apply)(&transaction)?;
     }
     transaction.pragma_update(None, "user_version", LATEST_VERSION)?;
@@ -65,8 +74,8 @@ pub fn migrate(connection: &mut Connection) -> Result<(), DbError> {
 
 /// The required tables the database lacks.
 pub fn missing_tables(connection: &Connection) -> Result<Vec<&'static str>, DbError> {
-    let mut statement =
-        connection.prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?;
+    let mut statement = connection
+        .prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?;
     let mut missing = Vec::new();
     for table in REQUIRED_TABLES {
         if !statement.exists([table])? {
@@ -78,7 +87,8 @@ pub fn missing_tables(connection: &Connection) -> Result<Vec<&'static str>, DbEr
 
 /// The column names of `table`, in order.
 pub fn columns(connection: &Connection, table: &str) -> Result<Vec<String>, DbError> {
-    let mut statement = connection.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?;
+    let mut statement =
+        connection.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?;
     let names = statement.query_map([table], |row| row.get(0))?;
     Ok(names.collect::<Result<_, _>>()?)
 }
@@ -355,33 +365,85 @@ mod tests {
     }
 
     fn assert_columns(connection: &Connection, table: &str, expected: &[&str]) {
-        assert_eq!(columns(connection, table).unwrap(), expected, "columns of {table}");
+        assert_eq!(
+            columns(connection, table).unwrap(),
+            expected,
+            "columns of {table}"
+        );
     }
 
     fn indexes(connection: &Connection, table: &str) -> Vec<String> {
-        let mut statement =
-            connection.prepare("SELECT name FROM pragma_index_list(?1) ORDER BY name").unwrap();
-        statement.query_map([table], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+        let mut statement = connection
+            .prepare("SELECT name FROM pragma_index_list(?1) ORDER BY name")
+            .unwrap();
+        statement
+            .query_map([table], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     #[test]
     fn dbt1_dashboard_tables_have_their_columns() {
         let c = fresh();
-        assert_columns(&c, "users", &[
-            "id", "username", "password_hash", "role", "enabled", "balance_nano_usd",
-            "balance_unlimited", "created_at", "updated_at", "last_login_at",
-        ]);
-        assert_columns(&c, "sessions", &["id", "user_id", "token_hash", "created_at", "expires_at"]);
-        assert_columns(&c, "api_keys", &[
-            "id", "user_id", "name", "key_prefix", "key_hash", "created_at", "expires_at",
-            "last_used_at", "enabled", "quota_remaining", "quota_unlimited",
-            "model_limits_enabled", "model_limits", "ip_whitelist", "token_group",
-            "max_multiplier", "transforms",
-        ]);
-        assert_columns(&c, "billing_ledger", &[
-            "id", "user_id", "kind", "delta_nano_usd", "balance_after_nano_usd", "request_id",
-            "meta_json", "created_at",
-        ]);
+        assert_columns(
+            &c,
+            "users",
+            &[
+                "id",
+                "username",
+                "password_hash",
+                "role",
+                "enabled",
+                "balance_nano_usd",
+                "balance_unlimited",
+                "created_at",
+                "updated_at",
+                "last_login_at",
+            ],
+        );
+        assert_columns(
+            &c,
+            "sessions",
+            &["id", "user_id", "token_hash", "created_at", "expires_at"],
+        );
+        assert_columns(
+            &c,
+            "api_keys",
+            &[
+                "id",
+                "user_id",
+                "name",
+                "key_prefix",
+                "key_hash",
+                "created_at",
+                "expires_at",
+                "last_used_at",
+                "enabled",
+                "quota_remaining",
+                "quota_unlimited",
+                "model_limits_enabled",
+                "model_limits",
+                "ip_whitelist",
+                "token_group",
+                "max_multiplier",
+                "transforms",
+            ],
+        );
+        assert_columns(
+            &c,
+            "billing_ledger",
+            &[
+                "id",
+                "user_id",
+                "kind",
+                "delta_nano_usd",
+                "balance_after_nano_usd",
+                "request_id",
+                "meta_json",
+                "created_at",
+            ],
+        );
         assert!(indexes(&c, "api_keys").contains(&"api_keys_key_prefix".to_owned()));
         assert!(indexes(&c, "billing_ledger").contains(&"billing_ledger_user_created".to_owned()));
     }
@@ -389,33 +451,91 @@ mod tests {
     #[test]
     fn dbt2_model_registry_tables_have_their_columns() {
         let c = fresh();
-        assert_columns(&c, "model_registry_records", &[
-            "id", "logical_model", "provider_id", "upstream_model", "capabilities_json",
-            "enabled", "priority", "created_at", "updated_at",
-        ]);
-        assert_columns(&c, "model_metadata_records", &[
-            "model_id", "models_dev_provider", "mode", "input_cost_per_token_nano",
-            "output_cost_per_token_nano", "cache_read_input_cost_per_token_nano",
-            "output_cost_per_reasoning_token_nano", "max_input_tokens", "max_output_tokens",
-            "max_tokens", "raw_json", "source", "updated_at",
-        ]);
+        assert_columns(
+            &c,
+            "model_registry_records",
+            &[
+                "id",
+                "logical_model",
+                "provider_id",
+                "upstream_model",
+                "capabilities_json",
+                "enabled",
+                "priority",
+                "created_at",
+                "updated_at",
+            ],
+        );
+        assert_columns(
+            &c,
+            "model_metadata_records",
+            &[
+                "model_id",
+                "models_dev_provider",
+                "mode",
+                "input_cost_per_token_nano",
+                "output_cost_per_token_nano",
+                "cache_read_input_cost_per_token_nano",
+                "output_cost_per_reasoning_token_nano",
+                "max_input_tokens",
+                "max_output_tokens",
+                "max_tokens",
+                "raw_json",
+                "source",
+                "updated_at",
+            ],
+        );
     }
 
     #[test]
     fn dbt3_routing_tables_have_their_columns_and_indexes() {
         let c = fresh();
-        assert_columns(&c, "monoize_providers", &[
-            "id", "name", "provider_type", "max_retries", "transforms", "groups", "enabled",
-            "priority", "created_at", "updated_at",
-        ]);
-        assert_columns(&c, "monoize_provider_models", &[
-            "id", "provider_id", "model_name", "redirect", "multiplier", "created_at",
-        ]);
-        assert_columns(&c, "monoize_channels", &[
-            "id", "provider_id", "name", "base_url", "api_key", "weight", "enabled",
-            "created_at", "updated_at",
-        ]);
-        assert!(indexes(&c, "monoize_providers").contains(&"monoize_providers_priority".to_owned()));
+        assert_columns(
+            &c,
+            "monoize_providers",
+            &[
+                "id",
+                "name",
+                "provider_type",
+                "max_retries",
+                "transforms",
+                "groups",
+                "enabled",
+                "priority",
+                "created_at",
+                "updated_at",
+            ],
+        );
+        assert_columns(
+            &c,
+            "monoize_provider_models",
+            &[
+                "id",
+                "provider_id",
+                "model_name",
+                "redirect",
+                "multiplier",
+                "created_at",
+            ],
+        );
+        assert_columns(
+            &c,
+            "monoize_channels",
+            &[
+                "id",
+                "provider_id",
+                "name",
+                "base_url",
+                "api_key",
+                "weight",
+                "enabled",
+                "created_at",
+                "updated_at",
+            ],
+        );
+        assert!(
+            indexes(&c, "monoize_providers").contains(&"monoize_providers_priority".to_owned())
+        );
         assert!(
             indexes(&c, "monoize_provider_models")
                 .contains(&"monoize_provider_models_model_name".to_owned())
@@ -426,13 +546,34 @@ mod tests {
     fn dbt4_legacy_tables_exist() {
         let c = fresh();
         assert!(missing_tables(&c).unwrap().is_empty());
-        assert_columns(&c, "model_mappings", &[
-            "id", "provider_id", "logical_model", "upstream_model", "created_at",
-        ]);
-        assert_columns(&c, "group_members", &[
-            "id", "group_provider_id", "member_provider_id", "weight", "priority", "created_at",
-        ]);
-        assert!(columns(&c, "providers").unwrap().contains(&"auth_value".to_owned()));
+        assert_columns(
+            &c,
+            "model_mappings",
+            &[
+                "id",
+                "provider_id",
+                "logical_model",
+                "upstream_model",
+                "created_at",
+            ],
+        );
+        assert_columns(
+            &c,
+            "group_members",
+            &[
+                "id",
+                "group_provider_id",
+                "member_provider_id",
+                "weight",
+                "priority",
+                "created_at",
+            ],
+        );
+        assert!(
+            columns(&c, "providers")
+                .unwrap()
+                .contains(&"auth_value".to_owned())
+        );
     }
 
     #[test]
@@ -446,15 +587,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dsn = Dsn::File(dir.path().join("m.db"));
         let first = db::open(&dsn).unwrap();
-        let before = first.read_blocking(|c| Ok((schema_sql(c), version(c)?))).unwrap();
+        let before = first
+            .read_blocking(|c| Ok((schema_sql(c), version(c)?)))
+            .unwrap();
         drop(first);
-        let modified = std::fs::metadata(dir.path().join("m.db")).unwrap().modified().unwrap();
+        let modified = std::fs::metadata(dir.path().join("m.db"))
+            .unwrap()
+            .modified()
+            .unwrap();
         let second = db::open(&dsn).unwrap();
-        let after = second.read_blocking(|c| Ok((schema_sql(c), version(c)?))).unwrap();
+        let after = second
+            .read_blocking(|c| Ok((schema_sql(c), version(c)?)))
+            .unwrap();
         assert_eq!(before, after);
         drop(second);
-        let again = std::fs::metadata(dir.path().join("m.db")).unwrap().modified().unwrap();
-        assert_eq!(modified, again, "a restart must not write the database file");
+        let again = std::fs::metadata(dir.path().join("m.db"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(
+            modified, again,
+            "a restart must not write the database file"
+        );
     }
 
     #[test]
@@ -468,7 +622,8 @@ mod tests {
     #[test]
     fn dbt_newer_schema_is_refused() {
         let mut c = fresh();
-        c.pragma_update(None, "user_version", LATEST_VERSION + 1).unwrap();
+        c.pragma_update(None, "user_version", LATEST_VERSION + 1)
+            .unwrap();
         let error = migrate(&mut c).unwrap_err();
         assert!(matches!(error, DbError::TooNew { .. }), "{error:?}");
     }
@@ -489,9 +644,11 @@ mod tests {
         assert!(names.contains(&"balance_nano_usd".to_owned()));
         assert!(names.contains(&"balance_unlimited".to_owned()));
         let (balance, unlimited): (String, i64) = c
-            .query_row("SELECT balance_nano_usd, balance_unlimited FROM users WHERE id = 'u1'", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT balance_nano_usd, balance_unlimited FROM users WHERE id = 'u1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .unwrap();
         assert_eq!((balance.as_str(), unlimited), ("0", 0));
         assert_eq!(version(&c).unwrap(), LATEST_VERSION);
@@ -510,9 +667,11 @@ mod tests {
         )
         .unwrap();
         let (balance, unlimited): (String, i64) = c
-            .query_row("SELECT balance_nano_usd, balance_unlimited FROM users", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT balance_nano_usd, balance_unlimited FROM users",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .unwrap();
         assert_eq!((balance.as_str(), unlimited), ("0", 0));
     }
@@ -534,11 +693,15 @@ mod tests {
             "UPDATE billing_ledger SET delta_nano_usd = '6'",
             "DELETE FROM billing_ledger",
         ] {
-            let error = database.write_blocking(|tx| Ok(tx.execute(statement, [])?)).unwrap_err();
+            let error = database
+                .write_blocking(|tx| Ok(tx.execute(statement, [])?))
+                .unwrap_err();
             assert!(error.to_string().contains("append-only"), "{error}");
         }
         let count: i64 = database
-            .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM billing_ledger", [], |r| r.get(0))?))
+            .read_blocking(|c| {
+                Ok(c.query_row("SELECT count(*) FROM billing_ledger", [], |r| r.get(0))?)
+            })
             .unwrap();
         assert_eq!(count, 1);
     }
@@ -547,17 +710,37 @@ mod tests {
     fn checks_refuse_bad_values() {
         let c = fresh();
         let refused = |sql: &str| assert!(c.execute(sql, []).is_err(), "{sql}");
-        refused("INSERT INTO users (id, username, password_hash, role, balance_nano_usd, created_at, updated_at) VALUES ('a','a','h','user','1.5','t','t')");
-        refused("INSERT INTO users (id, username, password_hash, role, enabled, created_at, updated_at) VALUES ('a','a','h','user',2,'t','t')");
-        refused("INSERT INTO monoize_providers (id, name, provider_type, created_at, updated_at) VALUES ('p','p','ollama','t','t')");
+        refused(
+            "INSERT INTO users (id, username, password_hash, role, balance_nano_usd, created_at, updated_at) VALUES ('a','a','h','user','1.5','t','t')",
+        );
+        refused(
+            "INSERT INTO users (id, username, password_hash, role, enabled, created_at, updated_at) VALUES ('a','a','h','user',2,'t','t')",
+        );
+        refused(
+            "INSERT INTO monoize_providers (id, name, provider_type, created_at, updated_at) VALUES ('p','p','ollama','t','t')",
+        );
         c.execute("INSERT INTO monoize_providers (id, name, provider_type, created_at, updated_at) VALUES ('p','p','grok','t','t')", []).unwrap();
-        refused("INSERT INTO monoize_channels (id, provider_id, name, base_url, api_key, weight, created_at, updated_at) VALUES ('c','p','c','u','k',-1,'t','t')");
-        refused("INSERT INTO monoize_channels (id, provider_id, name, base_url, api_key, created_at, updated_at) VALUES ('c','nope','c','u','k','t','t')");
-        refused("INSERT INTO monoize_provider_models (id, provider_id, model_name, multiplier, created_at) VALUES ('m','p','x','0','t')");
-        refused("INSERT INTO monoize_provider_models (id, provider_id, model_name, multiplier, created_at) VALUES ('m','p','x','1e3','t')");
-        refused("INSERT INTO billing_ledger (user_id, kind, delta_nano_usd, balance_after_nano_usd, created_at) VALUES ('u','refund','1','1','t')");
-        refused("INSERT INTO billing_ledger (user_id, kind, delta_nano_usd, balance_after_nano_usd, created_at) VALUES ('u','request_charge','1','1','t')");
-        refused("INSERT INTO model_metadata_records (model_id, input_cost_per_token_nano, updated_at) VALUES ('m','-1','t')");
+        refused(
+            "INSERT INTO monoize_channels (id, provider_id, name, base_url, api_key, weight, created_at, updated_at) VALUES ('c','p','c','u','k',-1,'t','t')",
+        );
+        refused(
+            "INSERT INTO monoize_channels (id, provider_id, name, base_url, api_key, created_at, updated_at) VALUES ('c','nope','c','u','k','t','t')",
+        );
+        refused(
+            "INSERT INTO monoize_provider_models (id, provider_id, model_name, multiplier, created_at) VALUES ('m','p','x','0','t')",
+        );
+        refused(
+            "INSERT INTO monoize_provider_models (id, provider_id, model_name, multiplier, created_at) VALUES ('m','p','x','1e3','t')",
+        );
+        refused(
+            "INSERT INTO billing_ledger (user_id, kind, delta_nano_usd, balance_after_nano_usd, created_at) VALUES ('u','refund','1','1','t')",
+        );
+        refused(
+            "INSERT INTO billing_ledger (user_id, kind, delta_nano_usd, balance_after_nano_usd, created_at) VALUES ('u','request_charge','1','1','t')",
+        );
+        refused(
+            "INSERT INTO model_metadata_records (model_id, input_cost_per_token_nano, updated_at) VALUES ('m','-1','t')",
+        );
     }
 
     #[test]

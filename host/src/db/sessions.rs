@@ -56,16 +56,25 @@ pub fn create(
         created_at: clock::now(),
         expires_at,
     };
-    tx.prepare_cached(&format!("INSERT INTO sessions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"))?
-        .execute(params![row.id, row.user_id, row.token_hash, row.created_at, row.expires_at])?;
+    tx.prepare_cached(&format!(
+        "INSERT INTO sessions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"
+    ))?
+    .execute(params![
+        row.id,
+        row.user_id,
+        row.token_hash,
+        row.created_at,
+        row.expires_at
+    ])?;
     Ok(row)
 }
 
 /// The session whose token hashes to `token_hash`, expired or not (see
 /// [`SessionRow::is_expired_at`]).
 pub fn by_token_hash(conn: &Connection, token_hash: &str) -> Result<Option<SessionRow>, DbError> {
-    let mut statement =
-        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM sessions WHERE token_hash = ?1"))?;
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM sessions WHERE token_hash = ?1"
+    ))?;
     first(statement.query([token_hash])?, SessionRow::from_row)
 }
 
@@ -79,19 +88,25 @@ pub fn list_for_user(conn: &Connection, user_id: &str) -> Result<Vec<SessionRow>
 
 /// Deletes the session `id` (logout).
 pub fn delete(tx: &Transaction<'_>, id: &str) -> Result<(), DbError> {
-    let changed = tx.prepare_cached("DELETE FROM sessions WHERE id = ?1")?.execute([id])?;
+    let changed = tx
+        .prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+        .execute([id])?;
     expect_one(changed, || format!("session {id}"))
 }
 
 /// Deletes every session of `user_id` (a password change or a disabled user); answers how
 /// many.
 pub fn delete_for_user(tx: &Transaction<'_>, user_id: &str) -> Result<usize, DbError> {
-    Ok(tx.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?.execute([user_id])?)
+    Ok(tx
+        .prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
+        .execute([user_id])?)
 }
 
 /// Deletes every session expired at `now` (a stored timestamp); answers how many.
 pub fn delete_expired(tx: &Transaction<'_>, now: &str) -> Result<usize, DbError> {
-    Ok(tx.prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")?.execute([now])?)
+    Ok(tx
+        .prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")?
+        .execute([now])?)
 }
 
 #[cfg(test)]
@@ -102,7 +117,9 @@ mod tests {
 
     fn with_user() -> (Database, String) {
         let db = Database::open_in_memory().unwrap();
-        let user = db.write_blocking(|tx| users::insert(tx, &NewUser::new("u", "h", Role::User))).unwrap();
+        let user = db
+            .write_blocking(|tx| users::insert(tx, &NewUser::new("u", "h", Role::User)))
+            .unwrap();
         (db, user.id)
     }
 
@@ -114,17 +131,33 @@ mod tests {
             .write_blocking(move |tx| create(tx, &uid, "live", &clock::seconds_from_now(3600)))
             .unwrap();
         let uid = user_id.clone();
-        db.write_blocking(move |tx| create(tx, &uid, "old", "2000-01-01T00:00:00+01:00")).unwrap();
-        let found = db.read_blocking(|c| by_token_hash(c, "live")).unwrap().unwrap();
+        db.write_blocking(move |tx| create(tx, &uid, "old", "2000-01-01T00:00:00+01:00"))
+            .unwrap();
+        let found = db
+            .read_blocking(|c| by_token_hash(c, "live"))
+            .unwrap()
+            .unwrap();
         assert_eq!(found, live);
         assert!(!found.is_expired_at(&clock::now()));
-        let old = db.read_blocking(|c| by_token_hash(c, "old")).unwrap().unwrap();
+        let old = db
+            .read_blocking(|c| by_token_hash(c, "old"))
+            .unwrap()
+            .unwrap();
         assert_eq!(old.expires_at, "1999-12-31T23:00:00.000Z");
         assert!(old.is_expired_at(&clock::now()));
-        assert_eq!(db.write_blocking(|tx| delete_expired(tx, &clock::now())).unwrap(), 1);
+        assert_eq!(
+            db.write_blocking(|tx| delete_expired(tx, &clock::now()))
+                .unwrap(),
+            1
+        );
         assert_eq!(db.read_blocking(|c| by_token_hash(c, "old")).unwrap(), None);
         let uid = user_id.clone();
-        assert_eq!(db.read_blocking(move |c| list_for_user(c, &uid)).unwrap().len(), 1);
+        assert_eq!(
+            db.read_blocking(move |c| list_for_user(c, &uid))
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -134,27 +167,39 @@ mod tests {
         let session = db
             .write_blocking(move |tx| create(tx, &uid, "a", &clock::seconds_from_now(60)))
             .unwrap();
-        db.write_blocking(move |tx| delete(tx, &session.id)).unwrap();
-        assert!(matches!(db.write_blocking(|tx| delete(tx, "nope")), Err(DbError::NotFound(_))));
+        db.write_blocking(move |tx| delete(tx, &session.id))
+            .unwrap();
+        assert!(matches!(
+            db.write_blocking(|tx| delete(tx, "nope")),
+            Err(DbError::NotFound(_))
+        ));
         for hash in ["b", "c"] {
             let uid = user_id.clone();
-            db.write_blocking(move |tx| create(tx, &uid, hash, &clock::seconds_from_now(60))).unwrap();
+            db.write_blocking(move |tx| create(tx, &uid, hash, &clock::seconds_from_now(60)))
+                .unwrap();
         }
-        assert_eq!(db.write_blocking(move |tx| delete_for_user(tx, &user_id)).unwrap(), 2);
+        assert_eq!(
+            db.write_blocking(move |tx| delete_for_user(tx, &user_id))
+                .unwrap(),
+            2
+        );
     }
 
     #[test]
     fn dbo1_sessions_refuse_bad_input() {
         let (db, user_id) = with_user();
         let uid = user_id.clone();
-        let bad_time = db.write_blocking(move |tx| create(tx, &uid, "x", "tomorrow")).unwrap_err();
+        let bad_time = db
+            .write_blocking(move |tx| create(tx, &uid, "x", "tomorrow"))
+            .unwrap_err();
         assert!(matches!(bad_time, DbError::Invalid(_)));
         let no_user = db
             .write_blocking(|tx| create(tx, "ghost", "x", &clock::seconds_from_now(60)))
             .unwrap_err();
         assert!(matches!(no_user, DbError::Invalid(_)), "{no_user:?}");
         let uid = user_id.clone();
-        db.write_blocking(move |tx| create(tx, &uid, "dup", &clock::seconds_from_now(60))).unwrap();
+        db.write_blocking(move |tx| create(tx, &uid, "dup", &clock::seconds_from_now(60)))
+            .unwrap();
         let duplicate = db
             .write_blocking(move |tx| create(tx, &user_id, "dup", &clock::seconds_from_now(60)))
             .unwrap_err();

@@ -1,5 +1,6 @@
-//! The `users` table (DBO1, DBO1.1). A balance changes only through [`super::ledger::append`],
-//! which writes the ledger row in the same transaction; nothing here sets it.
+//! The `users` table (DBO1, DBO1.1). A balance changes only through [`super::ledger`]
+//! (`append`, `charge`, `adjust`), which writes the ledger row in the same transaction; nothing
+//! here sets it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -145,7 +146,8 @@ pub fn insert(tx: &Transaction<'_>, new: &NewUser) -> Result<UserRow, DbError> {
 
 /// The user `id`, if it exists.
 pub fn get(conn: &Connection, id: &str) -> Result<Option<UserRow>, DbError> {
-    let mut statement = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?;
+    let mut statement =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?;
     first(statement.query([id])?, UserRow::from_row)
 }
 
@@ -158,14 +160,17 @@ pub fn by_username(conn: &Connection, username: &str) -> Result<Option<UserRow>,
 
 /// Every user, oldest first.
 pub fn list(conn: &Connection) -> Result<Vec<UserRow>, DbError> {
-    let mut statement =
-        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users ORDER BY created_at, id"))?;
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM users ORDER BY created_at, id"
+    ))?;
     collect(statement.query([])?, UserRow::from_row)
 }
 
 /// How many users exist (the first one to register becomes `super_admin`).
 pub fn count(conn: &Connection) -> Result<i64, DbError> {
-    Ok(conn.prepare_cached("SELECT count(*) FROM users")?.query_row([], |row| row.get(0))?)
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM users")?
+        .query_row([], |row| row.get(0))?)
 }
 
 /// Writes `user`'s username, password hash, role, enabled, balance_unlimited and
@@ -202,16 +207,21 @@ pub fn record_login(tx: &Transaction<'_>, id: &str) -> Result<(), DbError> {
 /// Deletes the user `id`; their sessions and API keys go with them (cascade), their ledger
 /// rows stay (DBO3.1).
 pub fn delete(tx: &Transaction<'_>, id: &str) -> Result<(), DbError> {
-    let changed = tx.prepare_cached("DELETE FROM users WHERE id = ?1")?.execute([id])?;
+    let changed = tx
+        .prepare_cached("DELETE FROM users WHERE id = ?1")?
+        .execute([id])?;
     expect_one(changed, || format!("user {id}"))
 }
 
 /// The stored balance of `id` and whether it is unlimited, for the ledger.
 pub(crate) fn balance(conn: &Connection, id: &str) -> Result<(NanoUsd, bool), DbError> {
-    let mut statement = conn
-        .prepare_cached("SELECT balance_nano_usd, balance_unlimited FROM users WHERE id = ?1")?;
+    let mut statement =
+        conn.prepare_cached("SELECT balance_nano_usd, balance_unlimited FROM users WHERE id = ?1")?;
     let found = first(statement.query([id])?, |row| {
-        Ok((parse_column(row, "balance_nano_usd")?, row.get("balance_unlimited")?))
+        Ok((
+            parse_column(row, "balance_nano_usd")?,
+            row.get("balance_unlimited")?,
+        ))
     })?;
     found.ok_or_else(|| DbError::NotFound(format!("user {id}")))
 }
@@ -261,18 +271,33 @@ mod tests {
     #[test]
     fn dbo1_update_changes_fields_but_never_the_balance() {
         let db = database();
-        let mut user = db.write_blocking(|tx| insert(tx, &NewUser::new("bob", "h1", Role::User))).unwrap();
+        let mut user = db
+            .write_blocking(|tx| insert(tx, &NewUser::new("bob", "h1", Role::User)))
+            .unwrap();
         user.role = Role::Admin;
         user.enabled = false;
         user.password_hash = "h2".to_owned();
         user.balance_nano_usd = NanoUsd(1_000);
         let updated = db.write_blocking(move |tx| update(tx, &user)).unwrap();
-        assert_eq!((updated.role, updated.enabled, updated.password_hash.as_str()), (Role::Admin, false, "h2"));
+        assert_eq!(
+            (
+                updated.role,
+                updated.enabled,
+                updated.password_hash.as_str()
+            ),
+            (Role::Admin, false, "h2")
+        );
         assert_eq!(updated.balance_nano_usd, NanoUsd::ZERO);
         let id = updated.id.clone();
         db.write_blocking(move |tx| record_login(tx, &id)).unwrap();
         let id = updated.id.clone();
-        assert!(db.read_blocking(move |c| get(c, &id)).unwrap().unwrap().last_login_at.is_some());
+        assert!(
+            db.read_blocking(move |c| get(c, &id))
+                .unwrap()
+                .unwrap()
+                .last_login_at
+                .is_some()
+        );
     }
 
     #[test]
@@ -290,18 +315,29 @@ mod tests {
             updated_at: clock::now(),
             last_login_at: None,
         };
-        assert!(matches!(db.write_blocking(move |tx| update(tx, &ghost)), Err(DbError::NotFound(_))));
-        assert!(matches!(db.write_blocking(|tx| delete(tx, "ghost")), Err(DbError::NotFound(_))));
+        assert!(matches!(
+            db.write_blocking(move |tx| update(tx, &ghost)),
+            Err(DbError::NotFound(_))
+        ));
+        assert!(matches!(
+            db.write_blocking(|tx| delete(tx, "ghost")),
+            Err(DbError::NotFound(_))
+        ));
     }
 
     #[test]
     fn dbo1_deleting_a_user_cascades_to_sessions_and_keys() {
         let db = database();
-        let user = db.write_blocking(|tx| insert(tx, &NewUser::new("carol", "h", Role::User))).unwrap();
+        let user = db
+            .write_blocking(|tx| insert(tx, &NewUser::new("carol", "h", Role::User)))
+            .unwrap();
         let user_id = user.id.clone();
         db.write_blocking(move |tx| {
             sessions::create(tx, &user_id, "token-hash", &clock::seconds_from_now(60))?;
-            api_keys::insert(tx, &api_keys::NewApiKey::new(&user_id, "k", "sk-abcdefghi", "key-hash"))?;
+            api_keys::insert(
+                tx,
+                &api_keys::NewApiKey::new(&user_id, "k", "sk-abcdefghi", "key-hash"),
+            )?;
             delete(tx, &user_id)
         })
         .unwrap();

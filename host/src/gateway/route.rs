@@ -10,6 +10,11 @@ use crate::routing::{
     validate_plan,
 };
 
+/// The most attempts the host makes for one request. Routers are told (`max-attempts`) and
+/// should plan no more; a longer plan is cut here, before it is validated, since attempts past
+/// this many upstream failures would never be reached.
+pub const MAX_ATTEMPTS_PER_REQUEST: usize = 32;
+
 /// A validated plan, with the snapshot it was made and checked against: the forwarder
 /// resolves channels in the same snapshot, so a concurrent routing write cannot change what
 /// the plan means.
@@ -17,7 +22,7 @@ use crate::routing::{
 pub struct RoutePlan {
     /// The snapshot the plan was validated against.
     pub snapshot: Arc<RoutingSnapshot>,
-    /// The attempts, in order; never empty.
+    /// The attempts, in order; never empty, at most [`MAX_ATTEMPTS_PER_REQUEST`].
     pub attempts: Vec<Attempt>,
 }
 
@@ -43,7 +48,11 @@ pub struct RoutePhase {
 impl RoutePhase {
     /// The phase with `plugin` deciding over `snapshot` and `health`.
     pub fn new(plugin: RouterPlugin, snapshot: SharedSnapshot, health: HealthRegistry) -> Self {
-        RoutePhase { plugin, snapshot, health }
+        RoutePhase {
+            plugin,
+            snapshot,
+            health,
+        }
     }
 
     /// The router in use.
@@ -54,10 +63,11 @@ impl RoutePhase {
     /// Plans `request`: the plugin's attempts, each checked legal.
     pub async fn plan(&self, request: &RouteRequest) -> Result<RoutePlan, RouteFailure> {
         let snapshot = self.snapshot.current();
-        let attempts = self
+        let mut attempts = self
             .plugin
             .route(request, Arc::clone(&snapshot), self.health.clone())
             .await??;
+        attempts.truncate(MAX_ATTEMPTS_PER_REQUEST);
         validate_plan(&snapshot, request, &attempts).map_err(|violation| {
             PluginError::new(
                 self.plugin.name(),

@@ -86,7 +86,13 @@ impl PluginEngine {
             .map_err(|error| PluginError::engine(format!("cannot start wasmtime: {error:#}")))?;
         start_epoch_ticker(&engine)?;
         let slots = Semaphore::new(limits.concurrent_instances as usize);
-        Ok(PluginEngine { inner: Arc::new(EngineInner { engine, limits, slots }) })
+        Ok(PluginEngine {
+            inner: Arc::new(EngineInner {
+                engine,
+                limits,
+                slots,
+            }),
+        })
     }
 
     /// The wasmtime engine.
@@ -133,14 +139,18 @@ fn pool_config(limits: &PluginLimits) -> PoolingAllocationConfig {
 }
 
 fn open_cache(dir: &std::path::Path) -> Result<Cache, PluginError> {
-    std::fs::create_dir_all(dir).map_err(|error| {
-        PluginError::engine(format!("cannot create plugin cache {}: {error}", dir.display()))
-    })?;
+    let failed = |what: &str, error: &dyn std::fmt::Display| {
+        PluginError::engine(format!(
+            "cannot {what} plugin cache {}: {error}",
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(|error| failed("create", &error))?;
+    // wasmtime's cache wants an absolute directory; a relative one is taken from the cwd.
+    let absolute = std::path::absolute(dir).map_err(|error| failed("resolve", &error))?;
     let mut cache_config = CacheConfig::new();
-    cache_config.with_directory(dir);
-    Cache::new(cache_config).map_err(|error| {
-        PluginError::engine(format!("cannot open plugin cache {}: {error:#}", dir.display()))
-    })
+    cache_config.with_directory(absolute);
+    Cache::new(cache_config).map_err(|error| failed("open", &format!("{error:#}")))
 }
 
 fn start_epoch_ticker(engine: &Engine) -> Result<(), PluginError> {

@@ -62,7 +62,10 @@ impl fmt::Display for PluginErrorKind {
 impl PluginError {
     /// An error of `kind` in `plugin`.
     pub fn new(plugin: impl Into<String>, kind: PluginErrorKind) -> Self {
-        PluginError { plugin: plugin.into(), kind }
+        PluginError {
+            plugin: plugin.into(),
+            kind,
+        }
     }
 
     /// An engine failure, before any plugin is involved.

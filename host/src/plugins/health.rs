@@ -29,5 +29,10 @@ impl Host for PluginState {
 }
 
 fn healthy(channel_id: String) -> ChannelHealth {
-    ChannelHealth { channel_id, healthy: true, consecutive_failures: 0, last_failure: None }
+    ChannelHealth {
+        channel_id,
+        healthy: true,
+        consecutive_failures: 0,
+        last_failure: None,
+    }
 }

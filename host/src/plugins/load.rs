@@ -11,7 +11,13 @@ use super::{PluginError, PluginErrorKind};
 /// WASI interfaces every plugin may import: what Rust's standard library needs on
 /// `wasm32-wasip2`. The context behind them is deny-all (see `store`), and sockets and HTTP
 /// are not among them at all.
-const ALLOWED_WASI: &[&str] = &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"];
+const ALLOWED_WASI: &[&str] = &[
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+];
 
 /// Compiles `bytes` as plugin `name`, checks its imports against `world_imports` (the
 /// `monoize:plugin` interfaces of its world) and pre-links it with `linker`.
@@ -27,7 +33,10 @@ pub fn load_component(
         .map_err(|error| load_error(format!("not a valid component: {error:#}")))?;
     for (import, _) in component.component_type().imports(engine.engine()) {
         if !import_allowed(import, world_imports) {
-            return Err(PluginError::new(name, PluginErrorKind::ForbiddenImport(import.to_owned())));
+            return Err(PluginError::new(
+                name,
+                PluginErrorKind::ForbiddenImport(import.to_owned()),
+            ));
         }
     }
     linker
@@ -53,7 +62,10 @@ mod tests {
         let router = &["types", "routing-store", "health", "log"];
         assert!(import_allowed("monoize:plugin/routing-store@0.1.0", router));
         assert!(!import_allowed("monoize:plugin/legacy-store@0.1.0", router));
-        assert!(!import_allowed("monoize:plugin/routing-store@9.9.9", router));
+        assert!(!import_allowed(
+            "monoize:plugin/routing-store@9.9.9",
+            router
+        ));
         assert!(import_allowed("wasi:cli/environment@0.2.6", router));
         assert!(!import_allowed("wasi:sockets/tcp@0.2.6", router));
         assert!(!import_allowed("wasi:http/outgoing-handler@0.2.6", router));

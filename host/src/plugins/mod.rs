@@ -3,6 +3,8 @@
 //! has one module here that implements it over host state; every call runs in a fresh store
 //! under the engine's limits.
 
+pub mod billing;
+mod billing_store;
 pub mod embedded;
 pub mod engine;
 pub mod error;
@@ -14,6 +16,7 @@ mod routing_store;
 pub mod store;
 pub mod wit;
 
+pub use billing::BillingPlugin;
 pub use engine::{EngineSettings, PluginEngine, PluginLimits};
 pub use error::{PluginError, PluginErrorKind};
 pub use router::RouterPlugin;
@@ -25,14 +28,67 @@ use store::PluginState;
 
 /// Turns a failed call into the plugin's typed error: out-of-memory when the store's limiter
 /// refused a growth, timeout when the epoch deadline interrupted it, a trap otherwise.
-fn call_failure(name: &str, store: &Store<PluginState>, error: &wasmtime::Error, engine: &PluginEngine) -> PluginError {
+fn call_failure(
+    name: &str,
+    store: &Store<PluginState>,
+    error: &wasmtime::Error,
+    engine: &PluginEngine,
+) -> PluginError {
     let limits = engine.limits();
     let kind = if store.data().memory_exhausted() {
-        PluginErrorKind::OutOfMemory { limit_bytes: limits.memory_bytes }
+        PluginErrorKind::OutOfMemory {
+            limit_bytes: limits.memory_bytes,
+        }
     } else if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-        PluginErrorKind::Timeout { limit_ms: limits.timeout.as_millis() }
+        PluginErrorKind::Timeout {
+            limit_ms: limits.timeout.as_millis(),
+        }
     } else {
         PluginErrorKind::Trap(format!("{error:#}"))
     };
     PluginError::new(name, kind)
+}
+
+/// The name the embedded default router is known by in logs and errors.
+pub const DEFAULT_ROUTER: &str = "default-router";
+
+/// Loads the router the operator chose: the component file at `path` (named after the file),
+/// or the embedded default router when `path` is `None`.
+pub fn load_router(
+    engine: &PluginEngine,
+    path: Option<&std::path::Path>,
+) -> Result<RouterPlugin, PluginError> {
+    let Some(path) = path else {
+        return RouterPlugin::load(engine, DEFAULT_ROUTER, embedded::ROUTING);
+    };
+    let name = path.display().to_string();
+    let bytes = read_component(&name, path)?;
+    RouterPlugin::load(engine, &name, &bytes)
+}
+
+/// The name the embedded default billing plugin is known by in logs and errors.
+pub const DEFAULT_BILLING: &str = "default-billing";
+
+/// Loads the billing plugin the operator chose: the component file at `path` (named after the
+/// file), or the embedded default billing plugin when `path` is `None`.
+pub fn load_billing(
+    engine: &PluginEngine,
+    path: Option<&std::path::Path>,
+) -> Result<BillingPlugin, PluginError> {
+    let Some(path) = path else {
+        return BillingPlugin::load(engine, DEFAULT_BILLING, embedded::BILLING);
+    };
+    let name = path.display().to_string();
+    let bytes = read_component(&name, path)?;
+    BillingPlugin::load(engine, &name, &bytes)
+}
+
+/// The bytes of the component file at `path`, for plugin `name`.
+fn read_component(name: &str, path: &std::path::Path) -> Result<Vec<u8>, PluginError> {
+    std::fs::read(path).map_err(|error| {
+        PluginError::new(
+            name,
+            PluginErrorKind::Load(format!("cannot read the file: {error}")),
+        )
+    })
 }

@@ -30,10 +30,16 @@ impl RouterPlugin {
         let pre = RouterPre::new(instance_pre).map_err(|error| {
             PluginError::new(
                 name,
-                super::PluginErrorKind::Load(format!("does not export the router world: {error:#}")),
+                super::PluginErrorKind::Load(format!(
+                    "does not export the router world: {error:#}"
+                )),
             )
         })?;
-        Ok(RouterPlugin { name: name.into(), engine: engine.clone(), pre })
+        Ok(RouterPlugin {
+            name: name.into(),
+            engine: engine.clone(),
+            pre,
+        })
     }
 
     /// The plugin's name.
@@ -50,15 +56,31 @@ impl RouterPlugin {
         health: HealthRegistry,
     ) -> Result<Result<Vec<Attempt>, RouteRefusal>, PluginError> {
         let _slot = self.engine.slot().await?;
-        let capabilities = Capabilities { routing: Some(snapshot), health: Some(health) };
-        let mut store =
-            new_store(&self.engine, self.name.clone(), request.request_id.clone(), capabilities);
+        let capabilities = Capabilities {
+            routing: Some(snapshot),
+            health: Some(health),
+            ..Capabilities::default()
+        };
+        let mut store = new_store(
+            &self.engine,
+            self.name.clone(),
+            request.request_id.clone(),
+            capabilities,
+        );
         let outcome = match self.pre.instantiate_async(&mut store).await {
-            Ok(router) => router.call_route(&mut store, &request_to_wit(request)).await,
+            Ok(router) => {
+                router
+                    .call_route(&mut store, &request_to_wit(request))
+                    .await
+            }
             Err(error) => Err(error),
         };
         match outcome {
-            Ok(Ok(plan)) => Ok(Ok(plan.attempts.into_iter().map(attempt_from_wit).collect())),
+            Ok(Ok(plan)) => Ok(Ok(plan
+                .attempts
+                .into_iter()
+                .map(attempt_from_wit)
+                .collect())),
             Ok(Err(refusal)) => Ok(Err(refusal_from_wit(refusal))),
             Err(error) => Err(call_failure(&self.name, &store, &error, &self.engine)),
         }
@@ -67,7 +89,10 @@ impl RouterPlugin {
 
 fn router_linker(engine: &PluginEngine, name: &str) -> Result<Linker<PluginState>, PluginError> {
     let link_error = |error: wasmtime::Error| {
-        PluginError::new(name, super::PluginErrorKind::Engine(format!("cannot link: {error:#}")))
+        PluginError::new(
+            name,
+            super::PluginErrorKind::Engine(format!("cannot link: {error:#}")),
+        )
     };
     let mut linker = Linker::new(engine.engine());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
@@ -84,6 +109,8 @@ fn request_to_wit(request: &RouteRequest) -> types::RouteRequest {
         max_multiplier: request.max_multiplier.map(Multiplier::nanos),
         groups: request.groups.clone(),
         seed: request.seed,
+        max_attempts: u32::try_from(crate::gateway::route::MAX_ATTEMPTS_PER_REQUEST)
+            .unwrap_or(u32::MAX),
     }
 }
 

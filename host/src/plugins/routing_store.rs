@@ -2,8 +2,8 @@
 //! key or URL, nothing of the legacy tables (DBO4). One call answers from memory.
 
 use crate::db::routing::ProviderType;
-use crate::routing::snapshot::{Channel, ModelEntry, Provider};
 use crate::routing::EndpointKind;
+use crate::routing::snapshot::{Channel, ModelEntry, Provider};
 
 use super::store::PluginState;
 use super::wit::latest::routing_store::{self as wit, Host};

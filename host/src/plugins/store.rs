@@ -3,14 +3,22 @@
 //! the cap was hit, so an out-of-memory is told apart from other traps), a capped resource
 //! table, the epoch deadline, and a deny-all WASI context (no files, no sockets, no
 //! environment, no arguments, empty stdio).
+//!
+//! The time bound counts the plugin's own time. An async host call (a charge awaiting its
+//! group commit) can take longer than a whole call may, through no fault of the plugin; the
+//! host records that wait ([`PluginState::credit_host_wait`]) and the deadline is extended by
+//! it when it is reached, so a busy database never times a plugin out after its charge was
+//! committed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::engine::PluginEngine;
+use super::engine::{EPOCH_TICK, PluginEngine};
+use crate::billing::BillingStore;
 use crate::routing::{HealthRegistry, RoutingSnapshot};
 
 /// The host state a plugin call can reach: only what its world's imports need.
@@ -20,6 +28,8 @@ pub struct Capabilities {
     pub routing: Option<Arc<RoutingSnapshot>>,
     /// Channel health (router world).
     pub health: Option<HealthRegistry>,
+    /// Balances, prices and the ledger (billing world).
+    pub billing: Option<BillingStore>,
 }
 
 /// The data of one plugin call's store.
@@ -35,6 +45,8 @@ pub struct PluginState {
     pub capabilities: Capabilities,
     /// Log lines the plugin may still write in this call.
     pub log_budget: u32,
+    /// Time spent awaiting async host calls, not yet given back to the time bound.
+    host_wait: Duration,
 }
 
 impl PluginState {
@@ -42,11 +54,30 @@ impl PluginState {
     pub fn memory_exhausted(&self) -> bool {
         self.limits.memory_exhausted
     }
+
+    /// Records `waited`, time the plugin spent blocked in an async host call; the call's
+    /// deadline is extended by it (see the module documentation).
+    pub fn credit_host_wait(&mut self, waited: Duration) {
+        self.host_wait = self.host_wait.saturating_add(waited);
+    }
+
+    /// The recorded host wait in epoch ticks (rounded up), and forgets it.
+    fn take_host_wait_ticks(&mut self) -> u64 {
+        let waited = std::mem::take(&mut self.host_wait);
+        if waited.is_zero() {
+            return 0;
+        }
+        let ticks = waited.as_micros().div_ceil(EPOCH_TICK.as_micros().max(1));
+        u64::try_from(ticks).unwrap_or(u64::MAX)
+    }
 }
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -120,16 +151,27 @@ pub fn new_store(
     let state = PluginState {
         wasi: WasiCtx::builder().build(),
         table,
-        limits: CallLimits { inner: store_limits, memory_exhausted: false },
+        limits: CallLimits {
+            inner: store_limits,
+            memory_exhausted: false,
+        },
         plugin,
         request_id,
         capabilities,
         log_budget: LOG_LINES_PER_CALL,
+        host_wait: Duration::ZERO,
     };
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limits);
     store.set_epoch_deadline(engine.deadline_ticks());
-    store.epoch_deadline_trap();
+    // At the deadline: trap (`Trap::Interrupt`), unless host calls made the plugin wait, in
+    // which case the deadline moves on by exactly that wait.
+    store.epoch_deadline_callback(
+        |mut context| match context.data_mut().take_host_wait_ticks() {
+            0 => Ok(UpdateDeadline::Interrupt),
+            ticks => Ok(UpdateDeadline::Continue(ticks)),
+        },
+    );
     store
 }
 

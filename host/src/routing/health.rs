@@ -17,7 +17,10 @@ pub struct HealthPolicy {
 
 impl Default for HealthPolicy {
     fn default() -> Self {
-        HealthPolicy { failure_threshold: 3, cooldown: Duration::from_secs(60) }
+        HealthPolicy {
+            failure_threshold: 3,
+            cooldown: Duration::from_secs(60),
+        }
     }
 }
 
@@ -51,12 +54,17 @@ pub struct HealthRegistry {
 impl HealthRegistry {
     /// An empty registry applying `policy`.
     pub fn new(policy: HealthPolicy) -> Self {
-        HealthRegistry { policy, channels: Arc::default() }
+        HealthRegistry {
+            policy,
+            channels: Arc::default(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, ChannelState>> {
         // The map holds plain counters, so a panic elsewhere cannot leave it inconsistent.
-        self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records a served request: the channel is healthy again.
@@ -107,7 +115,9 @@ impl HealthRegistry {
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 #[cfg(test)]

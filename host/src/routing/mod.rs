@@ -107,7 +107,9 @@ pub fn groups_permit(key_groups: Option<&[String]>, provider_groups: &[String]) 
     match key_groups {
         None => true,
         Some([]) => provider_groups.is_empty(),
-        Some(key_groups) => provider_groups.iter().any(|group| key_groups.contains(group)),
+        Some(key_groups) => provider_groups
+            .iter()
+            .any(|group| key_groups.contains(group)),
     }
 }
 

@@ -102,7 +102,9 @@ impl Provider {
 
     /// Its channel `channel_id`, if it has it.
     pub fn channel(&self, channel_id: &str) -> Option<&Channel> {
-        self.channels.iter().find(|channel| channel.id == channel_id)
+        self.channels
+            .iter()
+            .find(|channel| channel.id == channel_id)
     }
 }
 
@@ -126,10 +128,17 @@ impl RoutingSnapshot {
         let mut providers_by_model: HashMap<String, Vec<usize>> = HashMap::new();
         for (index, provider) in providers.iter().enumerate() {
             for entry in &provider.models {
-                providers_by_model.entry(entry.model.clone()).or_default().push(index);
+                providers_by_model
+                    .entry(entry.model.clone())
+                    .or_default()
+                    .push(index);
             }
         }
-        RoutingSnapshot { providers, provider_index, providers_by_model }
+        RoutingSnapshot {
+            providers,
+            provider_index,
+            providers_by_model,
+        }
     }
 
     /// Builds a snapshot from the rows of the routing tables. A row that points at a missing
@@ -189,7 +198,9 @@ impl RoutingSnapshot {
 
     /// The provider `id`.
     pub fn provider(&self, id: &str) -> Option<&Provider> {
-        self.provider_index.get(id).map(|&index| &self.providers[index])
+        self.provider_index
+            .get(id)
+            .map(|&index| &self.providers[index])
     }
 
     /// The providers that list `model` and speak `endpoint`'s format, in priority order,

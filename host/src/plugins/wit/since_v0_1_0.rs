@@ -1,13 +1,22 @@
 //! Bindings for `monoize:plugin@0.1.0` (`wit/since_v0.1.0/`). The only `bindgen!` calls in
 //! the host live here. Exports are async so a call runs on the request's task, where the time
 //! bound (epoch interruption) and the async WASI implementation both work without blocking a
-//! runtime thread; imports are plain functions over in-memory state.
+//! runtime thread. Imports are plain functions over in-memory state, except `billing-store`:
+//! its calls are async, so a charge awaits its group commit (and a read its database
+//! connection) without holding a runtime thread.
+//!
+//! Each world after the first shares the interfaces it has in common with the router world
+//! (`types`, `log`) through bindgen's `with:`, so every WIT type has exactly one Rust type and
+//! every interface one host implementation.
 
 /// The package version these bindings implement.
 pub const VERSION: &str = "0.1.0";
 
 /// The `monoize:plugin` interfaces a router may import, by interface name.
 pub const ROUTER_IMPORTS: &[&str] = &["types", "routing-store", "health", "log"];
+
+/// The `monoize:plugin` interfaces a billing plugin may import, by interface name.
+pub const BILLING_IMPORTS: &[&str] = &["types", "billing-store", "log"];
 
 mod router_world {
     wasmtime::component::bindgen!({
@@ -17,5 +26,20 @@ mod router_world {
     });
 }
 
+mod billing_world {
+    wasmtime::component::bindgen!({
+        path: "../wit/since_v0.1.0",
+        world: "billing",
+        imports: { "monoize:plugin/billing-store": async },
+        exports: { default: async },
+        with: {
+            "monoize:plugin/types": crate::plugins::wit::since_v0_1_0::types,
+            "monoize:plugin/log": crate::plugins::wit::since_v0_1_0::log,
+        },
+    });
+}
+
+pub use billing_world::monoize::plugin::billing_store;
+pub use billing_world::{Billing, BillingPre};
 pub use router_world::monoize::plugin::{health, log, routing_store, types};
 pub use router_world::{Router, RouterPre};

@@ -41,6 +41,7 @@ impl bindings::Guest for LegacyImportRouter {
             Ok(rows) => Ok(bindings::Plan {
                 attempts: rows
                     .into_iter()
+                    .take(usize::try_from(request.max_attempts).unwrap_or(usize::MAX))
                     .map(|row| Attempt {
                         provider_id: row,
                         channel_id: "legacy".to_owned(),

@@ -1,5 +1,12 @@
-//! The Monoize waterfall: the default routing policy, as pure Rust over this module's own plain
-//! types, so the component and a native caller (the host's benchmarks) run the very same code.
+//! The Monoize waterfall: the default routing policy, as pure Rust over this crate's own plain
+//! types, so the default router component, a native caller (the host's benchmarks) and custom
+//! routers that build on it run the very same code.
+//!
+//! Without features the crate depends on `fastrand` alone. The feature `sdk` adds [`sdk`]: the
+//! waterfall over `monoize-plugin`'s router types (candidates in, plan or route error out,
+//! health asked through the SDK), for routers that reorder or filter candidates and then let the
+//! waterfall do the rest. It registers nothing: the default router (`monoize-routing`) and every
+//! custom router register their own `route` export.
 //!
 //! Given the providers that list the requested model — already in priority order, as
 //! `routing-store.candidates` answers them — [`plan`] walks them first to last:
@@ -16,6 +23,9 @@
 //! 5. Unhealthy channels are dropped, and the first `max_retries + 1` of the rest become
 //!    attempts (all of them when `max_retries` is negative), each sending the entry's redirect
 //!    (when non-empty) or the requested model, at the entry's multiplier.
+//! 6. The plan stops at the request's `max_attempts` (the most the host will try; it would cut a
+//!    longer plan anyway). Nothing is reordered for it: a capped plan is exactly the first
+//!    `max_attempts` attempts of the uncapped one.
 //!
 //! Health is asked once per plan, for every usable channel of every eligible provider.
 //!
@@ -23,7 +33,8 @@
 //! unhealthy, a blip must not become an outage (Envoy's panic threshold): the unhealthy channels
 //! are planned instead, least recently failed first (a channel that never failed counts as
 //! oldest), ties kept in provider order and then channel order, each provider still within its
-//! retry budget. [`Plan::fallback`] says when this happened.
+//! retry budget, and cut at `max_attempts` like any plan. [`Plan::fallback`] says when this
+//! happened.
 //!
 //! **Errors**, decided in this order:
 //! - no candidate at all: [`Error::UnknownModel`];
@@ -40,6 +51,9 @@
 use core::fmt;
 
 use fastrand::Rng;
+
+#[cfg(feature = "sdk")]
+pub mod sdk;
 
 /// An exact non-negative decimal carried as the value × 10^9 (`1.25` is `1_250_000_000`), as in
 /// WIT's `decimal`. Comparing two is comparing two integers.
@@ -60,6 +74,10 @@ pub struct Request<'a> {
     pub groups: Option<&'a [String]>,
     /// The only source of randomness.
     pub seed: u64,
+    /// The most attempts to plan (the host's limit, WIT's `max-attempts`): the plan is the first
+    /// this many of the attempts it would have without a limit. 0 reads as 1, so that a plan is
+    /// never empty.
+    pub max_attempts: usize,
 }
 
 /// A provider that lists the requested model, with its entry for it and all its channels.
@@ -170,7 +188,7 @@ impl core::error::Error for Error {}
 /// them), asking `health` once for the health of the channel ids it is given, one answer per id
 /// in the same order. `health` is not called when there is no usable channel.
 ///
-/// See the [module documentation](self) for the policy.
+/// See the [crate documentation](crate) for the policy.
 pub fn plan<'a>(
     request: &Request<'a>,
     candidates: &[Candidate<'a>],
@@ -216,8 +234,13 @@ pub fn plan<'a>(
         })
         .collect();
 
+    let max_attempts = request.max_attempts.max(1);
     let mut attempts = Vec::new();
     for (lane, health) in &lanes {
+        let room = max_attempts.saturating_sub(attempts.len());
+        if room == 0 {
+            break;
+        }
         let healthy = lane
             .channels
             .iter()
@@ -226,7 +249,7 @@ pub fn plan<'a>(
             .map(|(channel, _)| channel);
         attempts.extend(
             healthy
-                .take(lane.budget())
+                .take(lane.budget().min(room))
                 .map(|channel| lane.attempt(request, channel)),
         );
     }
@@ -251,6 +274,8 @@ pub fn plan<'a>(
         );
     }
     fallback.sort_by_key(|(last_failure, _)| *last_failure);
+    // The order is only known once every lane is sorted in: cut after the (stable) sort.
+    fallback.truncate(max_attempts);
     Ok(Plan {
         attempts: fallback.into_iter().map(|(_, attempt)| attempt).collect(),
         fallback: true,
@@ -362,6 +387,7 @@ mod tests {
             max_multiplier: None,
             groups: None,
             seed: 7,
+            max_attempts: usize::MAX,
         }
     }
 
@@ -852,6 +878,139 @@ mod tests {
         }
     }
 
+    /// Six providers of mixed budgets and weights (one disabled, one with unusable channels):
+    /// up to 19 attempts uncapped.
+    fn capped_store() -> Vec<Candidate<'static>> {
+        const IDS: [[&str; 5]; 6] = [
+            ["a0", "a1", "a2", "a3", "a4"],
+            ["b0", "b1", "b2", "b3", "b4"],
+            ["c0", "c1", "c2", "c3", "c4"],
+            ["d0", "d1", "d2", "d3", "d4"],
+            ["e0", "e1", "e2", "e3", "e4"],
+            ["f0", "f1", "f2", "f3", "f4"],
+        ];
+        const PROVIDERS: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+        let mut candidates: Vec<Candidate<'static>> = PROVIDERS
+            .iter()
+            .zip(IDS)
+            .enumerate()
+            .map(|(p, (id, channels))| {
+                let channels = channels
+                    .into_iter()
+                    .enumerate()
+                    .map(|(c, channel_id)| {
+                        channel(channel_id, 1 + (p as u32 * 3 + c as u32) % 7, true)
+                    })
+                    .collect();
+                provider(id, channels)
+            })
+            .collect();
+        candidates[1].max_retries = 1;
+        candidates[2].enabled = false;
+        candidates[3].channels[0].enabled = false;
+        candidates[3].channels[1].weight = 0;
+        candidates[4].max_retries = 0;
+        candidates
+    }
+
+    /// Health where the channels whose id ends in one of `down` are unhealthy, each failed at a
+    /// time taken from its id (so the fallback order is not the plan order).
+    fn health_where(down: &'static [char]) -> impl Fn(&[&str]) -> Vec<Health> {
+        move |ids| {
+            ids.iter()
+                .map(|id| {
+                    let unhealthy = id.ends_with(down);
+                    let last_failure = id.bytes().rev().map(i64::from).reduce(|a, b| a * 7 + b);
+                    Health {
+                        healthy: !unhealthy,
+                        last_failure: unhealthy.then_some(last_failure).flatten(),
+                    }
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_capped_plan_is_a_prefix_of_the_uncapped_one() {
+        let candidates = capped_store();
+        let all_down: &'static [char] = &['0', '1', '2', '3', '4'];
+        let healths: [&'static [char]; 3] = [&[], &['0', '3'], all_down];
+        for down in healths {
+            let health = health_where(down);
+            for seed in [0, 1, 2, 7, 42, 1_000, u64::MAX] {
+                let mut req = request("m");
+                req.seed = seed;
+                let mut asked = Vec::new();
+                let uncapped = plan(&req, &candidates, |ids| {
+                    asked.push(ids.to_vec());
+                    health(ids)
+                })
+                .unwrap();
+                assert_eq!(uncapped.fallback, down == all_down);
+                assert!(
+                    uncapped.attempts.len() > 8,
+                    "seed {seed}: a plan worth cutting"
+                );
+                for cap in 1..=uncapped.attempts.len() + 2 {
+                    req.max_attempts = cap;
+                    let capped = plan(&req, &candidates, |ids| {
+                        asked.push(ids.to_vec());
+                        health(ids)
+                    })
+                    .unwrap();
+                    let len = cap.min(uncapped.attempts.len());
+                    assert_eq!(
+                        capped.attempts,
+                        uncapped.attempts[..len],
+                        "seed {seed}, cap {cap}, down {down:?}"
+                    );
+                    assert_eq!(capped.fallback, uncapped.fallback);
+                }
+                // The cap changes nothing about the health question.
+                assert!(asked.windows(2).all(|pair| pair[0] == pair[1]));
+            }
+        }
+    }
+
+    #[test]
+    fn max_attempts_one_gives_one_attempt() {
+        let candidates = capped_store();
+        for down in [&[][..], &['0', '1', '2', '3', '4'][..]] {
+            let health = health_where(down);
+            for seed in 0..20 {
+                let mut req = request("m");
+                req.seed = seed;
+                let first = plan(&req, &candidates, &health).unwrap().attempts[0];
+                req.max_attempts = 1;
+                let planned = plan(&req, &candidates, &health).unwrap();
+                assert_eq!(planned.attempts, [first], "seed {seed}");
+                req.max_attempts = 0;
+                let planned = plan(&req, &candidates, &health).unwrap();
+                assert_eq!(planned.attempts, [first], "0 reads as 1");
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_store_is_cut_at_max_attempts() {
+        let ids: Vec<String> = (0..5_000).map(|i| format!("c{i}")).collect();
+        let candidates: Vec<Candidate<'_>> = ids
+            .chunks(5)
+            .map(|chunk| {
+                provider(
+                    &chunk[0],
+                    chunk.iter().map(|id| channel(id, 1, true)).collect(),
+                )
+            })
+            .collect();
+        let mut req = request("m");
+        req.max_attempts = 32;
+        let planned = route(&req, &candidates).unwrap();
+        assert_eq!(planned.attempts.len(), 32);
+        // The first seven providers, in order: five, five, … and two of the seventh.
+        assert_eq!(planned.attempts[31].provider_id, "c30");
+    }
+
     #[test]
     fn odd_model_names_do_not_panic() {
         let huge = "x".repeat(64 * 1024);
@@ -865,6 +1024,7 @@ mod tests {
                 max_multiplier: Some(0),
                 groups: None,
                 seed: u64::MAX,
+                max_attempts: 32,
             };
             assert_eq!(
                 plan(&req, &candidates, all_healthy),

@@ -1,0 +1,91 @@
+//! The state every request handler reaches, and how it is built at startup: the database, the
+//! configuration, the plugin engine, the router with the routing snapshot and channel health.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::db::{Database, DbError, routing};
+use crate::gateway::route::RoutePhase;
+use crate::plugins::{self, EngineSettings, PluginEngine, PluginError, PluginLimits};
+use crate::routing::{HealthPolicy, HealthRegistry, RoutingSnapshot, SharedSnapshot};
+
+/// What every handler can reach, behind an `Arc`.
+pub struct AppState {
+    /// The database.
+    pub db: Database,
+    /// The configuration the server started with.
+    pub config: Config,
+    /// The plugin engine all plugins run on.
+    pub engine: PluginEngine,
+    /// The routing snapshot in force; routing writes replace it.
+    pub snapshot: SharedSnapshot,
+    /// Passive channel health.
+    pub health: HealthRegistry,
+    /// The route phase: the router plugin over the snapshot and health.
+    pub routing: RoutePhase,
+}
+
+impl fmt::Debug for AppState {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        out.debug_struct("AppState")
+            .field("db", &self.db)
+            .field("config", &self.config)
+            .field("router", &self.routing.plugin().name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] DbError),
+    /// A plugin (or the plugin engine) could not be loaded.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+impl AppState {
+    /// Builds the state over `db` as `config` says: starts the plugin engine with the
+    /// configured limits and cache, loads the router (the file named by
+    /// `MONOIZE_ROUTING_PLUGIN`, else the built-in one) and reads the routing snapshot.
+    pub async fn start(db: Database, config: Config) -> Result<AppState, StartupError> {
+        let engine = PluginEngine::new(&engine_settings(&config))?;
+        let router = plugins::load_router(&engine, config.routing_plugin.as_deref())?;
+        let rows = db.read(routing::load_routing_rows).await?;
+        let snapshot = SharedSnapshot::new(RoutingSnapshot::from_rows(rows));
+        let health = HealthRegistry::new(HealthPolicy::default());
+        let routing = RoutePhase::new(router, snapshot.clone(), health.clone());
+        Ok(AppState {
+            db,
+            config,
+            engine,
+            snapshot,
+            health,
+            routing,
+        })
+    }
+
+    /// Re-reads the routing tables and puts the new snapshot in force.
+    pub async fn reload_routing(&self) -> Result<(), DbError> {
+        let rows = self.db.read(routing::load_routing_rows).await?;
+        self.snapshot.replace(RoutingSnapshot::from_rows(rows));
+        Ok(())
+    }
+}
+
+/// The engine settings `config` asks for: its time bound, memory cap and cache directory.
+pub fn engine_settings(config: &Config) -> EngineSettings {
+    let memory_bytes =
+        usize::try_from(config.plugin_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+    EngineSettings {
+        limits: PluginLimits {
+            timeout: Duration::from_millis(config.plugin_timeout_ms),
+            memory_bytes,
+            ..PluginLimits::default()
+        },
+        cache_dir: config.plugin_cache_dir.resolve(&config.dsn),
+    }
+}

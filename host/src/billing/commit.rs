@@ -1,0 +1,340 @@
+//! Group commit: every balance change (charges and adjustments) goes through one writer that
+//! commits whatever is queued in ONE transaction.
+//!
+//! Why: SQLite admits one writer at a time, and every transaction pays a fixed price that has
+//! nothing to do with how much it writes — taking the write lock, writing the changed pages
+//! (the user's row, the ledger's table and index pages) to the WAL, a hop to a blocking thread
+//! and back, and with `synchronous=FULL` an fsync. One transaction per served request makes
+//! that fixed price the gateway's ceiling: charges would serialize at one commit each. Here a
+//! single writer thread takes every charge queued while the previous commit ran and commits
+//! them together, so under load the fixed price is shared by the whole batch and throughput
+//! grows with concurrency instead of being capped by commits per second; under light load a
+//! batch is just the one charge, committed at once (the writer never lingers to fill a batch).
+//!
+//! Each write runs in its own savepoint inside the batch, so one that fails (an unknown user, an
+//! overflow) is undone alone and answered its own error while its neighbours commit. If the
+//! transaction as a whole fails, nothing of it was committed and each write is retried in a
+//! transaction of its own, so every caller still gets its own answer.
+//!
+//! A caller's future resolves only after the transaction holding its write has committed (in
+//! WAL mode the commit is in the operating system's hands then: it survives the process being
+//! killed). Once queued, a write is committed even if its caller stops waiting: a charge whose
+//! response is being cancelled still lands.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::db::ledger::{self, Adjustment, Appended, Charge};
+use crate::db::{Database, DbError, savepoint};
+
+/// The most writes one transaction commits: large enough that a burst shares a few commits,
+/// small enough that one transaction (and the latency of the first write in it) stays short.
+pub const MAX_BATCH: usize = 512;
+
+/// Writes that may wait for the writer before a caller has to wait to enqueue (backpressure).
+const QUEUE_CAPACITY: usize = 16_384;
+
+/// One balance change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerWrite {
+    /// A served request's charge (idempotent by request id).
+    Charge(Charge),
+    /// An administrator's adjustment.
+    Adjust {
+        /// Whose balance.
+        user_id: String,
+        /// The change.
+        adjustment: Adjustment,
+        /// Details for the ledger row, a JSON object.
+        meta_json: String,
+    },
+}
+
+impl LedgerWrite {
+    fn apply(&self, tx: &rusqlite::Transaction<'_>) -> Result<Appended, DbError> {
+        match self {
+            LedgerWrite::Charge(charge) => ledger::charge(tx, charge),
+            LedgerWrite::Adjust {
+                user_id,
+                adjustment,
+                meta_json,
+            } => ledger::adjust(tx, user_id, *adjustment, meta_json).map(Appended::Recorded),
+        }
+    }
+}
+
+/// How many transactions the writer committed and how many writes they held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitStats {
+    /// Transactions committed.
+    pub transactions: u64,
+    /// Writes applied in them (failed ones included).
+    pub writes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    transactions: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl Counters {
+    fn count(&self, writes: usize) {
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.writes
+            .fetch_add(u64::try_from(writes).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+struct Job {
+    write: LedgerWrite,
+    reply: oneshot::Sender<Result<Appended, DbError>>,
+}
+
+/// The way balance changes reach the database; cheap to clone.
+#[derive(Clone)]
+pub struct LedgerWriter {
+    mode: Mode,
+    counters: Arc<Counters>,
+}
+
+#[derive(Clone)]
+enum Mode {
+    /// Through the group-commit thread.
+    Grouped(mpsc::Sender<Job>),
+    /// One transaction per write, on a blocking thread: the baseline group commit is
+    /// measured against.
+    PerWrite(Database),
+}
+
+impl std::fmt::Debug for LedgerWriter {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.mode {
+            Mode::Grouped(_) => "grouped",
+            Mode::PerWrite(_) => "per-write",
+        };
+        out.debug_struct("LedgerWriter")
+            .field("mode", &mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LedgerWriter {
+    /// Starts the group-commit writer thread over `database`. The thread ends when the last
+    /// clone of the writer is dropped, after committing what was queued.
+    pub fn grouped(database: Database) -> Result<LedgerWriter, DbError> {
+        let (sender, queue) = mpsc::channel(QUEUE_CAPACITY);
+        let counters = Arc::new(Counters::default());
+        let thread_counters = Arc::clone(&counters);
+        thread::Builder::new()
+            .name("monoize-ledger".to_owned())
+            .spawn(move || run(&database, queue, &thread_counters))
+            .map_err(|error| {
+                DbError::Internal(format!("cannot start the ledger writer thread: {error}"))
+            })?;
+        Ok(LedgerWriter {
+            mode: Mode::Grouped(sender),
+            counters,
+        })
+    }
+
+    /// A writer that commits every write in its own transaction: the baseline that group
+    /// commit is measured against, not for production.
+    pub fn per_write(database: Database) -> LedgerWriter {
+        LedgerWriter {
+            mode: Mode::PerWrite(database),
+            counters: Arc::default(),
+        }
+    }
+
+    /// Applies `write` and answers once the transaction holding it has committed.
+    pub async fn write(&self, write: LedgerWrite) -> Result<Appended, DbError> {
+        match &self.mode {
+            Mode::Grouped(queue) => {
+                let stopped = || DbError::Internal("the ledger writer has stopped".to_owned());
+                let (reply, answer) = oneshot::channel();
+                queue
+                    .send(Job { write, reply })
+                    .await
+                    .map_err(|_| stopped())?;
+                answer.await.map_err(|_| stopped())?
+            }
+            Mode::PerWrite(database) => {
+                let counters = Arc::clone(&self.counters);
+                database
+                    .write(move |tx| {
+                        let outcome = write.apply(tx);
+                        counters.count(1);
+                        outcome
+                    })
+                    .await
+            }
+        }
+    }
+
+    /// How many transactions committed how many writes so far.
+    pub fn stats(&self) -> CommitStats {
+        CommitStats {
+            transactions: self.counters.transactions.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The writer thread: waits for a write, takes every other one already queued (up to
+/// [`MAX_BATCH`]), commits them together, answers each caller, and starts over.
+fn run(database: &Database, mut queue: mpsc::Receiver<Job>, counters: &Counters) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(job) = queue.blocking_recv() {
+        batch.push(job);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit(database, &mut batch, counters);
+    }
+}
+
+/// Commits `batch` in one transaction, each write in its own savepoint, and answers (and
+/// empties) it. If the transaction itself fails, retries each write alone.
+fn commit(database: &Database, batch: &mut Vec<Job>, counters: &Counters) {
+    let grouped = database.write_blocking(|tx| {
+        batch
+            .iter()
+            .map(|job| savepoint(tx, |tx| job.write.apply(tx)))
+            .collect::<Result<Vec<_>, _>>()
+    });
+    match grouped {
+        Ok(outcomes) => {
+            counters.count(batch.len());
+            for (job, outcome) in batch.drain(..).zip(outcomes) {
+                // A caller that stopped waiting has nothing to be told.
+                let _ = job.reply.send(outcome);
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, writes = batch.len(), "a group commit failed; retrying its writes one by one");
+            for job in batch.drain(..) {
+                let outcome = database.write_blocking(|tx| job.write.apply(tx));
+                counters.count(1);
+                let _ = job.reply.send(outcome);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::users::{self, NewUser, Role};
+    use crate::money::NanoUsd;
+
+    fn user(database: &Database, name: &str) -> String {
+        let new = NewUser::new(name, "h", Role::User);
+        database
+            .write_blocking(move |tx| users::insert(tx, &new))
+            .unwrap()
+            .id
+    }
+
+    fn charge(user_id: &str, request_id: &str, amount: i64) -> LedgerWrite {
+        LedgerWrite::Charge(Charge {
+            user_id: user_id.to_owned(),
+            request_id: request_id.to_owned(),
+            amount: NanoUsd(amount),
+            meta_json: "{}".to_owned(),
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writes_share_transactions_and_each_gets_its_own_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = crate::db::open(&crate::config::Dsn::File(dir.path().join("g.db"))).unwrap();
+        let alice = user(&database, "alice");
+        let writer = LedgerWriter::grouped(database.clone()).unwrap();
+        let tasks: Vec<_> = (0..400)
+            .map(|index| {
+                let writer = writer.clone();
+                let write = if index % 50 == 7 {
+                    charge("ghost", &format!("g-{index}"), 1)
+                } else {
+                    charge(&alice, &format!("r-{index}"), 2)
+                };
+                tokio::spawn(async move { writer.write(write).await })
+            })
+            .collect();
+        let mut failed = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(appended) => assert!(appended.is_new()),
+                Err(DbError::NotFound(_)) => failed += 1,
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(failed, 8);
+        let stats = writer.stats();
+        assert_eq!(stats.writes, 400);
+        assert!(stats.transactions < 400, "{stats:?}");
+        let id = alice.clone();
+        let (balance, _) = database
+            .read_blocking(move |c| users::balance(c, &id))
+            .unwrap();
+        assert_eq!(balance, NanoUsd(-2 * 392));
+        let sum = database
+            .read_blocking(move |c| ledger::sum_for_user(c, &alice))
+            .unwrap();
+        assert_eq!(sum, balance);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_request_in_one_batch_is_charged_once() {
+        let database = Database::open_in_memory().unwrap();
+        let alice = user(&database, "alice");
+        let writer = LedgerWriter::grouped(database.clone()).unwrap();
+        let (first, second) = tokio::join!(
+            writer.write(charge(&alice, "same", 5)),
+            writer.write(charge(&alice, "same", 5))
+        );
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert_eq!(first.row(), second.row());
+        assert!(first.is_new() != second.is_new());
+        let (balance, _) = database
+            .read_blocking(move |c| users::balance(c, &alice))
+            .unwrap();
+        assert_eq!(balance, NanoUsd(-5));
+    }
+
+    #[tokio::test]
+    async fn the_per_write_baseline_commits_each_write_alone() {
+        let database = Database::open_in_memory().unwrap();
+        let alice = user(&database, "alice");
+        let writer = LedgerWriter::per_write(database);
+        for index in 0..3 {
+            writer
+                .write(charge(&alice, &format!("r{index}"), 1))
+                .await
+                .unwrap();
+        }
+        let adjusted = writer
+            .write(LedgerWrite::Adjust {
+                user_id: alice,
+                adjustment: Adjustment::Set(NanoUsd(10)),
+                meta_json: "{}".to_owned(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(adjusted.row().delta_nano_usd, NanoUsd(13));
+        assert_eq!(
+            writer.stats(),
+            CommitStats {
+                transactions: 4,
+                writes: 4
+            }
+        );
+    }
+}

@@ -1,0 +1,271 @@
+//! The billing store: what `monoize:plugin/billing-store` offers a plugin, over the database.
+//! Reads go to the read connections; every balance change goes through the group-commit
+//! writer ([`super::commit`]) as one transaction with exactly one ledger row.
+
+use crate::db::ledger::{self, Adjustment, Appended, Charge, LedgerRow};
+use crate::db::{Database, DbError, MAX_LIST_LIMIT, registry, users};
+
+use super::commit::{CommitStats, LedgerWrite, LedgerWriter};
+use super::{Account, Pricing};
+
+/// The longest `meta_json` a ledger row takes; a ledger row is an audit record, not storage.
+pub const MAX_META_BYTES: usize = 16 * 1024;
+
+/// Balances, prices and the ledger, as a plugin reaches them; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct BillingStore {
+    database: Database,
+    writer: LedgerWriter,
+}
+
+impl BillingStore {
+    /// A store over `database` whose balance changes are group-committed by a writer thread
+    /// of its own (see [`super::commit`]).
+    pub fn new(database: Database) -> Result<BillingStore, DbError> {
+        let writer = LedgerWriter::grouped(database.clone())?;
+        Ok(BillingStore { database, writer })
+    }
+
+    /// A store that commits every balance change in its own transaction: the baseline group
+    /// commit is measured against, not for production.
+    pub fn with_commit_per_write(database: Database) -> BillingStore {
+        let writer = LedgerWriter::per_write(database.clone());
+        BillingStore { database, writer }
+    }
+
+    /// The database underneath.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// How many transactions committed how many balance changes so far.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.writer.stats()
+    }
+
+    /// The billing state of `user_id`; `None` for an unknown user.
+    pub async fn account(&self, user_id: &str) -> Result<Option<Account>, DbError> {
+        let user_id = user_id.to_owned();
+        let user = self
+            .database
+            .read(move |connection| users::get(connection, &user_id))
+            .await?;
+        Ok(user.map(|user| Account {
+            user_id: user.id,
+            balance: user.balance_nano_usd,
+            unlimited: user.balance_unlimited,
+        }))
+    }
+
+    /// The prices of `model_id` (`model_metadata_records`); `None` without a metadata row.
+    pub async fn pricing(&self, model_id: &str) -> Result<Option<Pricing>, DbError> {
+        let model_id = model_id.to_owned();
+        let metadata = self
+            .database
+            .read(move |connection| registry::get_metadata(connection, &model_id))
+            .await?;
+        Ok(metadata.map(|row| Pricing {
+            model_id: row.model_id,
+            input: row.input_cost_per_token_nano,
+            output: row.output_cost_per_token_nano,
+            cache_read_input: row.cache_read_input_cost_per_token_nano,
+            reasoning_output: row.output_cost_per_reasoning_token_nano,
+        }))
+    }
+
+    /// Charges a served request (see [`ledger::charge`]) and answers once it is committed.
+    /// The plugin's `meta_json` (a JSON object) is kept; the host sets `request_id` and
+    /// `amount_nano_usd` in it, so an unlimited user's row (delta 0) still shows the cost.
+    pub async fn charge(&self, mut charge: Charge) -> Result<Appended, DbError> {
+        let mut meta = meta_object(&charge.meta_json)?;
+        meta.insert(
+            "request_id".to_owned(),
+            serde_json::Value::from(charge.request_id.clone()),
+        );
+        meta.insert(
+            "amount_nano_usd".to_owned(),
+            serde_json::Value::from(charge.amount.to_string()),
+        );
+        charge.meta_json = serde_json::Value::Object(meta).to_string();
+        self.writer.write(LedgerWrite::Charge(charge)).await
+    }
+
+    /// Applies an administrator's adjustment (see [`ledger::adjust`]) and answers its row once
+    /// committed. `meta_json` must be a JSON object (empty reads as `{}`).
+    pub async fn adjust(
+        &self,
+        user_id: &str,
+        adjustment: Adjustment,
+        meta_json: &str,
+    ) -> Result<LedgerRow, DbError> {
+        let meta = serde_json::Value::Object(meta_object(meta_json)?).to_string();
+        let write = LedgerWrite::Adjust {
+            user_id: user_id.to_owned(),
+            adjustment,
+            meta_json: meta,
+        };
+        self.writer
+            .write(write)
+            .await
+            .map(|appended| match appended {
+                Appended::Recorded(row) | Appended::AlreadyRecorded(row) => row,
+            })
+    }
+
+    /// Ledger rows newest first, of one user or of everyone: at most `limit` (1 to
+    /// [`MAX_LIST_LIMIT`], else `Invalid`), older than the row `before` when given.
+    pub async fn ledger(
+        &self,
+        user_id: Option<&str>,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<LedgerRow>, DbError> {
+        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+            return Err(DbError::Invalid(format!(
+                "limit must be 1 to {MAX_LIST_LIMIT} (got {limit})"
+            )));
+        }
+        let user_id = user_id.map(str::to_owned);
+        self.database
+            .read(move |connection| ledger::list(connection, user_id.as_deref(), limit, before))
+            .await
+    }
+}
+
+/// `meta_json` as a JSON object: `Invalid` when it is too long or not an object; empty reads as
+/// `{}`.
+fn meta_object(meta_json: &str) -> Result<serde_json::Map<String, serde_json::Value>, DbError> {
+    if meta_json.len() > MAX_META_BYTES {
+        return Err(DbError::Invalid(format!(
+            "meta_json is longer than {MAX_META_BYTES} bytes"
+        )));
+    }
+    if meta_json.trim().is_empty() {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_str(meta_json) {
+        Ok(serde_json::Value::Object(meta)) => Ok(meta),
+        _ => Err(DbError::Invalid(
+            "meta_json must be a JSON object".to_owned(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::users::{NewUser, Role};
+    use crate::money::NanoUsd;
+
+    fn store_with_user(unlimited: bool) -> (BillingStore, String) {
+        let database = Database::open_in_memory().unwrap();
+        let mut new = NewUser::new("u", "h", Role::User);
+        new.balance_unlimited = unlimited;
+        let id = database
+            .write_blocking(move |tx| users::insert(tx, &new))
+            .unwrap()
+            .id;
+        (BillingStore::new(database).unwrap(), id)
+    }
+
+    fn charge(user_id: &str, request_id: &str, amount: i64, meta: &str) -> Charge {
+        Charge {
+            user_id: user_id.to_owned(),
+            request_id: request_id.to_owned(),
+            amount: NanoUsd(amount),
+            meta_json: meta.to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_host_sets_request_id_and_amount_in_the_meta() {
+        let (store, user) = store_with_user(true);
+        let row = store
+            .charge(charge(
+                &user,
+                "req-1",
+                42,
+                r#"{"model":"m","usage_estimated":true,"request_id":"forged"}"#,
+            ))
+            .await
+            .unwrap();
+        let row = row.row();
+        assert_eq!(row.delta_nano_usd, NanoUsd::ZERO);
+        let meta: serde_json::Value = serde_json::from_str(&row.meta_json).unwrap();
+        assert_eq!(meta["request_id"], "req-1");
+        assert_eq!(meta["amount_nano_usd"], "42");
+        assert_eq!(meta["usage_estimated"], true);
+        assert_eq!(meta["model"], "m");
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_refused_as_invalid() {
+        let (store, user) = store_with_user(false);
+        for meta in ["[1]", "nope", "\"text\""] {
+            let error = store.charge(charge(&user, "r", 1, meta)).await.unwrap_err();
+            assert!(matches!(error, DbError::Invalid(_)), "{meta}: {error:?}");
+        }
+        let long = format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_META_BYTES));
+        assert!(matches!(
+            store.charge(charge(&user, "r", 1, &long)).await,
+            Err(DbError::Invalid(_))
+        ));
+        for limit in [0, MAX_LIST_LIMIT + 1] {
+            assert!(matches!(
+                store.ledger(None, limit, None).await,
+                Err(DbError::Invalid(_))
+            ));
+        }
+        assert!(
+            store
+                .adjust(&user, Adjustment::Add(NanoUsd(1)), "[]")
+                .await
+                .is_err()
+        );
+        let row = store
+            .adjust(&user, Adjustment::Add(NanoUsd(1)), "")
+            .await
+            .unwrap();
+        assert_eq!(row.meta_json, "{}");
+    }
+
+    #[tokio::test]
+    async fn account_and_pricing_read_what_is_stored() {
+        let (store, user) = store_with_user(false);
+        let account = store.account(&user).await.unwrap().unwrap();
+        assert_eq!(
+            account,
+            Account {
+                user_id: user.clone(),
+                balance: NanoUsd::ZERO,
+                unlimited: false
+            }
+        );
+        assert_eq!(store.account("ghost").await.unwrap(), None);
+        assert_eq!(store.pricing("m").await.unwrap(), None);
+        store
+            .database()
+            .write_blocking(|tx| {
+                registry::upsert_metadata(
+                    tx,
+                    &registry::ModelMetadataRow {
+                        model_id: "m".to_owned(),
+                        input_cost_per_token_nano: Some(3),
+                        output_cost_per_reasoning_token_nano: Some(7),
+                        ..registry::ModelMetadataRow::default()
+                    },
+                )
+            })
+            .unwrap();
+        assert_eq!(
+            store.pricing("m").await.unwrap(),
+            Some(Pricing {
+                model_id: "m".to_owned(),
+                input: Some(3),
+                output: None,
+                cache_read_input: None,
+                reasoning_output: Some(7),
+            })
+        );
+    }
+}

@@ -1,0 +1,229 @@
+//! The authenticate phase: find the API key a request carries (`Authorization: Bearer sk-…`
+//! or `x-api-key: sk-…`), check it against its stored hash, and answer the key's policy.
+//! Every failure is the same `401`, so a caller learns nothing about which check failed.
+//!
+//! Verified keys are cached in memory for [`KEY_CACHE_TTL`]: a key that is disabled, deleted
+//! or edited takes effect within that time (no write-through invalidation yet). Expiry is
+//! checked on every request, cached or not.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hyper::HeaderMap;
+use hyper::header::AUTHORIZATION;
+use sha2::{Digest, Sha256};
+
+use super::error::GatewayError;
+use crate::cidr::IpRange;
+use crate::db::{Database, DbError, api_keys, clock, users};
+use crate::money::Multiplier;
+
+/// How long a verified key is believed without asking the database again.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// The most verified keys kept; past it the cache is emptied (cheap and bounded).
+const KEY_CACHE_CAPACITY: usize = 10_000;
+
+/// The hash under which an API key (or session token) is stored: the lowercase hex SHA-256
+/// of its UTF-8 bytes. Keys are random and long, so a fast unsalted hash is enough to make
+/// a leaked table useless; this is the one definition, and whatever stores a key (the
+/// dashboard through `crypto.hash-secret`) must use it.
+pub fn hash_api_key(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Compares two strings in time that depends only on their lengths.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a
+            .bytes()
+            .zip(b.bytes())
+            .fold(0u8, |difference, (x, y)| difference | (x ^ y))
+            == 0
+}
+
+/// The API key a request carries: `Authorization: Bearer …` first, else `x-api-key`.
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    bearer
+        .or_else(|| {
+            headers
+                .get("x-api-key")
+                .and_then(|value| value.to_str().ok())
+                .map(str::trim)
+        })
+        .filter(|key| !key.is_empty())
+}
+
+/// A verified key and the policy that comes with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedKey {
+    /// `api_keys.id`.
+    pub key_id: String,
+    /// The owner.
+    pub user_id: String,
+    /// When it stops working (RFC 3339 canonical form); `None`: never.
+    pub expires_at: Option<String>,
+    /// The models it may use; `None`: any.
+    pub model_limits: Option<Vec<String>>,
+    /// The client addresses it may be used from; empty: any.
+    pub ip_whitelist: Vec<IpRange>,
+    /// The provider group it is confined to; `None`: any provider.
+    pub group: Option<String>,
+    /// Its multiplier ceiling; `None`: none.
+    pub max_multiplier: Option<Multiplier>,
+}
+
+impl VerifiedKey {
+    fn expired(&self) -> bool {
+        // Canonical timestamps (fixed-width UTC) order as text.
+        self.expires_at
+            .as_deref()
+            .is_some_and(|expires_at| expires_at <= clock::now().as_str())
+    }
+}
+
+/// The authenticate phase, with its cache of verified keys.
+#[derive(Debug, Clone, Default)]
+pub struct Authenticator {
+    cache: Arc<Mutex<HashMap<String, (Instant, Arc<VerifiedKey>)>>>,
+}
+
+impl Authenticator {
+    /// An authenticator with an empty cache.
+    pub fn new() -> Self {
+        Authenticator::default()
+    }
+
+    fn cache(&self) -> MutexGuard<'_, HashMap<String, (Instant, Arc<VerifiedKey>)>> {
+        // The map only holds finished values, so a panic elsewhere leaves it consistent.
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Verifies the key in `headers`; any failure is [`GatewayError::Unauthorized`].
+    pub async fn authenticate(
+        &self,
+        db: &Database,
+        headers: &HeaderMap,
+    ) -> Result<Arc<VerifiedKey>, GatewayError> {
+        let key = presented_key(headers).ok_or(GatewayError::Unauthorized)?;
+        let hash = hash_api_key(key);
+        let cached = self
+            .cache()
+            .get(&hash)
+            .filter(|(at, _)| at.elapsed() < KEY_CACHE_TTL)
+            .map(|(_, verified)| Arc::clone(verified));
+        let verified = match cached {
+            Some(verified) => verified,
+            None => {
+                let prefix = api_keys::key_prefix(key).to_owned();
+                let lookup_hash = hash.clone();
+                let found = db
+                    .read(move |conn| verify(conn, &prefix, &lookup_hash))
+                    .await
+                    .map_err(|error| {
+                        tracing::warn!(%error, "API key lookup failed");
+                        GatewayError::Unauthorized
+                    })?
+                    .ok_or(GatewayError::Unauthorized)?;
+                let verified = Arc::new(found);
+                let mut cache = self.cache();
+                if cache.len() >= KEY_CACHE_CAPACITY {
+                    cache.clear();
+                }
+                cache.insert(hash, (Instant::now(), Arc::clone(&verified)));
+                verified
+            }
+        };
+        if verified.expired() {
+            return Err(GatewayError::Unauthorized);
+        }
+        Ok(verified)
+    }
+}
+
+/// The key with `prefix` and `hash` if it is enabled and its user is; `None` otherwise.
+fn verify(
+    conn: &rusqlite::Connection,
+    prefix: &str,
+    hash: &str,
+) -> Result<Option<VerifiedKey>, DbError> {
+    for row in api_keys::by_prefix(conn, prefix)? {
+        if !constant_time_eq(&row.key_hash, hash) || !row.enabled {
+            continue;
+        }
+        let user_enabled = users::get(conn, &row.user_id)?.is_some_and(|user| user.enabled);
+        if !user_enabled {
+            return Ok(None);
+        }
+        let ip_whitelist = row
+            .ip_whitelist
+            .iter()
+            .filter_map(|entry| match entry.parse::<IpRange>() {
+                Ok(range) => Some(range),
+                Err(error) => {
+                    // An unparsable entry allows nothing; the others still apply. A whitelist
+                    // made only of bad entries must not turn into "any address".
+                    tracing::warn!(key_id = %row.id, %error, "ignoring an IP whitelist entry");
+                    None
+                }
+            })
+            .collect::<Vec<_>>();
+        let ip_whitelist = if ip_whitelist.is_empty() && !row.ip_whitelist.is_empty() {
+            // Nothing valid: a range that matches no real client.
+            vec![IpRange::NOTHING]
+        } else {
+            ip_whitelist
+        };
+        return Ok(Some(VerifiedKey {
+            key_id: row.id,
+            user_id: row.user_id,
+            expires_at: row.expires_at,
+            model_limits: row.model_limits_enabled.then_some(row.model_limits),
+            ip_whitelist,
+            group: row.token_group.filter(|group| !group.is_empty()),
+            max_multiplier: row.max_multiplier,
+        }));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    #[test]
+    fn keys_hash_to_hex_sha256() {
+        assert_eq!(
+            hash_api_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(constant_time_eq("same", "same"));
+        assert!(!constant_time_eq("same", "sane") && !constant_time_eq("a", "ab"));
+    }
+
+    #[test]
+    fn keys_come_from_either_header() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(presented_key(&headers), None);
+        headers.insert("x-api-key", HeaderValue::from_static("sk-b"));
+        assert_eq!(presented_key(&headers), Some("sk-b"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer sk-a"));
+        assert_eq!(presented_key(&headers), Some("sk-a"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
+        assert_eq!(presented_key(&headers), Some("sk-b"));
+    }
+}

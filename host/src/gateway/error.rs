@@ -1,0 +1,186 @@
+//! The gateway's error type, and the one place where it becomes an HTTP response in the
+//! client's dialect: OpenAI's `{"error": {"message", "type", "param", "code"}}` on the OpenAI
+//! endpoints, Anthropic's `{"type": "error", "error": {"type", "message"}}` on `/v1/messages`,
+//! so each SDK raises its own typed exception.
+
+use hyper::header::HeaderValue;
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+use super::route::RouteFailure;
+use crate::routing::RouteRefusal;
+use crate::server::{ResponseBody, json_response};
+
+/// The header every gateway response carries.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Which API family a client speaks, so its errors come in its shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI-shaped errors.
+    OpenAi,
+    /// Anthropic-shaped errors (`/v1/messages`).
+    Anthropic,
+}
+
+/// Why the gateway did not serve a request. Upstream answers that are the request's fault
+/// (`400`, `413`, `422`) are not errors: they are passed through as they came.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// No key, an unknown key, a wrong hash, a disabled or expired key or user: one answer.
+    #[error("invalid API key")]
+    Unauthorized,
+    /// The body exceeds `MONOIZE_HTTP_BODY_MAX_BYTES`.
+    #[error("the request body exceeds {limit} bytes")]
+    BodyTooLarge {
+        /// The configured cap.
+        limit: u64,
+    },
+    /// The request is malformed (not JSON, no `model`, a bad `max_multiplier`, …).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The key may not use this model.
+    #[error("this API key may not use the model `{0}`")]
+    ModelNotAllowed(String),
+    /// The client's address is not in the key's whitelist.
+    #[error("this API key may not be used from this address")]
+    AddressNotAllowed,
+    /// Billing refused: a limited balance at or below zero.
+    #[error("insufficient balance: {0}")]
+    InsufficientBalance(String),
+    /// Billing refused for another reason.
+    #[error("billing denied the request: {0}")]
+    BillingDenied(String),
+    /// The route phase produced no plan.
+    #[error(transparent)]
+    Route(#[from] RouteFailure),
+    /// Every attempt of the plan failed. Never carries an upstream body: an upstream `401`
+    /// can quote part of a channel key.
+    #[error("no upstream could serve the model `{model}`: {attempts} attempt(s) failed")]
+    UpstreamExhausted {
+        /// The logical model asked for.
+        model: String,
+        /// How many attempts were made.
+        attempts: usize,
+    },
+    /// A fault of the host itself.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::Unauthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::ModelNotAllowed(_)
+            | GatewayError::AddressNotAllowed
+            | GatewayError::BillingDenied(_) => StatusCode::FORBIDDEN,
+            GatewayError::InsufficientBalance(_) => StatusCode::PAYMENT_REQUIRED,
+            GatewayError::Route(RouteFailure::Refused(refusal)) => match refusal {
+                RouteRefusal::UnknownModel(_) => StatusCode::NOT_FOUND,
+                RouteRefusal::NotPermitted(_) => StatusCode::FORBIDDEN,
+                RouteRefusal::NoAvailableChannel(_) => StatusCode::SERVICE_UNAVAILABLE,
+                RouteRefusal::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            GatewayError::Route(RouteFailure::Plugin(_)) | GatewayError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            GatewayError::UpstreamExhausted { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The OpenAI `(type, code)` pair.
+    fn openai_kind(&self) -> (&'static str, &'static str) {
+        match self {
+            GatewayError::Unauthorized => ("authentication_error", "unauthorized"),
+            GatewayError::BodyTooLarge { .. } => ("invalid_request_error", "request_too_large"),
+            GatewayError::BadRequest(_) => ("invalid_request_error", "invalid_request"),
+            GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
+            GatewayError::AddressNotAllowed => ("permission_error", "ip_not_allowed"),
+            GatewayError::InsufficientBalance(_) => {
+                ("insufficient_balance", "insufficient_balance")
+            }
+            GatewayError::BillingDenied(_) => ("permission_error", "billing_denied"),
+            GatewayError::Route(RouteFailure::Refused(refusal)) => match refusal {
+                RouteRefusal::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
+                RouteRefusal::NotPermitted(_) => ("permission_error", "model_not_permitted"),
+                RouteRefusal::NoAvailableChannel(_) => ("server_error", "no_available_channel"),
+                RouteRefusal::Failed(_) => ("server_error", "routing_failed"),
+            },
+            GatewayError::Route(RouteFailure::Plugin(_)) => ("server_error", "plugin_failed"),
+            GatewayError::UpstreamExhausted { .. } => ("upstream_error", "upstream_error"),
+            GatewayError::Internal(_) => ("server_error", "internal_error"),
+        }
+    }
+
+    /// Anthropic's error type for the status.
+    fn anthropic_type(&self) -> &'static str {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::PAYMENT_REQUIRED => "billing_error",
+            StatusCode::FORBIDDEN => "permission_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            StatusCode::BAD_REQUEST => "invalid_request_error",
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY => "overloaded_error",
+            _ => "api_error",
+        }
+    }
+
+    /// The response in `dialect`'s shape, carrying `request_id`.
+    pub fn into_response(self, dialect: Dialect, request_id: &str) -> Response<ResponseBody> {
+        let message = self.to_string();
+        let body = match dialect {
+            Dialect::OpenAi => {
+                let (error_type, code) = self.openai_kind();
+                json!({"error": {"message": message, "type": error_type, "param": null, "code": code}})
+            }
+            Dialect::Anthropic => {
+                json!({"type": "error", "error": {"type": self.anthropic_type(), "message": message}})
+            }
+        };
+        let mut response = json_response(self.status(), &body);
+        set_request_id(&mut response, request_id);
+        response
+    }
+}
+
+/// Sets the `x-request-id` header (skipped only if the id is not a valid header value, which
+/// ids the gateway makes always are).
+pub fn set_request_id<B>(response: &mut Response<B>, request_id: &str) {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_whose_fault_it_is() {
+        assert_eq!(GatewayError::Unauthorized.status(), 401);
+        assert_eq!(GatewayError::BodyTooLarge { limit: 1 }.status(), 413);
+        assert_eq!(GatewayError::InsufficientBalance("x".into()).status(), 402);
+        let unknown = GatewayError::Route(RouteRefusal::UnknownModel("m".into()).into());
+        assert_eq!(unknown.status(), 404);
+        let exhausted = GatewayError::UpstreamExhausted {
+            model: "m".into(),
+            attempts: 3,
+        };
+        assert_eq!(exhausted.status(), 502);
+        assert!(exhausted.to_string().contains("`m`") && exhausted.to_string().contains('3'));
+    }
+
+    #[test]
+    fn both_dialects_carry_the_request_id() {
+        for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
+            let response = GatewayError::Unauthorized.into_response(dialect, "req-1");
+            assert_eq!(response.status(), 401);
+            assert_eq!(response.headers()[REQUEST_ID_HEADER], "req-1");
+        }
+    }
+}

@@ -1,0 +1,542 @@
+//! The forward phase: the upstream HTTP client, and the walk through a plan's attempts that
+//! judges each upstream answer by whose fault it is (DESIGN §5). The channel's faults (`401`,
+//! `403`, `404`, `408`, `429`, `5xx`, any other non-success, timeouts, refused or reset
+//! connections) move on to the next attempt and mark the channel's health; the request's
+//! faults (`400`, `413`, `422`) are answered as they came; a success ends the walk.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::Config;
+use crate::db::routing::ProviderType;
+use crate::routing::snapshot::{Channel, Provider};
+use crate::routing::{Attempt, EndpointKind, HealthRegistry, RoutingSnapshot};
+
+/// How long a channel cools down after a `429` without a usable `retry-after`.
+pub const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(15);
+
+/// The longest `retry-after` believed, so one bad header cannot bench a channel for a day.
+const MAX_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(600);
+
+/// The most bytes of a rejected (`400`/`413`/`422`) upstream body passed through.
+const MAX_REJECTION_BODY: usize = 1 << 20;
+
+/// The `anthropic-version` sent when the client did not send one.
+const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// Request headers never forwarded: the client's credentials, Monoize's own headers,
+/// hop-by-hop headers, and those the client sets itself.
+const DROPPED_REQUEST_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+    "cookie",
+    "host",
+    "content-length",
+    "accept-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "x-max-multiplier",
+    "x-request-id",
+];
+
+/// Response headers never passed back: hop-by-hop, lengths (a stream's body may change),
+/// cookies and the upstream's request id (the client gets Monoize's).
+const DROPPED_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "content-encoding",
+    "set-cookie",
+    "x-request-id",
+    "alt-svc",
+];
+
+/// The upstream client's timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connecting (TCP and TLS).
+    pub connect: Duration,
+    /// From sending the request to the response headers (and a stream's first chunk).
+    pub first_byte: Duration,
+    /// Between two chunks of a body.
+    pub idle: Duration,
+}
+
+impl Timeouts {
+    /// The timeouts `config` sets.
+    pub fn from_config(config: &Config) -> Self {
+        Timeouts {
+            connect: Duration::from_millis(config.upstream_connect_timeout_ms),
+            first_byte: Duration::from_millis(config.upstream_first_byte_timeout_ms),
+            idle: Duration::from_millis(config.upstream_idle_timeout_ms),
+        }
+    }
+}
+
+/// Why the upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream TLS client could not be built: {0}")]
+pub struct UpstreamClientError(String);
+
+/// The pooled upstream client: HTTP/1.1 and HTTP/2, TLS by rustls with the Mozilla roots.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeouts: Timeouts,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.debug_struct("Upstream")
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// A client with `timeouts`.
+    pub fn new(timeouts: Timeouts) -> Result<Upstream, UpstreamClientError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(timeouts.connect));
+        http.set_nodelay(true);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let connector = HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(provider)
+            .map_err(|error| UpstreamClientError(error.to_string()))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Ok(Upstream { client, timeouts })
+    }
+
+    /// Its timeouts.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+}
+
+/// The upstream URL of `endpoint` on a channel whose origin is `base_url`; a `base_url`
+/// that already ends in `/v1` is not doubled.
+pub fn upstream_url(base_url: &str, endpoint: EndpointKind) -> String {
+    let path = endpoint_path(endpoint);
+    let base = base_url.trim_end_matches('/');
+    match base.strip_suffix("/v1") {
+        Some(origin) => format!("{origin}{path}"),
+        None => format!("{base}{path}"),
+    }
+}
+
+/// The path of `endpoint` (without the `/api` alias).
+pub fn endpoint_path(endpoint: EndpointKind) -> &'static str {
+    match endpoint {
+        EndpointKind::ChatCompletions => "/v1/chat/completions",
+        EndpointKind::Responses => "/v1/responses",
+        EndpointKind::Embeddings => "/v1/embeddings",
+        EndpointKind::Messages => "/v1/messages",
+    }
+}
+
+/// What the forward phase needs of the client's request.
+#[derive(Debug)]
+pub struct Outbound<'a> {
+    /// The endpoint it arrived on.
+    pub endpoint: EndpointKind,
+    /// The client's headers (filtered before sending).
+    pub headers: &'a HeaderMap,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// The body for an attempt, given its upstream model.
+    pub body_for: &'a (dyn Fn(&str) -> Result<Bytes, String> + Sync),
+}
+
+/// The first part of a served stream: its first chunk has arrived; the rest follows.
+#[derive(Debug)]
+pub struct Served {
+    /// The attempt that served it.
+    pub attempt: Attempt,
+    /// The provider's name (for the log).
+    pub provider_name: String,
+    /// The channel's name (for the log).
+    pub channel_name: String,
+    /// How many attempts were made, this one included.
+    pub attempts: usize,
+    /// The upstream status.
+    pub status: StatusCode,
+    /// The upstream headers, filtered.
+    pub headers: HeaderMap,
+    /// The first data chunk (streams) — `None` for a buffered response.
+    pub first_chunk: Option<Bytes>,
+    /// The rest of the body.
+    pub body: Incoming,
+}
+
+/// How the walk ended.
+#[derive(Debug)]
+pub enum ForwardOutcome {
+    /// An upstream answered with success.
+    Served(Box<Served>),
+    /// An upstream refused the request as malformed: its answer goes to the client as is.
+    Rejected {
+        /// How many attempts were made.
+        attempts: usize,
+        /// The upstream status (`400`, `413` or `422`).
+        status: StatusCode,
+        /// Its headers, filtered.
+        headers: HeaderMap,
+        /// Its body (at most 1 MiB).
+        body: Bytes,
+    },
+    /// Every attempt failed.
+    Exhausted {
+        /// How many attempts were made.
+        attempts: usize,
+    },
+}
+
+/// A channel's fault on one attempt.
+#[derive(Debug)]
+enum Fault {
+    /// The key is bad: trip at once.
+    BadKey,
+    /// Rate limited: trip for this long.
+    RateLimited(Option<Duration>),
+    /// Anything else retryable.
+    Other,
+}
+
+/// Walks `attempts` in order until one serves the request.
+pub async fn forward(
+    upstream: &Upstream,
+    health: &HealthRegistry,
+    snapshot: &RoutingSnapshot,
+    attempts: &[Attempt],
+    outbound: &Outbound<'_>,
+    request_id: &str,
+) -> ForwardOutcome {
+    for (index, attempt) in attempts.iter().enumerate() {
+        let tried = index + 1;
+        let Some((provider, channel)) = snapshot
+            .provider(&attempt.provider_id)
+            .and_then(|provider| Some((provider, provider.channel(&attempt.channel_id)?)))
+        else {
+            tracing::warn!(request_id, channel = %attempt.channel_id, "the plan names a channel the snapshot lacks");
+            continue;
+        };
+        match try_attempt(upstream, provider, channel, attempt, outbound).await {
+            Ok(AttemptResult::Served(mut served)) => {
+                health.record_success(&channel.id);
+                served.attempts = tried;
+                return ForwardOutcome::Served(served);
+            }
+            Ok(AttemptResult::Rejected {
+                status,
+                headers,
+                body,
+            }) => {
+                return ForwardOutcome::Rejected {
+                    attempts: tried,
+                    status,
+                    headers,
+                    body,
+                };
+            }
+            Err((fault, reason)) => {
+                tracing::info!(
+                    request_id,
+                    provider = %provider.name,
+                    channel = %channel.name,
+                    attempt = tried,
+                    %reason,
+                    "upstream attempt failed; trying the next"
+                );
+                match fault {
+                    Fault::BadKey => health.trip(&channel.id, None),
+                    Fault::RateLimited(cooldown) => health.trip(
+                        &channel.id,
+                        Some(cooldown.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN)),
+                    ),
+                    Fault::Other => health.record_failure(&channel.id),
+                }
+            }
+        }
+    }
+    ForwardOutcome::Exhausted {
+        attempts: attempts.len(),
+    }
+}
+
+enum AttemptResult {
+    Served(Box<Served>),
+    Rejected {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+}
+
+async fn try_attempt(
+    upstream: &Upstream,
+    provider: &Provider,
+    channel: &Channel,
+    attempt: &Attempt,
+    outbound: &Outbound<'_>,
+) -> Result<AttemptResult, (Fault, String)> {
+    let body = (outbound.body_for)(&attempt.upstream_model).map_err(|e| (Fault::Other, e))?;
+    let request = build_request(provider, channel, outbound, body).map_err(|e| (Fault::Other, e))?;
+    let started = Instant::now();
+    let deadline = upstream.timeouts.first_byte;
+    let response = match tokio::time::timeout(deadline, upstream.client.request(request)).await {
+        Err(_) => return Err((Fault::Other, "no response headers in time".to_owned())),
+        Ok(Err(error)) => return Err((Fault::Other, format!("connection failed: {error}"))),
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    let (parts, mut body) = response.into_parts();
+    let headers = filter_response_headers(&parts.headers);
+    if status.is_success() {
+        let first_chunk = if outbound.stream {
+            let left = deadline.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, next_data(&mut body)).await {
+                Err(_) => return Err((Fault::Other, "no first chunk in time".to_owned())),
+                Ok(Err(error)) => return Err((Fault::Other, format!("stream failed: {error}"))),
+                Ok(Ok(None)) => return Err((Fault::Other, "empty stream".to_owned())),
+                Ok(Ok(Some(chunk))) => Some(chunk),
+            }
+        } else {
+            None
+        };
+        return Ok(AttemptResult::Served(Box::new(Served {
+            attempt: attempt.clone(),
+            provider_name: provider.name.clone(),
+            channel_name: channel.name.clone(),
+            attempts: 0,
+            status,
+            headers,
+            first_chunk,
+            body,
+        })));
+    }
+    match status.as_u16() {
+        400 | 413 | 422 => {
+            let body = read_capped(body, MAX_REJECTION_BODY, upstream.timeouts.idle)
+                .await
+                .map_err(|error| (Fault::Other, error))?;
+            Ok(AttemptResult::Rejected {
+                status,
+                headers,
+                body,
+            })
+        }
+        401 | 403 => Err((Fault::BadKey, format!("upstream status {status}"))),
+        429 => Err((
+            Fault::RateLimited(retry_after(&parts.headers)),
+            format!("upstream status {status}"),
+        )),
+        _ => Err((Fault::Other, format!("upstream status {status}"))),
+    }
+}
+
+fn build_request(
+    provider: &Provider,
+    channel: &Channel,
+    outbound: &Outbound<'_>,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, String> {
+    let url = upstream_url(&channel.base_url, outbound.endpoint);
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(&url)
+        .body(Full::new(body))
+        .map_err(|error| format!("bad upstream URL `{url}`: {error}"))?;
+    let headers = request.headers_mut();
+    copy_request_headers(outbound.headers, headers);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    let key = channel.api_key.expose();
+    let secret = |text: String| {
+        let mut value =
+            HeaderValue::from_str(&text).map_err(|_| "the channel key is not a valid header".to_owned())?;
+        value.set_sensitive(true);
+        Ok::<_, String>(value)
+    };
+    match provider.provider_type {
+        ProviderType::Messages => {
+            headers.insert("x-api-key", secret(key.to_owned())?);
+            if !headers.contains_key("anthropic-version") {
+                headers.insert(
+                    "anthropic-version",
+                    HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+                );
+            }
+        }
+        ProviderType::Gemini => {
+            headers.insert("x-goog-api-key", secret(key.to_owned())?);
+        }
+        ProviderType::Responses | ProviderType::ChatCompletion | ProviderType::Grok => {
+            headers.insert(header::AUTHORIZATION, secret(format!("Bearer {key}"))?);
+        }
+    }
+    Ok(request)
+}
+
+/// Copies the client's headers minus credentials, hop-by-hop headers (those named in
+/// `Connection` too) and Monoize's own.
+fn copy_request_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    let named_by_connection: Vec<String> = from
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    for (name, value) in from {
+        let lower = name.as_str();
+        if DROPPED_REQUEST_HEADERS.contains(&lower)
+            || named_by_connection.iter().any(|named| named == lower)
+        {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}
+
+fn filter_response_headers(from: &HeaderMap) -> HeaderMap {
+    let mut to = HeaderMap::new();
+    for (name, value) in from {
+        if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
+            to.append(HeaderName::clone(name), value.clone());
+        }
+    }
+    to
+}
+
+/// A `retry-after` in seconds (the HTTP-date form is not believed), capped.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .map(|seconds| Duration::from_secs(seconds).min(MAX_RATE_LIMIT_COOLDOWN))
+}
+
+/// The next data frame of `body`; trailers are skipped. `None` at the end.
+pub async fn next_data(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Error> {
+    loop {
+        match body.frame().await {
+            None => return Ok(None),
+            Some(Err(error)) => return Err(error),
+            Some(Ok(frame)) => {
+                if let Ok(data) = Frame::into_data(frame)
+                    && !data.is_empty()
+                {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
+/// Reads all of `body`, at most `cap` bytes, each chunk within `idle`.
+pub async fn read_capped(mut body: Incoming, cap: usize, idle: Duration) -> Result<Bytes, String> {
+    let mut collected = Vec::new();
+    loop {
+        match tokio::time::timeout(idle, next_data(&mut body)).await {
+            Err(_) => return Err("the upstream body stalled".to_owned()),
+            Ok(Err(error)) => return Err(format!("the upstream body failed: {error}")),
+            Ok(Ok(None)) => return Ok(Bytes::from(collected)),
+            Ok(Ok(Some(chunk))) => {
+                if collected.len().saturating_add(chunk.len()) > cap {
+                    return Err(format!("the upstream body exceeds {cap} bytes"));
+                }
+                collected.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// Builds a response from upstream parts.
+pub fn response_with<B>(status: StatusCode, headers: HeaderMap, body: B) -> Response<B> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_append_the_endpoint_path_once() {
+        assert_eq!(
+            upstream_url("https://api.openai.com", EndpointKind::ChatCompletions),
+            "https://api.openai.com/v1/chat/completions"
+        );
+        assert_eq!(
+            upstream_url("https://api.openai.com/v1/", EndpointKind::Embeddings),
+            "https://api.openai.com/v1/embeddings"
+        );
+        assert_eq!(
+            upstream_url("http://127.0.0.1:9/mode/500", EndpointKind::Messages),
+            "http://127.0.0.1:9/mode/500/v1/messages"
+        );
+    }
+
+    #[test]
+    fn client_credentials_and_hop_by_hop_headers_stay_behind() {
+        let mut from = HeaderMap::new();
+        from.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk-client"));
+        from.insert("x-api-key", HeaderValue::from_static("sk-client"));
+        from.insert(header::CONNECTION, HeaderValue::from_static("x-secret-hop"));
+        from.insert("x-secret-hop", HeaderValue::from_static("1"));
+        from.insert("anthropic-beta", HeaderValue::from_static("tools"));
+        let mut to = HeaderMap::new();
+        copy_request_headers(&from, &mut to);
+        assert_eq!(to.len(), 1);
+        assert_eq!(to["anthropic-beta"], "tools");
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_capped() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("99999"));
+        assert_eq!(retry_after(&headers), Some(MAX_RATE_LIMIT_COOLDOWN));
+    }
+}

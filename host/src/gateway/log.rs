@@ -1,0 +1,62 @@
+//! The log phase: one structured line per request.
+
+use std::time::Instant;
+
+use crate::routing::EndpointKind;
+
+/// What the log line of one request says; filled in as the pipeline goes.
+#[derive(Debug, Clone)]
+pub struct RequestLog {
+    /// The request's id.
+    pub request_id: String,
+    /// The endpoint it arrived on.
+    pub endpoint: EndpointKind,
+    /// When it arrived.
+    pub started: Instant,
+    /// The logical model, once known.
+    pub model: Option<String>,
+    /// The provider that served it (or the last one tried).
+    pub provider: Option<String>,
+    /// The channel that served it.
+    pub channel: Option<String>,
+    /// Upstream attempts made.
+    pub attempts: usize,
+    /// The status answered.
+    pub status: u16,
+    /// How a stream ended, for streams.
+    pub stream_end: Option<&'static str>,
+}
+
+impl RequestLog {
+    /// A log for `request_id` on `endpoint`, starting now.
+    pub fn new(request_id: &str, endpoint: EndpointKind) -> Self {
+        RequestLog {
+            request_id: request_id.to_owned(),
+            endpoint,
+            started: Instant::now(),
+            model: None,
+            provider: None,
+            channel: None,
+            attempts: 0,
+            status: 0,
+            stream_end: None,
+        }
+    }
+
+    /// Writes the line.
+    pub fn emit(&self) {
+        tracing::info!(
+            target: "monoize::gateway::request",
+            request_id = %self.request_id,
+            endpoint = ?self.endpoint,
+            model = self.model.as_deref().unwrap_or("-"),
+            provider = self.provider.as_deref().unwrap_or("-"),
+            channel = self.channel.as_deref().unwrap_or("-"),
+            status = self.status,
+            attempts = self.attempts,
+            stream_end = self.stream_end.unwrap_or("-"),
+            duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "request"
+        );
+    }
+}

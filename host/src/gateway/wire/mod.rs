@@ -1,0 +1,335 @@
+//! The wire formats the gateway speaks, one file each: [`openai`] (chat completions,
+//! responses, embeddings) and [`anthropic`] (messages). Bodies are forwarded as the client
+//! wrote them: every top-level field keeps its original bytes and order, and only `model` (to
+//! the upstream name), `max_multiplier` (removed: it is Monoize's, not the upstream's) and,
+//! for OpenAI chat streams, `stream_options.include_usage` are rewritten.
+
+pub mod anthropic;
+pub mod openai;
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::error::GatewayError;
+use crate::billing::Usage;
+use crate::money::Multiplier;
+use crate::routing::EndpointKind;
+
+/// A JSON object whose values are kept as their original text, in their original order.
+#[derive(Debug, Default)]
+struct RawObject(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for RawObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = RawObject;
+            fn expecting(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+                out.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
+                let mut fields = Vec::new();
+                while let Some((name, value)) = map.next_entry::<String, Box<RawValue>>()? {
+                    fields.push((name, value));
+                }
+                Ok(RawObject(fields))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+impl Serialize for RawObject {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+impl RawObject {
+    fn get(&self, name: &str) -> Option<&RawValue> {
+        self.0
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, value)| value.as_ref())
+    }
+
+    fn set(&mut self, name: &str, value: Box<RawValue>) {
+        match self.0.iter_mut().find(|(field, _)| field == name) {
+            Some((_, slot)) => *slot = value,
+            None => self.0.push((name.to_owned(), value)),
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.0.retain(|(field, _)| field != name);
+    }
+}
+
+/// A client's request body, parsed only as far as the gateway needs.
+#[derive(Debug)]
+pub struct ClientRequest {
+    fields: RawObject,
+    /// The logical model asked for.
+    pub model: String,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// For an OpenAI chat stream: whether the client asked for the usage chunk itself.
+    pub client_wants_usage: bool,
+    /// The body's `max_multiplier`, if any (removed before forwarding).
+    pub max_multiplier: Option<Multiplier>,
+}
+
+fn bad(message: impl Into<String>) -> GatewayError {
+    GatewayError::BadRequest(message.into())
+}
+
+fn raw(text: String) -> Result<Box<RawValue>, GatewayError> {
+    RawValue::from_string(text).map_err(|error| GatewayError::Internal(error.to_string()))
+}
+
+impl ClientRequest {
+    /// Parses `body` as a JSON object with a string `model`.
+    pub fn parse(endpoint: EndpointKind, body: &[u8]) -> Result<ClientRequest, GatewayError> {
+        let fields: RawObject = serde_json::from_slice(body)
+            .map_err(|error| bad(format!("the request body is not a JSON object: {error}")))?;
+        let model = fields
+            .get("model")
+            .and_then(|value| serde_json::from_str::<String>(value.get()).ok())
+            .filter(|model| !model.is_empty())
+            .ok_or_else(|| bad("the request body has no `model` string"))?;
+        let stream = fields
+            .get("stream")
+            .and_then(|value| serde_json::from_str::<bool>(value.get()).ok())
+            .unwrap_or(false);
+        let client_wants_usage = endpoint == EndpointKind::ChatCompletions
+            && fields
+                .get("stream_options")
+                .and_then(|value| serde_json::from_str::<serde_json::Value>(value.get()).ok())
+                .is_some_and(|options| options["include_usage"] == serde_json::Value::Bool(true));
+        let max_multiplier = fields
+            .get("max_multiplier")
+            .map(|value| {
+                let text = match serde_json::from_str::<String>(value.get()) {
+                    Ok(text) => text,
+                    Err(_) => value.get().to_owned(),
+                };
+                text.trim().parse::<Multiplier>().map_err(|_| {
+                    bad("`max_multiplier` must be a non-negative decimal (string or number)")
+                })
+            })
+            .transpose()?;
+        Ok(ClientRequest {
+            fields,
+            model,
+            stream,
+            client_wants_usage,
+            max_multiplier,
+        })
+    }
+
+    /// The body to send upstream: `model` renamed to `upstream_model`, `max_multiplier`
+    /// removed, and for an OpenAI chat stream, usage asked for.
+    pub fn upstream_body(
+        &self,
+        endpoint: EndpointKind,
+        upstream_model: &str,
+    ) -> Result<Bytes, GatewayError> {
+        let mut fields = RawObject(self.fields.0.clone());
+        fields.set(
+            "model",
+            raw(serde_json::Value::String(upstream_model.to_owned()).to_string())?,
+        );
+        fields.remove("max_multiplier");
+        if endpoint == EndpointKind::ChatCompletions && self.stream {
+            let mut options = fields
+                .get("stream_options")
+                .and_then(|value| serde_json::from_str::<serde_json::Value>(value.get()).ok())
+                .filter(serde_json::Value::is_object)
+                .unwrap_or_else(|| serde_json::json!({}));
+            options["include_usage"] = serde_json::Value::Bool(true);
+            fields.set("stream_options", raw(options.to_string())?);
+        }
+        serde_json::to_vec(&fields)
+            .map(Bytes::from)
+            .map_err(|error| GatewayError::Internal(error.to_string()))
+    }
+}
+
+/// The usage in a whole (non-stream) upstream response body, if it reports one.
+pub fn response_usage(endpoint: EndpointKind, body: &[u8]) -> Option<Usage> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    match endpoint {
+        EndpointKind::Messages => anthropic::usage(&value["usage"]),
+        _ => openai::usage(&value["usage"]),
+    }
+}
+
+/// One server-sent event, as far as the gateway reads it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field, if any.
+    pub event: Option<String>,
+    /// The `data:` lines joined by newlines.
+    pub data: String,
+}
+
+impl SseEvent {
+    /// Parses one complete event's text.
+    pub fn parse(text: &str) -> SseEvent {
+        let mut event = SseEvent::default();
+        let mut data: Vec<&str> = Vec::new();
+        for line in text.lines() {
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "event" => event.event = Some(value.to_owned()),
+                "data" => data.push(value),
+                _ => {}
+            }
+        }
+        event.data = data.join("\n");
+        event
+    }
+}
+
+/// What the gateway does with one event of an upstream stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventAction {
+    /// Pass it on.
+    Forward,
+    /// Leave it out (the usage chunk the client did not ask for).
+    Drop,
+}
+
+/// Follows the usage an upstream stream reports, event by event.
+#[derive(Debug)]
+pub struct StreamUsage {
+    endpoint: EndpointKind,
+    drop_usage_chunk: bool,
+    usage: Option<Usage>,
+}
+
+impl StreamUsage {
+    /// A tracker for a stream of `endpoint`; `drop_usage_chunk` leaves out an OpenAI chat
+    /// stream's usage-only chunk (the client did not ask for it).
+    pub fn new(endpoint: EndpointKind, drop_usage_chunk: bool) -> Self {
+        StreamUsage {
+            endpoint,
+            drop_usage_chunk,
+            usage: None,
+        }
+    }
+
+    /// Reads `event`'s usage, and says whether to forward it.
+    pub fn observe(&mut self, event: &SseEvent) -> EventAction {
+        match self.endpoint {
+            EndpointKind::Messages => {
+                anthropic::observe_stream_event(event, &mut self.usage);
+                EventAction::Forward
+            }
+            EndpointKind::Responses => {
+                if let Some(usage) = openai::responses_stream_usage(event) {
+                    self.usage = Some(usage);
+                }
+                EventAction::Forward
+            }
+            EndpointKind::ChatCompletions | EndpointKind::Embeddings => {
+                match openai::chat_stream_usage(event) {
+                    Some((usage, usage_only)) => {
+                        self.usage = Some(usage);
+                        if usage_only && self.drop_usage_chunk {
+                            EventAction::Drop
+                        } else {
+                            EventAction::Forward
+                        }
+                    }
+                    None => EventAction::Forward,
+                }
+            }
+        }
+    }
+
+    /// The usage reported so far.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+/// Reads a JSON number field as `u64`.
+fn count(value: &serde_json::Value, field: &str) -> Option<u64> {
+    value.get(field).and_then(serde_json::Value::as_u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_survive_and_model_is_rewritten() {
+        let body = br#"{"model":"logical","zeta":{"keep":[1,2.50,"x"]},"max_multiplier":"1.5","alpha":1e3}"#;
+        let request = ClientRequest::parse(EndpointKind::Embeddings, body).unwrap();
+        assert_eq!(request.model, "logical");
+        assert_eq!(request.max_multiplier, Some("1.5".parse().unwrap()));
+        let upstream = request
+            .upstream_body(EndpointKind::Embeddings, "real")
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&upstream).unwrap(),
+            r#"{"model":"real","zeta":{"keep":[1,2.50,"x"]},"alpha":1e3}"#
+        );
+    }
+
+    #[test]
+    fn chat_streams_ask_for_usage() {
+        let body = br#"{"model":"m","stream":true,"stream_options":{"other":1}}"#;
+        let request = ClientRequest::parse(EndpointKind::ChatCompletions, body).unwrap();
+        assert!(request.stream && !request.client_wants_usage);
+        let upstream = request
+            .upstream_body(EndpointKind::ChatCompletions, "m")
+            .unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&upstream).unwrap();
+        assert_eq!(value["stream_options"]["include_usage"], true);
+        assert_eq!(value["stream_options"]["other"], 1);
+        let asked = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
+        assert!(
+            ClientRequest::parse(EndpointKind::ChatCompletions, asked)
+                .unwrap()
+                .client_wants_usage
+        );
+    }
+
+    #[test]
+    fn malformed_bodies_are_bad_requests() {
+        for body in [&b"[1]"[..], b"not json", br#"{"model":1}"#, br#"{"x":1}"#] {
+            assert!(matches!(
+                ClientRequest::parse(EndpointKind::ChatCompletions, body),
+                Err(GatewayError::BadRequest(_))
+            ));
+        }
+        let bad_ceiling = br#"{"model":"m","max_multiplier":"-1"}"#;
+        assert!(ClientRequest::parse(EndpointKind::ChatCompletions, bad_ceiling).is_err());
+        let numeric = br#"{"model":"m","max_multiplier":0.5}"#;
+        assert_eq!(
+            ClientRequest::parse(EndpointKind::ChatCompletions, numeric)
+                .unwrap()
+                .max_multiplier,
+            Some("0.5".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn sse_events_parse() {
+        let event = SseEvent::parse("event: ping\ndata: {\"a\":1}\ndata: x\n\n");
+        assert_eq!(event.event.as_deref(), Some("ping"));
+        assert_eq!(event.data, "{\"a\":1}\nx");
+    }
+}

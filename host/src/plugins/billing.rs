@@ -1,0 +1,200 @@
+//! The billing world: load a billing component and ask it whether a request may go upstream
+//! (`authorize`) and what a served one costs (`settle`, which records the charge through
+//! `billing-store`). Host code calls this through [`crate::billing::Billing`].
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use super::engine::PluginEngine;
+use super::load::load_component;
+use super::routing_store::endpoint_to_wit;
+use super::store::{Capabilities, PluginState, new_store};
+use super::wit::latest::{BILLING_IMPORTS, Billing as BillingWorld, BillingPre, types};
+use super::{PluginError, PluginErrorKind, call_failure};
+use crate::billing::{
+    AuthorizeRefusal, AuthorizeRequest, BillingStore, SettleFault, SettleRequest, Settlement, Usage,
+};
+use crate::money::NanoUsd;
+use crate::routing::Attempt;
+
+/// A loaded billing plugin, ready to instantiate per call.
+#[derive(Clone)]
+pub struct BillingPlugin {
+    name: Arc<str>,
+    engine: PluginEngine,
+    pre: BillingPre<PluginState>,
+}
+
+impl BillingPlugin {
+    /// Loads the component `bytes` as billing plugin `name`.
+    pub fn load(engine: &PluginEngine, name: &str, bytes: &[u8]) -> Result<Self, PluginError> {
+        let linker = billing_linker(engine, name)?;
+        let instance_pre = load_component(engine, &linker, name, bytes, BILLING_IMPORTS)?;
+        let pre = BillingPre::new(instance_pre).map_err(|error| {
+            PluginError::new(
+                name,
+                PluginErrorKind::Load(format!("does not export the billing world: {error:#}")),
+            )
+        })?;
+        Ok(BillingPlugin {
+            name: name.into(),
+            engine: engine.clone(),
+            pre,
+        })
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Asks the plugin whether `request` may go upstream, with `store` as its billing store.
+    /// The outer error is the plugin failing; the inner one is the plugin refusing.
+    pub async fn authorize(
+        &self,
+        request: &AuthorizeRequest,
+        store: &BillingStore,
+    ) -> Result<Result<(), AuthorizeRefusal>, PluginError> {
+        let _slot = self.engine.slot().await?;
+        let mut wasm = self.store(&request.request_id, store);
+        let outcome = match self.pre.instantiate_async(&mut wasm).await {
+            Ok(billing) => {
+                billing
+                    .call_authorize(&mut wasm, &authorize_to_wit(request))
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(Ok(())) => Ok(Ok(())),
+            Ok(Err(refusal)) => Ok(Err(refusal_from_wit(refusal))),
+            Err(error) => Err(call_failure(&self.name, &wasm, &error, &self.engine)),
+        }
+    }
+
+    /// Asks the plugin to compute and record the charge of the served `request`, with `store`
+    /// as its billing store. The outer error is the plugin failing (or answering a negative
+    /// amount); the inner one is a fault the plugin reports.
+    pub async fn settle(
+        &self,
+        request: &SettleRequest,
+        store: &BillingStore,
+    ) -> Result<Result<Settlement, SettleFault>, PluginError> {
+        let _slot = self.engine.slot().await?;
+        let mut wasm = self.store(&request.request_id, store);
+        let outcome = match self.pre.instantiate_async(&mut wasm).await {
+            Ok(billing) => {
+                billing
+                    .call_settle(&mut wasm, &settle_to_wit(request))
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(Ok(settlement)) => settlement_from_wit(settlement).map(Ok).map_err(|message| {
+                PluginError::new(&*self.name, PluginErrorKind::ContractViolation(message))
+            }),
+            Ok(Err(fault)) => Ok(Err(fault_from_wit(fault))),
+            Err(error) => Err(call_failure(&self.name, &wasm, &error, &self.engine)),
+        }
+    }
+
+    fn store(&self, request_id: &str, store: &BillingStore) -> wasmtime::Store<PluginState> {
+        let capabilities = Capabilities {
+            billing: Some(store.clone()),
+            ..Capabilities::default()
+        };
+        new_store(
+            &self.engine,
+            self.name.clone(),
+            request_id.to_owned(),
+            capabilities,
+        )
+    }
+}
+
+fn billing_linker(engine: &PluginEngine, name: &str) -> Result<Linker<PluginState>, PluginError> {
+    let link_error = |error: wasmtime::Error| {
+        PluginError::new(
+            name,
+            PluginErrorKind::Engine(format!("cannot link: {error:#}")),
+        )
+    };
+    let mut linker = Linker::new(engine.engine());
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
+    BillingWorld::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |state| state)
+        .map_err(link_error)?;
+    Ok(linker)
+}
+
+fn authorize_to_wit(request: &AuthorizeRequest) -> types::AuthorizeRequest {
+    types::AuthorizeRequest {
+        request_id: request.request_id.clone(),
+        user_id: request.user_id.clone(),
+        model: request.model.clone(),
+        endpoint: endpoint_to_wit(request.endpoint),
+    }
+}
+
+fn settle_to_wit(request: &SettleRequest) -> types::SettleRequest {
+    types::SettleRequest {
+        request_id: request.request_id.clone(),
+        user_id: request.user_id.clone(),
+        model: request.model.clone(),
+        endpoint: endpoint_to_wit(request.endpoint),
+        attempt: attempt_to_wit(&request.attempt),
+        usage: usage_to_wit(request.usage),
+    }
+}
+
+fn attempt_to_wit(attempt: &Attempt) -> types::Attempt {
+    types::Attempt {
+        provider_id: attempt.provider_id.clone(),
+        channel_id: attempt.channel_id.clone(),
+        upstream_model: attempt.upstream_model.clone(),
+        multiplier: attempt.multiplier.nanos(),
+    }
+}
+
+fn usage_to_wit(usage: Usage) -> types::Usage {
+    types::Usage {
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        cached_prompt_tokens: usage.cached_prompt_tokens,
+        reasoning_tokens: usage.reasoning_tokens,
+        estimated: usage.estimated,
+    }
+}
+
+/// The plugin's settlement, refused if it reports a negative amount.
+fn settlement_from_wit(settlement: types::Settlement) -> Result<Settlement, String> {
+    if settlement.cost < 0 || settlement.charged < 0 {
+        return Err(format!(
+            "settle answered a negative amount (cost {}, charged {})",
+            settlement.cost, settlement.charged
+        ));
+    }
+    Ok(Settlement {
+        cost: NanoUsd(settlement.cost),
+        charged: NanoUsd(settlement.charged),
+        priced: settlement.priced,
+    })
+}
+
+fn refusal_from_wit(refusal: types::AuthorizeError) -> AuthorizeRefusal {
+    match refusal {
+        types::AuthorizeError::InsufficientBalance(message) => {
+            AuthorizeRefusal::InsufficientBalance(message)
+        }
+        types::AuthorizeError::Denied(message) => AuthorizeRefusal::Denied(message),
+    }
+}
+
+fn fault_from_wit(fault: types::SettleError) -> SettleFault {
+    match fault {
+        types::SettleError::Overflow(message) => SettleFault::Overflow(message),
+        types::SettleError::UnknownAccount(message) => SettleFault::UnknownAccount(message),
+        types::SettleError::Storage(message) => SettleFault::Storage(message),
+    }
+}

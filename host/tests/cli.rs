@@ -1,0 +1,450 @@
+//! The real `monoize` binary as a process, in a scratch directory: startup creates the
+//! default database (DB2, DB3) with every table (DBT1–DBT4), answers `/healthz`, stops cleanly
+//! on SIGTERM, restarts without changing the schema, and refuses bad configuration (DB1) with
+//! one line and a non-zero exit.
+
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail the test at once when the process misbehaves"
+)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+
+const TABLES: [&str; 12] = [
+    "api_keys",
+    "billing_ledger",
+    "group_members",
+    "model_mappings",
+    "model_metadata_records",
+    "model_registry_records",
+    "monoize_channels",
+    "monoize_provider_models",
+    "monoize_providers",
+    "providers",
+    "sessions",
+    "users",
+];
+
+/// A running server that is killed if the test fails before stopping it.
+struct Server {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Server {
+    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let child = monoize(dir)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("MONOIZE_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn monoize");
+        Server {
+            child: Some(child),
+            port,
+        }
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("server already stopped")
+    }
+
+    /// Polls `/healthz` until it answers; fails at once if the process exits.
+    fn wait_healthy(&mut self) -> (u16, serde_json::Value) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child().try_wait().expect("poll child") {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = self.child().stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                panic!("monoize exited early with {status}: {stderr}");
+            }
+            if let Some((status, body)) = http_get(self.port, "/healthz") {
+                return (
+                    status,
+                    serde_json::from_str(&body).expect("healthz answers JSON"),
+                );
+            }
+            sleep(Duration::from_millis(50));
+        }
+        panic!("monoize did not answer /healthz within {STARTUP_TIMEOUT:?}");
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    fn terminate(self) -> ExitStatus {
+        self.signal("-TERM")
+    }
+
+    /// Sends `signal` (`-TERM`, `-INT`) and waits for the exit status.
+    fn signal(mut self, signal: &str) -> ExitStatus {
+        let mut child = self.child.take().expect("server already stopped");
+        let signalled = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(signalled.success());
+        wait_with_timeout(&mut child, EXIT_TIMEOUT).expect("monoize did not stop after SIGTERM")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The binary, run in `dir` with none of our variables inherited from the test's environment.
+fn monoize(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_monoize"));
+    command.current_dir(dir).env("RUST_LOG", "info");
+    for variable in [
+        "MONOIZE_DATABASE_DSN",
+        "DATABASE_URL",
+        "MONOIZE_LISTEN",
+        "MONOIZE_LOG_FORMAT",
+        "MONOIZE_ROUTING_PLUGIN",
+        "MONOIZE_BILLING_PLUGIN",
+        "MONOIZE_DASHBOARD_PLUGIN",
+        "MONOIZE_PLUGIN_TIMEOUT_MS",
+        "MONOIZE_PLUGIN_MEMORY_MB",
+        "MONOIZE_PLUGIN_CACHE_DIR",
+    ] {
+        command.env_remove(variable);
+    }
+    command
+}
+
+/// Runs the binary to completion, killing it if it outlives [`EXIT_TIMEOUT`].
+fn run_to_exit(mut command: Command) -> (Output, Duration) {
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn monoize");
+    let waited = wait_with_timeout(&mut child, EXIT_TIMEOUT);
+    if waited.is_none() {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("collect output");
+    assert!(waited.is_some(), "monoize kept running: {output:?}");
+    (output, started.elapsed())
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("poll child") {
+            return Some(status);
+        }
+        sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// A minimal HTTP/1.1 GET on loopback: `None` while nothing listens or answers.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let address = ([127, 0, 0, 1], port).into();
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    // No half-close after the request: hyper drops a connection whose read side ends early.
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.get(9..12)?.parse().ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some((status, body.to_owned()))
+}
+
+/// The schema version and every schema object's SQL.
+fn schema_of(path: &Path) -> (i64, Vec<(String, String, Option<String>)>) {
+    let connection =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the database read-only");
+    let version = connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .expect("user_version");
+    let mut statement = connection
+        .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+        .expect("prepare");
+    let objects = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .expect("query sqlite_master")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("read sqlite_master");
+    (version, objects)
+}
+
+fn tables_of(schema: &[(String, String, Option<String>)]) -> Vec<&str> {
+    schema
+        .iter()
+        .filter(|(kind, name, _)| kind == "table" && !name.starts_with("sqlite_"))
+        .map(|(_, name, _)| name.as_str())
+        .collect()
+}
+
+fn stderr_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn db2_db3_dbt_serve_creates_the_default_database_and_a_restart_changes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database: PathBuf = dir.path().join("data/monoize.db");
+
+    let mut server = Server::start(dir.path(), &["serve"], &[]);
+    let (status, body) = server.wait_healthy();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["database"], "ok");
+    let version = body["schema_version"]
+        .as_i64()
+        .expect("schema_version is a number");
+    assert!(version >= 1);
+    let (status, not_found) = http_get(server.port, "/no/such/path").expect("404 answer");
+    assert_eq!(status, 404);
+    assert!(not_found.contains("not_found_error"), "{not_found}");
+    let exit = server.terminate();
+    assert!(
+        exit.success(),
+        "SIGTERM must stop monoize with exit 0, got {exit}"
+    );
+
+    assert!(
+        database.is_file(),
+        "DB2/DB3: ./data/monoize.db must be created"
+    );
+    let first = schema_of(&database);
+    assert_eq!(first.0, version);
+    assert_eq!(tables_of(&first.1), TABLES);
+
+    // No subcommand means `serve`; SIGINT stops it as cleanly as SIGTERM.
+    let mut again = Server::start(dir.path(), &[], &[]);
+    assert_eq!(again.wait_healthy().0, 200);
+    assert!(again.signal("-INT").success());
+    assert_eq!(
+        schema_of(&database),
+        first,
+        "a restart must not change the schema"
+    );
+}
+
+#[test]
+fn db1_database_url_is_used_when_the_dsn_variable_is_empty() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = [
+        ("MONOIZE_DATABASE_DSN", "  "),
+        ("DATABASE_URL", "sqlite://nested/dir/app.db"),
+    ];
+    let mut server = Server::start(dir.path(), &["serve"], &env);
+    assert_eq!(server.wait_healthy().0, 200);
+    assert!(server.terminate().success());
+    assert!(dir.path().join("nested/dir/app.db").is_file());
+    assert!(
+        !dir.path().join("data").exists(),
+        "the default DSN must not be used"
+    );
+}
+
+#[test]
+fn serve_listen_flag_overrides_the_environment() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let flag_port = free_port();
+    let listen = format!("127.0.0.1:{flag_port}");
+    let mut server = Server::start(dir.path(), &["serve", "--listen", &listen], &[]);
+    let env_port = std::mem::replace(&mut server.port, flag_port);
+    assert_eq!(server.wait_healthy().0, 200);
+    assert!(
+        http_get(env_port, "/healthz").is_none(),
+        "MONOIZE_LISTEN must be overridden"
+    );
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn db1_postgres_dsn_exits_at_once_with_one_line_and_no_credentials() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = monoize(dir.path());
+    command
+        .arg("serve")
+        .env("MONOIZE_DATABASE_DSN", "postgres://user:secret@db/x");
+    let (output, took) = run_to_exit(command);
+    assert!(!output.status.success());
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("monoize: "), "{lines:?}");
+    assert!(lines[0].contains("postgres"), "{lines:?}");
+    let everything = format!("{}{}", String::from_utf8_lossy(&output.stdout), lines[0]);
+    assert!(!everything.contains("secret"), "{everything}");
+    assert!(!dir.path().join("data").exists(), "nothing may be created");
+}
+
+#[test]
+fn db3_unwritable_path_exits_naming_the_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("plain-file"), b"not a directory").expect("write file");
+    let path = dir.path().join("plain-file/sub/monoize.db");
+    let mut command = monoize(dir.path());
+    command.arg("serve").env(
+        "MONOIZE_DATABASE_DSN",
+        format!("sqlite://{}", path.display()),
+    );
+    let (output, took) = run_to_exit(command);
+    assert!(!output.status.success());
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains(&path.display().to_string()), "{lines:?}");
+}
+
+#[test]
+fn help_explains_the_environment() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = monoize(dir.path());
+    command.arg("--help");
+    let (output, _) = run_to_exit(command);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "serve",
+        "MONOIZE_DATABASE_DSN",
+        "DATABASE_URL",
+        "MONOIZE_LISTEN",
+        "sqlite://",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}: {help}");
+    }
+}
+
+#[test]
+fn plugin_check_passes_the_default_router_and_prints_one_line_per_check() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = monoize(dir.path());
+    command.args([
+        "plugin",
+        "check",
+        "router",
+        monoize::plugins::embedded::paths::ROUTING,
+        "--reference",
+    ]);
+    let (output, _) = run_to_exit(command);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.last(), Some(&"17 passed, 0 failed"), "{stdout}");
+    assert!(
+        lines.iter().take(17).all(|line| line.starts_with("ok ")),
+        "{stdout}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "a check leaves no files behind"
+    );
+}
+
+#[test]
+fn plugin_check_fails_a_broken_router_with_a_non_zero_exit_and_json() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = monoize(dir.path());
+    let fixture = monoize::plugins::embedded::paths::IGNORES_GROUPS_ROUTER;
+    command
+        .env_remove("RUST_LOG")
+        .args(["plugin", "check", "router", fixture, "--json"]);
+    let (output, _) = run_to_exit(command);
+    assert!(!output.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    assert_eq!(report["failed"], 1, "{report}");
+    let failed: Vec<&str> = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|check| check["status"] == "failed")
+        .filter_map(|check| check["name"].as_str())
+        .collect();
+    assert_eq!(failed, ["groups"]);
+    assert_eq!(
+        stderr_lines(&output),
+        ["monoize: 1 of 10 checks did not pass"]
+    );
+}
+
+#[test]
+fn plugin_check_of_a_missing_file_is_one_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = monoize(dir.path());
+    command.args(["plugin", "check", "router", "no-such.wasm"]);
+    let (output, _) = run_to_exit(command);
+    assert!(!output.status.success());
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("no-such.wasm"), "{lines:?}");
+}
+
+#[test]
+fn serve_refuses_a_routing_plugin_with_a_forbidden_import() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = monoize(dir.path());
+    command
+        .arg("serve")
+        .env("MONOIZE_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env(
+            "MONOIZE_ROUTING_PLUGIN",
+            monoize::plugins::embedded::paths::LEGACY_IMPORT_ROUTER,
+        );
+    let (output, _) = run_to_exit(command);
+    assert!(!output.status.success());
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("monoize:plugin/legacy-store@0.1.0"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn serve_uses_the_routing_plugin_it_is_given() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plugin = monoize::plugins::embedded::paths::SPREAD_ROUTER;
+    let mut server = Server::start(
+        dir.path(),
+        &["serve"],
+        &[("MONOIZE_ROUTING_PLUGIN", plugin)],
+    );
+    let (status, _) = server.wait_healthy();
+    assert_eq!(status, 200);
+    assert!(
+        dir.path().join("data/plugin-cache").is_dir(),
+        "compiled plugins are cached"
+    );
+}
