@@ -4,8 +4,11 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::billing::{Billing, BillingStore};
 use crate::config::Config;
 use crate::db::{Database, DbError, routing};
+use crate::gateway::Gateway;
+use crate::gateway::forward::{Timeouts, UpstreamClientError};
 use crate::gateway::route::RoutePhase;
 use crate::plugins::{self, EngineSettings, PluginEngine, PluginError, PluginLimits};
 use crate::routing::{HealthPolicy, HealthRegistry, RoutingSnapshot, SharedSnapshot};
@@ -24,6 +27,10 @@ pub struct AppState {
     pub health: HealthRegistry,
     /// The route phase: the router plugin over the snapshot and health.
     pub routing: RoutePhase,
+    /// The gateway's key cache and upstream client.
+    pub gateway: Gateway,
+    /// The billing phases: the billing plugin over the billing store.
+    pub billing: Billing,
 }
 
 impl fmt::Debug for AppState {
@@ -45,6 +52,9 @@ pub enum StartupError {
     /// A plugin (or the plugin engine) could not be loaded.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// The upstream client could not be built.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamClientError),
 }
 
 impl AppState {
@@ -58,6 +68,11 @@ impl AppState {
         let snapshot = SharedSnapshot::new(RoutingSnapshot::from_rows(rows));
         let health = HealthRegistry::new(HealthPolicy::default());
         let routing = RoutePhase::new(router, snapshot.clone(), health.clone());
+        let gateway = Gateway::new(Timeouts::from_config(&config))?;
+        let billing = Billing::new(
+            plugins::load_billing(&engine, config.billing_plugin.as_deref())?,
+            BillingStore::new(db.clone())?,
+        );
         Ok(AppState {
             db,
             config,
@@ -65,6 +80,8 @@ impl AppState {
             snapshot,
             health,
             routing,
+            gateway,
+            billing,
         })
     }
 

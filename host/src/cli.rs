@@ -148,6 +148,7 @@ impl From<StartupError> for CliError {
         match error {
             StartupError::Database(error) => CliError::Database(error),
             StartupError::Plugin(error) => CliError::Plugin(error),
+            StartupError::Upstream(error) => CliError::Startup(std::io::Error::other(error)),
         }
     }
 }

@@ -22,6 +22,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::db::schema;
+use crate::gateway;
+use crate::routing::EndpointKind;
 
 /// How long in-flight requests may run on after a shutdown signal before the server stops
 /// waiting for them.
@@ -53,7 +55,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
                 Ok((stream, peer)) => {
                     let service = service_fn({
                         let state = Arc::clone(&state);
-                        move |request| respond(Arc::clone(&state), request)
+                        move |request| respond(Arc::clone(&state), request, peer)
                     });
                     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     let connection = graceful.watch(connection.into_owned());
@@ -114,17 +116,39 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
 async fn respond(
     state: Arc<AppState>,
     request: Request<Incoming>,
+    peer: SocketAddr,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    Ok(dispatch(state, request).await)
+    Ok(dispatch(state, request, peer).await)
 }
 
 /// Maps a request to its handler: the one routing table of the server. Handlers get the
-/// shared state by `Arc`, so one that streams can keep it beyond the call.
-pub async fn dispatch(state: Arc<AppState>, request: Request<Incoming>) -> Response<ResponseBody> {
-    match (request.method(), request.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz") => healthz(&state).await,
-        (_, "/healthz") => method_not_allowed(request.method()),
-        (_, path) => not_found(path),
+/// shared state by `Arc`, so one that streams can keep it beyond the call; `peer` is the
+/// connection's remote address. The forwarding endpoints answer under `/v1/…` and
+/// `/api/v1/…` alike.
+pub async fn dispatch(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ResponseBody> {
+    let path = request.uri().path();
+    let api_path = path.strip_prefix("/api").unwrap_or(path);
+    let endpoint = match api_path {
+        "/v1/chat/completions" => Some(EndpointKind::ChatCompletions),
+        "/v1/responses" => Some(EndpointKind::Responses),
+        "/v1/embeddings" => Some(EndpointKind::Embeddings),
+        "/v1/messages" => Some(EndpointKind::Messages),
+        _ => None,
+    };
+    match (request.method(), path, api_path, endpoint) {
+        (&Method::GET | &Method::HEAD, "/healthz", _, _) => healthz(&state).await,
+        (_, "/healthz", _, _) => method_not_allowed(request.method()),
+        (&Method::POST, _, _, Some(endpoint)) => {
+            gateway::handle(state, request, peer, endpoint).await
+        }
+        (_, _, _, Some(_)) => method_not_allowed(request.method()),
+        (&Method::GET, _, "/v1/models", _) => gateway::list_models(state, request).await,
+        (_, _, "/v1/models", _) => method_not_allowed(request.method()),
+        (_, path, _, _) => not_found(path),
     }
 }
 

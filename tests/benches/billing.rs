@@ -34,6 +34,9 @@ const CONCURRENCY: usize = 256;
 const CHARGES: usize = 20_000;
 const MODEL: &str = "gpt-4o";
 const START: NanoUsd = NanoUsd(1_000_000_000_000);
+/// What each charge costs: (800 × 2,500 + 200 × 1,250 + 250 × 10,000) × 1.25 nano-USD, the
+/// settle path's price, charged as is on the store path.
+const AMOUNT: NanoUsd = NanoUsd(5_937_500);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Path {
@@ -142,7 +145,7 @@ async fn run(path: Path, commit: Commit, plugin: &BillingPlugin) -> Measurement 
                             let charge = Charge {
                                 user_id: user_id.clone(),
                                 request_id: format!("req-{index}"),
-                                amount: NanoUsd(3_437_500),
+                                amount: AMOUNT,
                                 meta_json: r#"{"model":"gpt-4o"}"#.to_owned(),
                             };
                             let appended = billing.store().charge(charge).await.unwrap();
@@ -153,7 +156,7 @@ async fn run(path: Path, commit: Commit, plugin: &BillingPlugin) -> Measurement 
                                 .settle(settle_request(index, user_id))
                                 .await
                                 .unwrap();
-                            assert_eq!(settlement.charged, NanoUsd(3_437_500));
+                            assert_eq!(settlement.charged, AMOUNT);
                         }
                     }
                     waits.push(began.elapsed());
@@ -182,7 +185,7 @@ async fn run(path: Path, commit: Commit, plugin: &BillingPlugin) -> Measurement 
             Ok(debited)
         })
         .unwrap();
-    assert_eq!(debited, 3_437_500 * CHARGES as i64);
+    assert_eq!(debited, AMOUNT.0 * CHARGES as i64);
     Measurement {
         charges: CHARGES,
         elapsed,

@@ -6,6 +6,8 @@
     reason = "test helpers fail the test at once on a broken fixture"
 )]
 
+pub mod mock_upstream;
+
 use std::sync::Arc;
 
 use monoize::db::routing::ProviderType;

@@ -657,7 +657,7 @@ mod tests {
             NanoUsd(5)
         );
         let uid = user.clone();
-        db.write_blocking(move |tx| adjust(tx, &uid, Adjustment::Set(NanoUsd(i64::MIN)), "{}"))
+        db.write_blocking(move |tx| adjust(tx, &uid, Adjustment::Set(NanoUsd(i64::MIN + 5)), "{}"))
             .unwrap();
         let uid = user.clone();
         let overflow = db

@@ -39,8 +39,7 @@ pub fn hash_api_key(key: &str) -> String {
 /// Compares two strings in time that depends only on their lengths.
 fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |difference, (x, y)| difference | (x ^ y))
             == 0
@@ -93,10 +92,13 @@ impl VerifiedKey {
     }
 }
 
+/// Verified keys by the hash of their text, with when they were verified.
+type KeyCache = HashMap<String, (Instant, Arc<VerifiedKey>)>;
+
 /// The authenticate phase, with its cache of verified keys.
 #[derive(Debug, Clone, Default)]
 pub struct Authenticator {
-    cache: Arc<Mutex<HashMap<String, (Instant, Arc<VerifiedKey>)>>>,
+    cache: Arc<Mutex<KeyCache>>,
 }
 
 impl Authenticator {
@@ -105,7 +107,7 @@ impl Authenticator {
         Authenticator::default()
     }
 
-    fn cache(&self) -> MutexGuard<'_, HashMap<String, (Instant, Arc<VerifiedKey>)>> {
+    fn cache(&self) -> MutexGuard<'_, KeyCache> {
         // The map only holds finished values, so a panic elsewhere leaves it consistent.
         self.cache
             .lock()

@@ -1,11 +1,8 @@
 //! The two billing phases of the pipeline, one call each: [`authorize`] before routing and
 //! [`settle`] after an upstream served the request, with the usage already extracted.
-//!
-//! Not wired to `billing::Billing` yet: `authorize` admits every request and `settle` only
-//! logs the usage it would bill. Wiring is one call in each function.
 
 use crate::app::AppState;
-use crate::billing::Usage;
+use crate::billing::{AuthorizeRequest, BillingFailure, SettleRequest, Usage};
 use crate::routing::{Attempt, EndpointKind};
 
 use super::error::GatewayError;
@@ -29,9 +26,22 @@ pub struct BillingContext {
 }
 
 /// The authorize phase: may this request go upstream?
-pub async fn authorize(_state: &AppState, context: &BillingContext) -> Result<(), GatewayError> {
-    tracing::trace!(request_id = %context.request_id, "authorize: billing not wired yet");
-    Ok(())
+pub async fn authorize(state: &AppState, context: &BillingContext) -> Result<(), GatewayError> {
+    let request = AuthorizeRequest {
+        request_id: context.request_id.clone(),
+        user_id: context.user_id.clone(),
+        model: context.model.clone(),
+        endpoint: context.endpoint,
+    };
+    match state.billing.authorize(&request).await {
+        Ok(()) => Ok(()),
+        Err(BillingFailure::InsufficientBalance(message)) => {
+            Err(GatewayError::InsufficientBalance(message))
+        }
+        Err(BillingFailure::Denied(message)) => Err(GatewayError::BillingDenied(message)),
+        Err(BillingFailure::Plugin(error)) => Err(GatewayError::Internal(error.to_string())),
+        Err(BillingFailure::Fault(message)) => Err(GatewayError::Internal(message)),
+    }
 }
 
 /// The usage to bill: the reported one, else an estimate from the bytes that went each way
@@ -52,16 +62,29 @@ pub fn usage_or_estimate(
 
 /// The settle phase: charge `usage` for the request `attempt` served. Never refuses: a
 /// served request is billed (DESIGN §6); a failure is logged.
-pub async fn settle(_state: &AppState, context: &BillingContext, attempt: &Attempt, usage: Usage) {
-    tracing::debug!(
-        request_id = %context.request_id,
-        user_id = %context.user_id,
-        model = %context.model,
-        upstream_model = %attempt.upstream_model,
-        multiplier = %attempt.multiplier,
-        prompt_tokens = usage.prompt_tokens,
-        completion_tokens = usage.completion_tokens,
-        estimated = usage.estimated,
-        "settle: billing not wired yet"
-    );
+pub async fn settle(state: &AppState, context: &BillingContext, attempt: &Attempt, usage: Usage) {
+    let request = SettleRequest {
+        request_id: context.request_id.clone(),
+        user_id: context.user_id.clone(),
+        model: context.model.clone(),
+        endpoint: context.endpoint,
+        attempt: attempt.clone(),
+        usage,
+    };
+    match state.billing.settle(request).await {
+        Ok(settlement) => tracing::debug!(
+            request_id = %context.request_id,
+            cost = %settlement.cost.0,
+            charged = %settlement.charged.0,
+            priced = settlement.priced,
+            estimated = usage.estimated,
+            "settled"
+        ),
+        Err(error) => tracing::error!(
+            request_id = %context.request_id,
+            user_id = %context.user_id,
+            %error,
+            "a served request could not be settled"
+        ),
+    }
 }

@@ -171,7 +171,6 @@ pub fn endpoint_path(endpoint: EndpointKind) -> &'static str {
 }
 
 /// What the forward phase needs of the client's request.
-#[derive(Debug)]
 pub struct Outbound<'a> {
     /// The endpoint it arrived on.
     pub endpoint: EndpointKind,
@@ -181,6 +180,15 @@ pub struct Outbound<'a> {
     pub stream: bool,
     /// The body for an attempt, given its upstream model.
     pub body_for: &'a (dyn Fn(&str) -> Result<Bytes, String> + Sync),
+}
+
+impl std::fmt::Debug for Outbound<'_> {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.debug_struct("Outbound")
+            .field("endpoint", &self.endpoint)
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The first part of a served stream: its first chunk has arrived; the rest follows.
@@ -316,7 +324,8 @@ async fn try_attempt(
     outbound: &Outbound<'_>,
 ) -> Result<AttemptResult, (Fault, String)> {
     let body = (outbound.body_for)(&attempt.upstream_model).map_err(|e| (Fault::Other, e))?;
-    let request = build_request(provider, channel, outbound, body).map_err(|e| (Fault::Other, e))?;
+    let request =
+        build_request(provider, channel, outbound, body).map_err(|e| (Fault::Other, e))?;
     let started = Instant::now();
     let deadline = upstream.timeouts.first_byte;
     let response = match tokio::time::timeout(deadline, upstream.client.request(request)).await {
@@ -384,12 +393,18 @@ fn build_request(
         .map_err(|error| format!("bad upstream URL `{url}`: {error}"))?;
     let headers = request.headers_mut();
     copy_request_headers(outbound.headers, headers);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     let key = channel.api_key.expose();
     let secret = |text: String| {
-        let mut value =
-            HeaderValue::from_str(&text).map_err(|_| "the channel key is not a valid header".to_owned())?;
+        let mut value = HeaderValue::from_str(&text)
+            .map_err(|_| "the channel key is not a valid header".to_owned())?;
         value.set_sensitive(true);
         Ok::<_, String>(value)
     };
@@ -519,7 +534,10 @@ mod tests {
     #[test]
     fn client_credentials_and_hop_by_hop_headers_stay_behind() {
         let mut from = HeaderMap::new();
-        from.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk-client"));
+        from.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-client"),
+        );
         from.insert("x-api-key", HeaderValue::from_static("sk-client"));
         from.insert(header::CONNECTION, HeaderValue::from_static("x-secret-hop"));
         from.insert("x-secret-hop", HeaderValue::from_static("1"));

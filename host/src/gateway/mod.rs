@@ -1,4 +1,301 @@
 //! The request pipeline: authenticate → authorize → route → forward → settle → log, one
-//! module per phase. Each phase is found by its name.
+//! module per phase ([`auth`] and [`policy`], [`bill`], [`route`], [`forward`] and
+//! [`stream`], [`bill`], [`log`]), one per wire format under [`wire`], and the gateway's
+//! error type in [`error`], turned into HTTP there and nowhere else.
 
+pub mod auth;
+pub mod bill;
+pub mod error;
+pub mod forward;
+pub mod log;
+pub mod models;
+pub mod policy;
 pub mod route;
+pub mod stream;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_LENGTH;
+use hyper::{Request, Response, StatusCode};
+
+use self::auth::Authenticator;
+use self::bill::BillingContext;
+use self::error::{Dialect, GatewayError, set_request_id};
+use self::forward::{ForwardOutcome, Outbound, Timeouts, Upstream, UpstreamClientError};
+use self::log::RequestLog;
+use self::wire::{ClientRequest, StreamUsage};
+use crate::app::AppState;
+use crate::routing::EndpointKind;
+use crate::server::{ResponseBody, json_response};
+
+/// The most bytes of a whole (non-stream) upstream response read.
+const MAX_RESPONSE_BODY: usize = 64 << 20;
+
+/// The gateway's own state: the key cache and the upstream client.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// The authenticate phase with its key cache.
+    pub auth: Authenticator,
+    /// The pooled upstream client.
+    pub upstream: Upstream,
+}
+
+impl Gateway {
+    /// A gateway with `timeouts` on its upstream client.
+    pub fn new(timeouts: Timeouts) -> Result<Gateway, UpstreamClientError> {
+        Ok(Gateway {
+            auth: Authenticator::new(),
+            upstream: Upstream::new(timeouts)?,
+        })
+    }
+}
+
+/// The dialect errors of `endpoint` are answered in.
+pub fn dialect_of(endpoint: EndpointKind) -> Dialect {
+    match endpoint {
+        EndpointKind::Messages => Dialect::Anthropic,
+        _ => Dialect::OpenAi,
+    }
+}
+
+fn new_request_id() -> String {
+    match crate::db::new_id() {
+        Ok(id) => format!("req_{}", id.replace('-', "")),
+        Err(_) => format!("req_{}", crate::db::clock::now_unix_millis()),
+    }
+}
+
+/// `GET /v1/models`.
+pub async fn list_models(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let request_id = new_request_id();
+    match state
+        .gateway
+        .auth
+        .authenticate(&state.db, request.headers())
+        .await
+    {
+        Ok(key) => {
+            let mut response = json_response(
+                StatusCode::OK,
+                &models::list(&state.snapshot.current(), &key),
+            );
+            set_request_id(&mut response, &request_id);
+            response
+        }
+        Err(error) => error.into_response(Dialect::OpenAi, &request_id),
+    }
+}
+
+/// Serves one forwarding request on `endpoint` from `peer`, through every phase.
+pub async fn handle(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    endpoint: EndpointKind,
+) -> Response<ResponseBody> {
+    let request_id = new_request_id();
+    let mut log = RequestLog::new(&request_id, endpoint);
+    match pipeline(&state, request, peer, endpoint, &mut log).await {
+        Ok(Handled::Done(mut response)) => {
+            log.status = response.status().as_u16();
+            log.emit();
+            set_request_id(&mut response, &request_id);
+            response
+        }
+        Ok(Handled::Streaming(mut response)) => {
+            set_request_id(&mut response, &request_id);
+            response
+        }
+        Err(error) => {
+            log.status = error.status().as_u16();
+            log.emit();
+            error.into_response(dialect_of(endpoint), &request_id)
+        }
+    }
+}
+
+enum Handled {
+    /// The log line is still to be written.
+    Done(Response<ResponseBody>),
+    /// The relay writes the log line when the stream is over.
+    Streaming(Response<ResponseBody>),
+}
+
+async fn read_body(body: Incoming, limit: u64) -> Result<Bytes, GatewayError> {
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, cap).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::BodyTooLarge { limit })
+        }
+        Err(error) => Err(GatewayError::BadRequest(format!(
+            "the request body could not be read: {error}"
+        ))),
+    }
+}
+
+fn full(bytes: Bytes) -> ResponseBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+async fn pipeline(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    endpoint: EndpointKind,
+    log: &mut RequestLog,
+) -> Result<Handled, GatewayError> {
+    // authenticate
+    let key = state
+        .gateway
+        .auth
+        .authenticate(&state.db, request.headers())
+        .await?;
+    let (parts, body) = request.into_parts();
+    let limit = state.config.http_body_max_bytes;
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    let bytes = read_body(body, limit).await?;
+    let client = ClientRequest::parse(endpoint, &bytes)?;
+    log.model = Some(client.model.clone());
+    let route_request = policy::apply(
+        &key,
+        &policy::PolicyInput {
+            request_id: &log.request_id,
+            model: &client.model,
+            endpoint,
+            client: policy::client_address(peer, &parts.headers, &state.config.trusted_proxy_cidrs),
+            requested_ceilings: [
+                policy::header_ceiling(&parts.headers)?,
+                client.max_multiplier,
+            ],
+        },
+    )?;
+    // authorize
+    let context = BillingContext {
+        request_id: log.request_id.clone(),
+        user_id: key.user_id.clone(),
+        model: client.model.clone(),
+        endpoint,
+        request_bytes: bytes.len() as u64,
+    };
+    bill::authorize(state, &context).await?;
+    // route
+    let plan = state.routing.plan(&route_request).await?;
+    // forward
+    let body_for = |upstream_model: &str| {
+        client
+            .upstream_body(endpoint, upstream_model)
+            .map_err(|error| error.to_string())
+    };
+    let outbound = Outbound {
+        endpoint,
+        headers: &parts.headers,
+        stream: client.stream,
+        body_for: &body_for,
+    };
+    let outcome = forward::forward(
+        &state.gateway.upstream,
+        &state.health,
+        &plan.snapshot,
+        &plan.attempts,
+        &outbound,
+        &log.request_id,
+    )
+    .await;
+    let served = match outcome {
+        ForwardOutcome::Exhausted { attempts } => {
+            log.attempts = attempts;
+            return Err(GatewayError::UpstreamExhausted {
+                model: client.model.clone(),
+                attempts,
+            });
+        }
+        ForwardOutcome::Rejected {
+            attempts,
+            status,
+            headers,
+            body,
+        } => {
+            log.attempts = attempts;
+            return Ok(Handled::Done(forward::response_with(
+                status,
+                headers,
+                full(body),
+            )));
+        }
+        ForwardOutcome::Served(served) => served,
+    };
+    log.attempts = served.attempts;
+    log.provider = Some(served.provider_name.clone());
+    log.channel = Some(served.channel_name.clone());
+    let served = *served;
+    let idle = state.gateway.upstream.timeouts().idle;
+    match served.first_chunk {
+        Some(first_chunk) => {
+            // settle, then log, when the stream is over
+            let usage = StreamUsage::new(endpoint, !client.client_wants_usage);
+            let state = Arc::clone(state);
+            let attempt = served.attempt;
+            let mut log = log.clone();
+            log.status = served.status.as_u16();
+            let finish = move |summary: stream::StreamSummary| async move {
+                let usage = bill::usage_or_estimate(
+                    summary.usage,
+                    context.request_bytes,
+                    summary.bytes_streamed,
+                );
+                bill::settle(&state, &context, &attempt, usage).await;
+                log.stream_end = Some(match summary.end {
+                    stream::StreamEnd::Completed => "completed",
+                    stream::StreamEnd::UpstreamFailed => "upstream_failed",
+                    stream::StreamEnd::ClientGone => "client_gone",
+                });
+                log.emit();
+            };
+            let body = stream::relay(first_chunk, served.body, idle, usage, finish);
+            Ok(Handled::Streaming(forward::response_with(
+                served.status,
+                served.headers,
+                body.boxed(),
+            )))
+        }
+        None => {
+            let body = forward::read_capped(served.body, MAX_RESPONSE_BODY, idle)
+                .await
+                .map_err(|reason| {
+                    tracing::info!(request_id = %log.request_id, %reason, "the upstream body failed");
+                    GatewayError::UpstreamExhausted {
+                        model: client.model.clone(),
+                        attempts: served.attempts,
+                    }
+                })?;
+            // settle
+            let usage = bill::usage_or_estimate(
+                wire::response_usage(endpoint, &body),
+                context.request_bytes,
+                body.len() as u64,
+            );
+            bill::settle(state, &context, &served.attempt, usage).await;
+            Ok(Handled::Done(forward::response_with(
+                served.status,
+                served.headers,
+                full(body),
+            )))
+        }
+    }
+}

@@ -81,7 +81,10 @@ pub struct PolicyInput<'a> {
 /// Applies `key`'s policy to a request and answers what to ask the router.
 pub fn apply(key: &VerifiedKey, input: &PolicyInput<'_>) -> Result<RouteRequest, GatewayError> {
     if !key.ip_whitelist.is_empty()
-        && !key.ip_whitelist.iter().any(|range| range.contains(input.client))
+        && !key
+            .ip_whitelist
+            .iter()
+            .any(|range| range.contains(input.client))
     {
         return Err(GatewayError::AddressNotAllowed);
     }
@@ -103,9 +106,11 @@ pub fn apply(key: &VerifiedKey, input: &PolicyInput<'_>) -> Result<RouteRequest,
 
 /// A seed derived from the request id (FNV-1a), so a plan is reproducible from the logs.
 fn seed_of(request_id: &str) -> u64 {
-    request_id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    request_id
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
 }
 
 #[cfg(test)]
@@ -180,9 +185,6 @@ mod tests {
             client_address(peer, &headers, &trusted),
             "203.0.113.9".parse::<IpAddr>().unwrap()
         );
-        assert_eq!(
-            client_address(peer, &HeaderMap::new(), &trusted),
-            peer.ip()
-        );
+        assert_eq!(client_address(peer, &HeaderMap::new(), &trusted), peer.ip());
     }
 }

@@ -139,6 +139,7 @@ async fn run_relay<F, Fut>(
     let mut chunk = Some(first_chunk);
     let end = loop {
         if let Some(data) = chunk.take() {
+            let mut gone = false;
             for event in splitter.push(&data) {
                 let parsed = SseEvent::parse(&String::from_utf8_lossy(&event));
                 if usage.observe(&parsed) == EventAction::Drop {
@@ -146,8 +147,12 @@ async fn run_relay<F, Fut>(
                 }
                 bytes_streamed = bytes_streamed.saturating_add(event.len() as u64);
                 if sender.send(Ok(event)).await.is_err() {
-                    break StreamEnd::ClientGone;
+                    gone = true;
+                    break;
                 }
+            }
+            if gone {
+                break StreamEnd::ClientGone;
             }
         }
         let next = tokio::select! {
@@ -198,7 +203,10 @@ mod tests {
         let mut splitter = SseSplitter::default();
         assert!(splitter.push(b"data: 1\n").is_empty());
         let events = splitter.push(b"\ndata: 2\r\n\r\ndata: 3");
-        assert_eq!(events, vec![Bytes::from("data: 1\n\n"), Bytes::from("data: 2\r\n\r\n")]);
+        assert_eq!(
+            events,
+            vec![Bytes::from("data: 1\n\n"), Bytes::from("data: 2\r\n\r\n")]
+        );
         assert_eq!(splitter.rest(), Some(Bytes::from("data: 3")));
         assert_eq!(splitter.rest(), None);
     }

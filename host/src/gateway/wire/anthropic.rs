@@ -72,7 +72,11 @@ mod tests {
             "cache_read_input_tokens": 5, "cache_creation_input_tokens": 2}))
         .unwrap();
         assert_eq!(
-            (found.prompt_tokens, found.cached_prompt_tokens, found.completion_tokens),
+            (
+                found.prompt_tokens,
+                found.cached_prompt_tokens,
+                found.completion_tokens
+            ),
             (17, Some(5), 3)
         );
     }
@@ -81,11 +85,15 @@ mod tests {
     fn a_stream_adds_start_and_delta() {
         let mut total = None;
         observe_stream_event(
-            &SseEvent::parse("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}"),
+            &SseEvent::parse(
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}",
+            ),
             &mut total,
         );
         observe_stream_event(
-            &SseEvent::parse("event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}"),
+            &SseEvent::parse(
+                "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}",
+            ),
             &mut total,
         );
         let total = total.unwrap();

@@ -28,8 +28,7 @@ pub fn usage(usage: &Value) -> Option<Usage> {
         prompt_tokens: prompt.unwrap_or(0),
         completion_tokens: completion.unwrap_or(0),
         cached_prompt_tokens: prompt_details.and_then(|details| count(details, "cached_tokens")),
-        reasoning_tokens: completion_details
-            .and_then(|details| count(details, "reasoning_tokens")),
+        reasoning_tokens: completion_details.and_then(|details| count(details, "reasoning_tokens")),
         estimated: false,
     })
 }
@@ -88,7 +87,10 @@ mod tests {
         assert_eq!(mapped.reasoning_tokens, Some(1));
         assert_eq!(usage(&Value::Null), None);
         let embeddings = usage(&json!({"prompt_tokens": 8, "total_tokens": 8})).unwrap();
-        assert_eq!((embeddings.prompt_tokens, embeddings.completion_tokens), (8, 0));
+        assert_eq!(
+            (embeddings.prompt_tokens, embeddings.completion_tokens),
+            (8, 0)
+        );
     }
 
     #[test]
