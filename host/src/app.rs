@@ -8,8 +8,9 @@ use crate::billing::{Billing, BillingStore};
 use crate::config::Config;
 use crate::db::{Database, DbError, routing};
 use crate::gateway::Gateway;
-use crate::gateway::forward::{Timeouts, UpstreamClientError};
+use crate::gateway::forward::UpstreamClientError;
 use crate::gateway::route::RoutePhase;
+use crate::metrics::Metrics;
 use crate::plugins::{self, EngineSettings, PluginEngine, PluginError, PluginLimits};
 use crate::routing::{HealthPolicy, HealthRegistry, RoutingSnapshot, SharedSnapshot};
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub gateway: Gateway,
     /// The billing phases: the billing plugin over the billing store.
     pub billing: Billing,
+    /// What `GET /metrics` reports.
+    pub metrics: Metrics,
 }
 
 impl fmt::Debug for AppState {
@@ -66,9 +69,9 @@ impl AppState {
         let router = plugins::load_router(&engine, config.routing_plugin.as_deref())?;
         let rows = db.read(routing::load_routing_rows).await?;
         let snapshot = SharedSnapshot::new(RoutingSnapshot::from_rows(rows));
-        let health = HealthRegistry::new(HealthPolicy::default());
+        let health = HealthRegistry::new(health_policy(&config));
         let routing = RoutePhase::new(router, snapshot.clone(), health.clone());
-        let gateway = Gateway::new(Timeouts::from_config(&config))?;
+        let gateway = Gateway::new(&config)?;
         let billing = Billing::new(
             plugins::load_billing(&engine, config.billing_plugin.as_deref())?,
             BillingStore::new(db.clone())?,
@@ -82,6 +85,7 @@ impl AppState {
             routing,
             gateway,
             billing,
+            metrics: Metrics::new(),
         })
     }
 
@@ -90,6 +94,14 @@ impl AppState {
         let rows = self.db.read(routing::load_routing_rows).await?;
         self.snapshot.replace(RoutingSnapshot::from_rows(rows));
         Ok(())
+    }
+}
+
+/// The channel health policy `config` asks for.
+pub fn health_policy(config: &Config) -> HealthPolicy {
+    HealthPolicy {
+        failure_threshold: u32::try_from(config.health_failure_threshold).unwrap_or(u32::MAX),
+        cooldown: Duration::from_millis(config.health_cooldown_ms),
     }
 }
 

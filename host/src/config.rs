@@ -59,6 +59,15 @@ pub const DEFAULT_UPSTREAM_FIRST_BYTE_TIMEOUT_MS: u64 = 120_000;
 /// `MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS` is unset.
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS: u64 = 120_000;
 
+/// Consecutive retryable failures that mark a channel unhealthy when
+/// `MONOIZE_HEALTH_FAILURE_THRESHOLD` is unset.
+pub const DEFAULT_HEALTH_FAILURE_THRESHOLD: u64 = 3;
+/// How long an unhealthy channel cools down when `MONOIZE_HEALTH_COOLDOWN_MS` is unset.
+pub const DEFAULT_HEALTH_COOLDOWN_MS: u64 = 60_000;
+/// How often key uses are written to `api_keys.last_used_at` when
+/// `MONOIZE_LAST_USED_FLUSH_MS` is unset.
+pub const DEFAULT_LAST_USED_FLUSH_MS: u64 = 1_000;
+
 /// The DSN forms we accept, for error messages.
 const SUPPORTED_DSNS: &str =
     "sqlite://relative/path.db, sqlite:///absolute/path.db or sqlite::memory:";
@@ -238,6 +247,15 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` is believed (`MONOIZE_TRUSTED_PROXY_CIDRS`, comma
     /// separated addresses or CIDRs); empty: the peer address is the client's.
     pub trusted_proxy_cidrs: Vec<IpRange>,
+    /// Consecutive retryable failures that mark a channel unhealthy
+    /// (`MONOIZE_HEALTH_FAILURE_THRESHOLD`).
+    pub health_failure_threshold: u64,
+    /// How long an unhealthy channel cools down, in ms (`MONOIZE_HEALTH_COOLDOWN_MS`); a `429`
+    /// uses its `retry-after` instead when it gives one.
+    pub health_cooldown_ms: u64,
+    /// How often key uses are written to `api_keys.last_used_at`, in ms
+    /// (`MONOIZE_LAST_USED_FLUSH_MS`).
+    pub last_used_flush_ms: u64,
 }
 
 impl Config {
@@ -296,6 +314,21 @@ impl Config {
                     value,
                 })?,
             },
+            health_failure_threshold: positive(
+                &env,
+                "MONOIZE_HEALTH_FAILURE_THRESHOLD",
+                DEFAULT_HEALTH_FAILURE_THRESHOLD,
+            )?,
+            health_cooldown_ms: positive(
+                &env,
+                "MONOIZE_HEALTH_COOLDOWN_MS",
+                DEFAULT_HEALTH_COOLDOWN_MS,
+            )?,
+            last_used_flush_ms: positive(
+                &env,
+                "MONOIZE_LAST_USED_FLUSH_MS",
+                DEFAULT_LAST_USED_FLUSH_MS,
+            )?,
         })
     }
 
@@ -325,6 +358,9 @@ impl Config {
             upstream_first_byte_timeout_ms: DEFAULT_UPSTREAM_FIRST_BYTE_TIMEOUT_MS,
             upstream_idle_timeout_ms: DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS,
             trusted_proxy_cidrs: Vec::new(),
+            health_failure_threshold: DEFAULT_HEALTH_FAILURE_THRESHOLD,
+            health_cooldown_ms: DEFAULT_HEALTH_COOLDOWN_MS,
+            last_used_flush_ms: DEFAULT_LAST_USED_FLUSH_MS,
         }
     }
 }
@@ -402,10 +438,36 @@ mod tests {
             (5, 6, 7)
         );
         assert_eq!(config.trusted_proxy_cidrs.len(), 2);
+        assert_eq!(
+            (
+                config.health_failure_threshold,
+                config.health_cooldown_ms,
+                config.last_used_flush_ms
+            ),
+            (3, 60_000, 1_000),
+            "defaults"
+        );
+        let config = Config::from_lookup(env_of(&[
+            ("MONOIZE_HEALTH_FAILURE_THRESHOLD", "5"),
+            ("MONOIZE_HEALTH_COOLDOWN_MS", "250"),
+            ("MONOIZE_LAST_USED_FLUSH_MS", "20"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                config.health_failure_threshold,
+                config.health_cooldown_ms,
+                config.last_used_flush_ms
+            ),
+            (5, 250, 20)
+        );
         for (variable, value) in [
             ("MONOIZE_HTTP_BODY_MAX_BYTES", "0"),
             ("MONOIZE_HTTP_BODY_MAX_BYTES", "lots"),
             ("MONOIZE_TRUSTED_PROXY_CIDRS", "10.0.0.0/99"),
+            ("MONOIZE_HEALTH_FAILURE_THRESHOLD", "0"),
+            ("MONOIZE_HEALTH_COOLDOWN_MS", "soon"),
+            ("MONOIZE_LAST_USED_FLUSH_MS", "-1"),
         ] {
             assert!(
                 matches!(

@@ -10,6 +10,7 @@ pub mod config;
 pub mod conformance;
 pub mod db;
 pub mod gateway;
+pub mod metrics;
 pub mod money;
 pub mod plugins;
 pub mod routing;

@@ -142,6 +142,7 @@ pub async fn dispatch(
     match (request.method(), path, api_path, endpoint) {
         (&Method::GET | &Method::HEAD, "/healthz", _, _) => healthz(&state).await,
         (_, "/healthz", _, _) => method_not_allowed(request.method()),
+        (&Method::GET, "/metrics", _, _) => metrics_response(&state),
         (&Method::POST, _, _, Some(endpoint)) => {
             gateway::handle(state, request, peer, endpoint).await
         }
@@ -167,6 +168,19 @@ async fn healthz(state: &AppState) -> Response<ResponseBody> {
             )
         }
     }
+}
+
+/// `GET /metrics`: the Prometheus exposition.
+fn metrics_response(state: &AppState) -> Response<ResponseBody> {
+    let body = Full::new(Bytes::from(state.metrics.render()))
+        .map_err(|never| match never {})
+        .boxed();
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    response
 }
 
 fn not_found(path: &str) -> Response<ResponseBody> {

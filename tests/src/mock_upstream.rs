@@ -1,23 +1,37 @@
 //! A mock upstream LLM API on 127.0.0.1 that misbehaves on request. Its behaviour is chosen by
-//! the first path segment (a channel's `base_url` of `http://127.0.0.1:port/<mode>`): `ok`,
-//! `500`, `429` (with `retry-after: 1`), `401`, `400`, `slow` (answers after 5 s). A request
-//! with `"stream": true` is answered as SSE in the endpoint's format, one event every 100 ms.
-//! Every request is recorded with its headers and body.
+//! the first path segment (a channel's `base_url` of `http://127.0.0.1:port/<mode>`):
+//!
+//! - `ok`: answers in the endpoint's shape, complete enough for the stock OpenAI and Anthropic
+//!   SDKs to parse;
+//! - `500`, `401`, `403`, `404`, `400` (in the endpoint's error dialect), `429` (with
+//!   `retry-after: 1`);
+//! - `slow`: answers after 5 s; `slowstream`: sends a stream's headers at once and its first
+//!   event after 5 s;
+//! - `cut`: a stream whose connection breaks after its first event;
+//! - `endless`: a stream that sends its first event, then a keep-alive comment every 50 ms
+//!   until the reader goes away, which it records (see [`MockUpstream::wait_cancelled`]);
+//! - `flaky`: answers `500` while [`MockUpstream::set_failing`] says so, like `ok` otherwise.
+//!
+//! Any other mode answers like `ok`. A request with `"stream": true` is answered as SSE in the
+//! endpoint's format, one event every 100 ms. Every request is recorded with its headers and
+//! body.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
-use hyper::header::HeaderMap;
+use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
 
 /// One request the mock saw.
 #[derive(Debug, Clone)]
@@ -30,29 +44,51 @@ pub struct Seen {
     pub body: Value,
 }
 
+/// What the mock's handlers share.
+#[derive(Debug, Default)]
+struct Shared {
+    seen: Mutex<Vec<Seen>>,
+    failing: AtomicBool,
+    cancelled: AtomicUsize,
+    cancelled_changed: Notify,
+}
+
 /// A running mock upstream.
 #[derive(Debug, Clone)]
 pub struct MockUpstream {
     /// Where it listens.
     pub address: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    shared: Arc<Shared>,
 }
 
-type Body = BoxBody<Bytes, Infallible>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, BoxError>;
+
+/// How one event of a mock stream is sent.
+enum Feed {
+    /// The events, one every 100 ms, then the end.
+    Events(Vec<String>),
+    /// The first event, then a broken connection.
+    Cut(String),
+    /// The first event, then keep-alive comments until the reader goes away.
+    Endless(String),
+    /// The events after a 5 s silence.
+    Late(Vec<String>),
+}
 
 impl MockUpstream {
     /// Starts a mock on a free port; it runs until the test's runtime ends.
     pub async fn start() -> std::io::Result<MockUpstream> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let recorder = Arc::clone(&seen);
+        let shared: Arc<Shared> = Arc::default();
+        let for_server = Arc::clone(&shared);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let recorder = Arc::clone(&recorder);
+                let shared = Arc::clone(&for_server);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
-                        answer(Arc::clone(&recorder), request)
+                        answer(Arc::clone(&shared), request)
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -60,7 +96,7 @@ impl MockUpstream {
                 });
             }
         });
-        Ok(MockUpstream { address, seen })
+        Ok(MockUpstream { address, shared })
     }
 
     /// The base URL of a channel in `mode`.
@@ -70,26 +106,77 @@ impl MockUpstream {
 
     /// Every request seen so far.
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen
+        self.shared
+            .seen
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
+
+    /// How many requests in `mode` were seen so far.
+    pub fn seen_in(&self, mode: &str) -> usize {
+        let prefix = format!("/{mode}/");
+        self.seen()
+            .iter()
+            .filter(|seen| seen.path.starts_with(&prefix))
+            .count()
+    }
+
+    /// Makes `flaky` channels fail (`true`) or succeed (`false`, the start).
+    pub fn set_failing(&self, failing: bool) {
+        self.shared.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// How many `endless` streams lost their reader so far.
+    pub fn cancelled(&self) -> usize {
+        self.shared.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Waits up to `limit` until at least `count` `endless` streams lost their reader;
+    /// answers whether they did.
+    pub async fn wait_cancelled(&self, count: usize, limit: Duration) -> bool {
+        let waiting = async {
+            loop {
+                let changed = self.shared.cancelled_changed.notified();
+                if self.cancelled() >= count {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(limit, waiting).await.is_ok()
+    }
 }
 
 fn json_body(status: u16, value: &Value) -> Response<Body> {
-    let mut response =
-        Response::new(http_body_util::Full::new(Bytes::from(value.to_string())).boxed());
+    let body = http_body_util::Full::new(Bytes::from(value.to_string()))
+        .map_err(|never| match never {})
+        .boxed();
+    let mut response = Response::new(body);
     *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
-    response.headers_mut().insert(
-        "content-type",
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
     response
 }
 
+/// An error in the dialect of the endpoint at `path`.
+fn error_body(path: &str, status: u16, kind: &str, message: &str) -> Response<Body> {
+    if path.ends_with("/v1/messages") {
+        json_body(
+            status,
+            &json!({"type": "error", "error": {"type": kind, "message": message}}),
+        )
+    } else {
+        json_body(
+            status,
+            &json!({"error": {"message": message, "type": kind, "param": null, "code": null}}),
+        )
+    }
+}
+
 async fn answer(
-    seen: Arc<Mutex<Vec<Seen>>>,
+    shared: Arc<Shared>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_owned();
@@ -101,7 +188,9 @@ async fn answer(
         .map(|body| body.to_bytes())
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    seen.lock()
+    shared
+        .seen
+        .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .push(Seen {
             path: path.clone(),
@@ -114,120 +203,233 @@ async fn answer(
         .next()
         .unwrap_or("ok");
     let model = body["model"].as_str().unwrap_or("?").to_owned();
+    let streaming = body["stream"] == Value::Bool(true);
     Ok(match mode {
         "500" => json_body(500, &json!({"error": "boom"})),
-        "401" => json_body(
+        "flaky" if shared.failing.load(Ordering::SeqCst) => {
+            json_body(500, &json!({"error": "flaky"}))
+        }
+        "401" => error_body(
+            &path,
             401,
-            &json!({"error": {"message": "bad key sk-upstream-secret"}}),
+            "authentication_error",
+            "bad key sk-upstream-secret",
         ),
-        "400" => json_body(
-            400,
-            &json!({"error": {"message": "your request is bad", "type": "invalid_request_error"}}),
-        ),
+        "403" => error_body(&path, 403, "permission_error", "forbidden"),
+        "404" => error_body(&path, 404, "not_found_error", "no such model"),
+        "400" => error_body(&path, 400, "invalid_request_error", "your request is bad"),
         "429" => {
-            let mut response = json_body(429, &json!({"error": "slow down"}));
+            let mut response = error_body(&path, 429, "rate_limit_error", "slow down");
             response
                 .headers_mut()
-                .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+                .insert("retry-after", HeaderValue::from_static("1"));
             response
         }
         "slow" => {
             tokio::time::sleep(Duration::from_secs(5)).await;
             json_body(200, &json!({"late": true}))
         }
-        _ if body["stream"] == Value::Bool(true) => stream(&path, &model),
-        _ if path.ends_with("/v1/messages") => json_body(
-            200,
-            &json!({
-            "type": "message", "model": model, "content": [{"type": "text", "text": "hi"}],
-            "usage": {"input_tokens": 3, "output_tokens": 2}}),
-        ),
-        _ if path.ends_with("/v1/embeddings") => json_body(
-            200,
-            &json!({
-            "object": "list", "model": model, "data": [{"embedding": [0.5]}],
-            "usage": {"prompt_tokens": 2, "total_tokens": 2}}),
-        ),
-        _ if path.ends_with("/v1/responses") => json_body(
-            200,
-            &json!({
-            "object": "response", "model": model,
-            "usage": {"input_tokens": 3, "output_tokens": 2}}),
-        ),
-        _ => json_body(
-            200,
-            &json!({
-            "object": "chat.completion", "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 2}}),
-        ),
+        "slowstream" if streaming => stream(&shared, Feed::Late(events(&path, &model))),
+        "cut" if streaming => stream(&shared, Feed::Cut(first_event(&path, &model))),
+        "endless" if streaming => stream(&shared, Feed::Endless(first_event(&path, &model))),
+        _ if streaming => stream(&shared, Feed::Events(events(&path, &model))),
+        _ => json_body(200, &whole(&path, &model, &body)),
     })
 }
 
-fn stream(path: &str, model: &str) -> Response<Body> {
-    let events: Vec<String> = if path.ends_with("/v1/messages") {
+/// The whole (non-stream) success answer of the endpoint at `path`.
+fn whole(path: &str, model: &str, request: &Value) -> Value {
+    if path.ends_with("/v1/messages") {
+        json!({
+            "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": "hi"}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 3, "output_tokens": 2}
+        })
+    } else if path.ends_with("/v1/embeddings") {
+        let inputs = request["input"].as_array().map_or(1, Vec::len);
+        let data: Vec<Value> = (0..inputs)
+            .map(|index| json!({"object": "embedding", "index": index, "embedding": [0.5, -0.25]}))
+            .collect();
+        json!({
+            "object": "list", "model": model, "data": data,
+            "usage": {"prompt_tokens": 2, "total_tokens": 2}
+        })
+    } else if path.ends_with("/v1/responses") {
+        json!({
+            "id": "resp_mock", "object": "response", "created_at": 0, "status": "completed",
+            "model": model,
+            "output": [{"type": "message", "id": "msg_mock", "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "hi", "annotations": []}]}],
+            "usage": {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}
+        })
+    } else {
+        json!({
+            "id": "chatcmpl-mock", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "hi"}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+        })
+    }
+}
+
+fn sse(event: Option<&str>, data: &Value) -> String {
+    match event {
+        Some(name) => format!("event: {name}\ndata: {data}\n\n"),
+        None => format!("data: {data}\n\n"),
+    }
+}
+
+fn first_event(path: &str, model: &str) -> String {
+    events(path, model).into_iter().next().unwrap_or_default()
+}
+
+/// The events of a stream on the endpoint at `path`.
+fn events(path: &str, model: &str) -> Vec<String> {
+    if path.ends_with("/v1/messages") {
         vec![
-            format!(
-                "event: message_start\ndata: {}\n\n",
-                json!({"type": "message_start", "message": {"model": model, "usage": {"input_tokens": 3, "output_tokens": 1}}})
+            sse(
+                Some("message_start"),
+                &json!({"type": "message_start", "message": {
+                    "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+                    "content": [], "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": 3, "output_tokens": 1}}}),
             ),
-            format!(
-                "event: content_block_delta\ndata: {}\n\n",
-                json!({"type": "content_block_delta", "delta": {"type": "text_delta", "text": "hi"}})
+            sse(
+                Some("content_block_start"),
+                &json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "text", "text": ""}}),
             ),
-            format!(
-                "event: message_delta\ndata: {}\n\n",
-                json!({"type": "message_delta", "usage": {"output_tokens": 2}})
+            sse(
+                Some("content_block_delta"),
+                &json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "text_delta", "text": "hi"}}),
             ),
-            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_owned(),
+            sse(
+                Some("content_block_stop"),
+                &json!({"type": "content_block_stop", "index": 0}),
+            ),
+            sse(
+                Some("message_delta"),
+                &json!({"type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                    "usage": {"output_tokens": 2}}),
+            ),
+            sse(Some("message_stop"), &json!({"type": "message_stop"})),
+        ]
+    } else if path.ends_with("/v1/responses") {
+        let response = |status: &str, usage: Value| {
+            json!({"id": "resp_mock", "object": "response", "created_at": 0,
+                "status": status, "model": model, "output": [], "usage": usage})
+        };
+        vec![
+            sse(
+                Some("response.created"),
+                &json!({"type": "response.created", "sequence_number": 0,
+                    "response": response("in_progress", Value::Null)}),
+            ),
+            sse(
+                Some("response.output_text.delta"),
+                &json!({"type": "response.output_text.delta", "sequence_number": 1,
+                    "item_id": "msg_mock", "output_index": 0, "content_index": 0,
+                    "delta": "one"}),
+            ),
+            sse(
+                Some("response.completed"),
+                &json!({"type": "response.completed", "sequence_number": 2,
+                    "response": response("completed",
+                        json!({"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}))}),
+            ),
         ]
     } else {
+        let chunk = |choices: Value, usage: Option<Value>| {
+            let mut chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk",
+                "created": 0, "model": model, "choices": choices});
+            if let Some(usage) = usage {
+                chunk["usage"] = usage;
+            }
+            sse(None, &chunk)
+        };
         vec![
-            format!(
-                "data: {}\n\n",
-                json!({"model": model, "choices": [{"index": 0, "delta": {"content": "one"}}]})
+            chunk(
+                json!([{"index": 0, "delta": {"role": "assistant", "content": "one"}, "finish_reason": null}]),
+                None,
             ),
-            format!(
-                "data: {}\n\n",
-                json!({"model": model, "choices": [{"index": 0, "delta": {"content": "two"}}]})
+            chunk(
+                json!([{"index": 0, "delta": {"content": "two"}, "finish_reason": "stop"}]),
+                None,
             ),
-            format!(
-                "data: {}\n\n",
-                json!({"model": model, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
+            chunk(
+                json!([]),
+                Some(json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})),
             ),
             "data: [DONE]\n\n".to_owned(),
         ]
-    };
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(4);
+    }
+}
+
+/// An SSE response fed by a task that follows `feed`.
+fn stream(shared: &Arc<Shared>, feed: Feed) -> Response<Body> {
+    let (sender, receiver) = mpsc::channel::<Result<Bytes, BoxError>>(4);
+    let shared = Arc::clone(shared);
     tokio::spawn(async move {
-        for event in events {
-            if sender.send(Bytes::from(event)).await.is_err() {
-                return;
+        match feed {
+            Feed::Events(events) => send_paced(&sender, events).await,
+            Feed::Late(events) => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                send_paced(&sender, events).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            Feed::Cut(first) => {
+                if sender.send(Ok(Bytes::from(first))).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = sender.send(Err("the mock cuts the stream".into())).await;
+                }
+            }
+            Feed::Endless(first) => {
+                let mut next = Bytes::from(first);
+                while sender.send(Ok(next)).await.is_ok() {
+                    next = Bytes::from_static(b": keep-alive\n\n");
+                    tokio::select! {
+                        () = sender.closed() => break,
+                        () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    }
+                }
+                shared.cancelled.fetch_add(1, Ordering::SeqCst);
+                shared.cancelled_changed.notify_waiters();
+            }
         }
     });
     let mut response = Response::new(BodyExt::boxed(Events(receiver)));
     response.headers_mut().insert(
         "content-type",
-        hyper::header::HeaderValue::from_static("text/event-stream"),
+        HeaderValue::from_static("text/event-stream"),
     );
     response
 }
 
+async fn send_paced(sender: &mpsc::Sender<Result<Bytes, BoxError>>, events: Vec<String>) {
+    for event in events {
+        if sender.send(Ok(Bytes::from(event))).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A body fed by a channel.
-struct Events(tokio::sync::mpsc::Receiver<Bytes>);
+struct Events(mpsc::Receiver<Result<Bytes, BoxError>>);
 
 impl hyper::body::Body for Events {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.0
             .poll_recv(cx)
-            .map(|item| item.map(|bytes| Ok(Frame::data(bytes))))
+            .map(|item| item.map(|result| result.map(Frame::data)))
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Verified keys are cached in memory for [`KEY_CACHE_TTL`]: a key that is disabled, deleted
 //! or edited takes effect within that time (no write-through invalidation yet). Expiry is
-//! checked on every request, cached or not.
+//! checked on every request, cached or not. Each success is noted for `last_used_at`, which
+//! [`LastUsed`] writes in batches, off the request's path.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +16,7 @@ use hyper::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
 
 use super::error::GatewayError;
+use super::last_used::LastUsed;
 use crate::cidr::IpRange;
 use crate::db::{Database, DbError, api_keys, clock, users};
 use crate::money::Multiplier;
@@ -99,12 +101,26 @@ type KeyCache = HashMap<String, (Instant, Arc<VerifiedKey>)>;
 #[derive(Debug, Clone, Default)]
 pub struct Authenticator {
     cache: Arc<Mutex<KeyCache>>,
+    last_used: LastUsed,
 }
 
 impl Authenticator {
     /// An authenticator with an empty cache.
     pub fn new() -> Self {
         Authenticator::default()
+    }
+
+    /// An authenticator whose `last_used_at` batches are written every `interval`.
+    pub fn with_flush_interval(interval: Duration) -> Self {
+        Authenticator {
+            cache: Arc::default(),
+            last_used: LastUsed::new(interval),
+        }
+    }
+
+    /// The `last_used_at` batcher.
+    pub fn last_used(&self) -> &LastUsed {
+        &self.last_used
     }
 
     fn cache(&self) -> MutexGuard<'_, KeyCache> {
@@ -152,6 +168,7 @@ impl Authenticator {
         if verified.expired() {
             return Err(GatewayError::Unauthorized);
         }
+        self.last_used.note(db, &verified.key_id);
         Ok(verified)
     }
 }

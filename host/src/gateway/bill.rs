@@ -1,8 +1,11 @@
 //! The two billing phases of the pipeline, one call each: [`authorize`] before routing and
 //! [`settle`] after an upstream served the request, with the usage already extracted.
 
+use std::time::Instant;
+
 use crate::app::AppState;
 use crate::billing::{AuthorizeRequest, BillingFailure, SettleRequest, Usage};
+use crate::metrics::PluginCall;
 use crate::routing::{Attempt, EndpointKind};
 
 use super::error::GatewayError;
@@ -33,7 +36,17 @@ pub async fn authorize(state: &AppState, context: &BillingContext) -> Result<(),
         model: context.model.clone(),
         endpoint: context.endpoint,
     };
-    match state.billing.authorize(&request).await {
+    let started = Instant::now();
+    let answer = state.billing.authorize(&request).await;
+    let failed = matches!(
+        answer,
+        Err(BillingFailure::Plugin(_) | BillingFailure::Fault(_))
+    );
+    let plugin = state.billing.plugin().name();
+    state
+        .metrics
+        .plugin_call(plugin, PluginCall::Authorize, started.elapsed(), failed);
+    match answer {
         Ok(()) => Ok(()),
         Err(BillingFailure::InsufficientBalance(message)) => {
             Err(GatewayError::InsufficientBalance(message))
@@ -71,7 +84,17 @@ pub async fn settle(state: &AppState, context: &BillingContext, attempt: &Attemp
         attempt: attempt.clone(),
         usage,
     };
-    match state.billing.settle(request).await {
+    let started = Instant::now();
+    let settled = state.billing.settle(request).await;
+    let took = started.elapsed();
+    let plugin = state.billing.plugin().name();
+    state
+        .metrics
+        .plugin_call(plugin, PluginCall::Settle, took, settled.is_err());
+    if settled.is_ok() {
+        state.metrics.charge_committed(took);
+    }
+    match settled {
         Ok(settlement) => tracing::debug!(
             request_id = %context.request_id,
             cost = %settlement.cost.0,

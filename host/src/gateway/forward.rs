@@ -2,7 +2,8 @@
 //! judges each upstream answer by whose fault it is (DESIGN §5). The channel's faults (`401`,
 //! `403`, `404`, `408`, `429`, `5xx`, any other non-success, timeouts, refused or reset
 //! connections) move on to the next attempt and mark the channel's health; the request's
-//! faults (`400`, `413`, `422`) are answered as they came; a success ends the walk.
+//! faults (`400`, `413`, `422`) are answered as they came; a success ends the walk. Each
+//! attempt is counted by its [`AttemptOutcome`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::Config;
 use crate::db::routing::ProviderType;
+use crate::metrics::{AttemptOutcome, Metrics};
 use crate::routing::snapshot::{Channel, Provider};
 use crate::routing::{Attempt, EndpointKind, HealthRegistry, RoutingSnapshot};
 
@@ -235,21 +237,43 @@ pub enum ForwardOutcome {
     },
 }
 
-/// A channel's fault on one attempt.
+/// A channel's fault on one attempt: how it is counted, and what it says of its health.
 #[derive(Debug)]
-enum Fault {
-    /// The key is bad: trip at once.
-    BadKey,
-    /// Rate limited: trip for this long.
-    RateLimited(Option<Duration>),
-    /// Anything else retryable.
-    Other,
+struct Failure {
+    outcome: AttemptOutcome,
+    /// For a `429`: its `retry-after`, when given.
+    retry_after: Option<Duration>,
+    reason: String,
 }
 
-/// Walks `attempts` in order until one serves the request.
+fn failure(outcome: AttemptOutcome, reason: impl Into<String>) -> Failure {
+    Failure {
+        outcome,
+        retry_after: None,
+        reason: reason.into(),
+    }
+}
+
+impl Failure {
+    /// Marks the channel's health: a bad key trips it at once, a `429` for its
+    /// `retry-after`, anything else counts towards the threshold.
+    fn mark(&self, health: &HealthRegistry, channel_id: &str) {
+        match self.outcome {
+            AttemptOutcome::BadKey => health.trip(channel_id, None),
+            AttemptOutcome::RateLimited => health.trip(
+                channel_id,
+                Some(self.retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN)),
+            ),
+            _ => health.record_failure(channel_id),
+        }
+    }
+}
+
+/// Walks `attempts` in order until one serves the request; counts each in `metrics`.
 pub async fn forward(
     upstream: &Upstream,
     health: &HealthRegistry,
+    metrics: &Metrics,
     snapshot: &RoutingSnapshot,
     attempts: &[Attempt],
     outbound: &Outbound<'_>,
@@ -264,7 +288,13 @@ pub async fn forward(
             tracing::warn!(request_id, channel = %attempt.channel_id, "the plan names a channel the snapshot lacks");
             continue;
         };
-        match try_attempt(upstream, provider, channel, attempt, outbound).await {
+        let result = try_attempt(upstream, provider, channel, attempt, outbound).await;
+        metrics.attempt(match &result {
+            Ok(AttemptResult::Served(_)) => AttemptOutcome::Served,
+            Ok(AttemptResult::Rejected { .. }) => AttemptOutcome::Rejected,
+            Err(failure) => failure.outcome,
+        });
+        match result {
             Ok(AttemptResult::Served(mut served)) => {
                 health.record_success(&channel.id);
                 served.attempts = tried;
@@ -282,23 +312,17 @@ pub async fn forward(
                     body,
                 };
             }
-            Err((fault, reason)) => {
+            Err(failure) => {
                 tracing::info!(
                     request_id,
                     provider = %provider.name,
                     channel = %channel.name,
                     attempt = tried,
-                    %reason,
+                    outcome = failure.outcome.label(),
+                    reason = %failure.reason,
                     "upstream attempt failed; trying the next"
                 );
-                match fault {
-                    Fault::BadKey => health.trip(&channel.id, None),
-                    Fault::RateLimited(cooldown) => health.trip(
-                        &channel.id,
-                        Some(cooldown.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN)),
-                    ),
-                    Fault::Other => health.record_failure(&channel.id),
-                }
+                failure.mark(health, &channel.id);
             }
         }
     }
@@ -322,15 +346,26 @@ async fn try_attempt(
     channel: &Channel,
     attempt: &Attempt,
     outbound: &Outbound<'_>,
-) -> Result<AttemptResult, (Fault, String)> {
-    let body = (outbound.body_for)(&attempt.upstream_model).map_err(|e| (Fault::Other, e))?;
-    let request =
-        build_request(provider, channel, outbound, body).map_err(|e| (Fault::Other, e))?;
+) -> Result<AttemptResult, Failure> {
+    let body = (outbound.body_for)(&attempt.upstream_model)
+        .map_err(|reason| failure(AttemptOutcome::BadChannel, reason))?;
+    let request = build_request(provider, channel, outbound, body)
+        .map_err(|reason| failure(AttemptOutcome::BadChannel, reason))?;
     let started = Instant::now();
     let deadline = upstream.timeouts.first_byte;
     let response = match tokio::time::timeout(deadline, upstream.client.request(request)).await {
-        Err(_) => return Err((Fault::Other, "no response headers in time".to_owned())),
-        Ok(Err(error)) => return Err((Fault::Other, format!("connection failed: {error}"))),
+        Err(_) => {
+            return Err(failure(
+                AttemptOutcome::Timeout,
+                "no response headers in time",
+            ));
+        }
+        Ok(Err(error)) => {
+            return Err(failure(
+                AttemptOutcome::ConnectionFailed,
+                format!("connection failed: {error}"),
+            ));
+        }
         Ok(Ok(response)) => response,
     };
     let status = response.status();
@@ -340,9 +375,14 @@ async fn try_attempt(
         let first_chunk = if outbound.stream {
             let left = deadline.saturating_sub(started.elapsed());
             match tokio::time::timeout(left, next_data(&mut body)).await {
-                Err(_) => return Err((Fault::Other, "no first chunk in time".to_owned())),
-                Ok(Err(error)) => return Err((Fault::Other, format!("stream failed: {error}"))),
-                Ok(Ok(None)) => return Err((Fault::Other, "empty stream".to_owned())),
+                Err(_) => return Err(failure(AttemptOutcome::Timeout, "no first chunk in time")),
+                Ok(Err(error)) => {
+                    return Err(failure(
+                        AttemptOutcome::StreamFailed,
+                        format!("stream failed: {error}"),
+                    ));
+                }
+                Ok(Ok(None)) => return Err(failure(AttemptOutcome::StreamFailed, "empty stream")),
                 Ok(Ok(Some(chunk))) => Some(chunk),
             }
         } else {
@@ -363,19 +403,28 @@ async fn try_attempt(
         400 | 413 | 422 => {
             let body = read_capped(body, MAX_REJECTION_BODY, upstream.timeouts.idle)
                 .await
-                .map_err(|error| (Fault::Other, error))?;
+                .map_err(|reason| failure(AttemptOutcome::StreamFailed, reason))?;
             Ok(AttemptResult::Rejected {
                 status,
                 headers,
                 body,
             })
         }
-        401 | 403 => Err((Fault::BadKey, format!("upstream status {status}"))),
-        429 => Err((
-            Fault::RateLimited(retry_after(&parts.headers)),
+        401 | 403 => Err(failure(
+            AttemptOutcome::BadKey,
             format!("upstream status {status}"),
         )),
-        _ => Err((Fault::Other, format!("upstream status {status}"))),
+        429 => Err(Failure {
+            retry_after: retry_after(&parts.headers),
+            ..failure(
+                AttemptOutcome::RateLimited,
+                format!("upstream status {status}"),
+            )
+        }),
+        _ => Err(failure(
+            AttemptOutcome::UpstreamStatus,
+            format!("upstream status {status}"),
+        )),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bill;
 pub mod error;
 pub mod forward;
+pub mod last_used;
 pub mod log;
 pub mod models;
 pub mod policy;
@@ -16,6 +17,7 @@ pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -28,8 +30,11 @@ use self::bill::BillingContext;
 use self::error::{Dialect, GatewayError, set_request_id};
 use self::forward::{ForwardOutcome, Outbound, Timeouts, Upstream, UpstreamClientError};
 use self::log::RequestLog;
+use self::route::RouteFailure;
 use self::wire::{ClientRequest, StreamUsage};
 use crate::app::AppState;
+use crate::config::Config;
+use crate::metrics::{self, InFlight, PluginCall};
 use crate::routing::EndpointKind;
 use crate::server::{ResponseBody, json_response};
 
@@ -46,11 +51,13 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway with `timeouts` on its upstream client.
-    pub fn new(timeouts: Timeouts) -> Result<Gateway, UpstreamClientError> {
+    /// A gateway with the upstream timeouts and `last_used_at` interval of `config`.
+    pub fn new(config: &Config) -> Result<Gateway, UpstreamClientError> {
         Ok(Gateway {
-            auth: Authenticator::new(),
-            upstream: Upstream::new(timeouts)?,
+            auth: Authenticator::with_flush_interval(Duration::from_millis(
+                config.last_used_flush_ms,
+            )),
+            upstream: Upstream::new(Timeouts::from_config(config))?,
         })
     }
 }
@@ -75,8 +82,9 @@ pub async fn list_models(
     state: Arc<AppState>,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
+    let _in_flight = state.metrics.in_flight();
     let request_id = new_request_id();
-    match state
+    let response = match state
         .gateway
         .auth
         .authenticate(&state.db, request.headers())
@@ -91,7 +99,9 @@ pub async fn list_models(
             response
         }
         Err(error) => error.into_response(Dialect::OpenAi, &request_id),
-    }
+    };
+    state.metrics.request("models", response.status().as_u16());
+    response
 }
 
 /// Serves one forwarding request on `endpoint` from `peer`, through every phase.
@@ -101,9 +111,10 @@ pub async fn handle(
     peer: SocketAddr,
     endpoint: EndpointKind,
 ) -> Response<ResponseBody> {
+    let in_flight = state.metrics.in_flight();
     let request_id = new_request_id();
     let mut log = RequestLog::new(&request_id, endpoint);
-    match pipeline(&state, request, peer, endpoint, &mut log).await {
+    let response = match pipeline(&state, request, peer, endpoint, &mut log, in_flight).await {
         Ok(Handled::Done(mut response)) => {
             log.status = response.status().as_u16();
             log.emit();
@@ -119,7 +130,12 @@ pub async fn handle(
             log.emit();
             error.into_response(dialect_of(endpoint), &request_id)
         }
-    }
+    };
+    state.metrics.request(
+        metrics::endpoint_label(endpoint),
+        response.status().as_u16(),
+    );
+    response
 }
 
 enum Handled {
@@ -152,6 +168,7 @@ async fn pipeline(
     peer: SocketAddr,
     endpoint: EndpointKind,
     log: &mut RequestLog,
+    in_flight: InFlight,
 ) -> Result<Handled, GatewayError> {
     // authenticate
     let key = state
@@ -195,7 +212,15 @@ async fn pipeline(
     };
     bill::authorize(state, &context).await?;
     // route
-    let plan = state.routing.plan(&route_request).await?;
+    let started = Instant::now();
+    let plan = state.routing.plan(&route_request).await;
+    state.metrics.plugin_call(
+        state.routing.plugin().name(),
+        PluginCall::Route,
+        started.elapsed(),
+        matches!(plan, Err(RouteFailure::Plugin(_))),
+    );
+    let plan = plan?;
     // forward
     let body_for = |upstream_model: &str| {
         client
@@ -211,6 +236,7 @@ async fn pipeline(
     let outcome = forward::forward(
         &state.gateway.upstream,
         &state.health,
+        &state.metrics,
         &plan.snapshot,
         &plan.attempts,
         &outbound,
@@ -254,6 +280,7 @@ async fn pipeline(
             let mut log = log.clone();
             log.status = served.status.as_u16();
             let finish = move |summary: stream::StreamSummary| async move {
+                let _in_flight = in_flight;
                 let usage = bill::usage_or_estimate(
                     summary.usage,
                     context.request_bytes,
