@@ -1,5 +1,7 @@
 //! The gateway end to end (DESIGN §5): the real server on 127.0.0.1 in-process, seeded through
-//! the db repositories, forwarding to mock upstreams that misbehave on request.
+//! the db repositories, forwarding to mock upstreams that misbehave on request. Endpoints,
+//! both auth headers, every 401, key policy, error dialects, `/metrics` and `last_used_at`;
+//! faults and health are in `gateway_faults.rs`.
 
 #![allow(
     clippy::unwrap_used,
@@ -8,145 +10,16 @@
     reason = "test helpers fail the test"
 )]
 
-use std::net::SocketAddr;
-use std::time::Duration;
+mod gateway_harness;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use monoize::app::AppState;
-use monoize::config::Config;
-use monoize::db::routing::{self, ChannelInput, ModelInput, ProviderInput, ProviderType};
-use monoize::db::{Database, api_keys, users};
+use http_body_util::BodyExt;
+use monoize::db::routing::ProviderType;
+use monoize::db::{api_keys, clock, users};
 use monoize::gateway::auth::hash_api_key;
-use monoize_tests::mock_upstream::MockUpstream;
+use monoize::plugins::{DEFAULT_BILLING, DEFAULT_ROUTER};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
-const KEY: &str = "sk-test-0123456789abcdef";
-const WAIT: Duration = Duration::from_secs(10);
-
-struct Gateway {
-    address: SocketAddr,
-    mock: MockUpstream,
-    client: Client<HttpConnector, Full<Bytes>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-/// Providers as `(type, modes of its channels)`, in priority order, each serving `m` as `up-m`.
-async fn start(
-    providers: &[(ProviderType, &[&str])],
-    configure: impl FnOnce(&mut api_keys::NewApiKey),
-) -> Gateway {
-    let mock = MockUpstream::start().await.unwrap();
-    let db = Database::open_in_memory().unwrap();
-    let mut new_user = users::NewUser::new("alice", "h", users::Role::User);
-    new_user.balance_unlimited = true;
-    let user = db
-        .write(move |tx| users::insert(tx, &new_user))
-        .await
-        .unwrap();
-    let mut key =
-        api_keys::NewApiKey::new(&user.id, "k", api_keys::key_prefix(KEY), &hash_api_key(KEY));
-    configure(&mut key);
-    db.write(move |tx| api_keys::insert(tx, &key))
-        .await
-        .unwrap();
-    for (index, (provider_type, modes)) in providers.iter().enumerate() {
-        let input = ProviderInput {
-            name: format!("p{index}"),
-            provider_type: *provider_type,
-            max_retries: -1,
-            transforms_json: "[]".to_owned(),
-            groups: Vec::new(),
-            enabled: true,
-            priority: Some(i64::try_from(index).unwrap()),
-            models: vec![ModelInput {
-                model_name: "m".to_owned(),
-                redirect: Some("up-m".to_owned()),
-                multiplier: "1".parse().unwrap(),
-            }],
-            channels: modes
-                .iter()
-                .enumerate()
-                .map(|(c, mode)| ChannelInput {
-                    id: None,
-                    name: format!("p{index}-c{c}-{mode}"),
-                    base_url: mock.base_url(mode),
-                    api_key: Some(format!("sk-upstream-secret-{index}-{c}")),
-                    weight: 1,
-                    enabled: true,
-                })
-                .collect(),
-        };
-        db.write(move |tx| routing::create_provider(tx, &input))
-            .await
-            .unwrap();
-    }
-    let mut config = Config::in_memory();
-    config.upstream_first_byte_timeout_ms = 1_000;
-    config.http_body_max_bytes = 4096;
-    let state = AppState::start(db, config).await.unwrap();
-    state.reload_routing().await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(monoize::server::serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
-    Gateway {
-        address,
-        mock,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-        _stop: stop,
-    }
-}
-
-impl Gateway {
-    async fn send(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Response<Incoming> {
-        let mut request = Request::builder()
-            .method(if body.is_empty() { "GET" } else { "POST" })
-            .uri(format!("http://{}{path}", self.address));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap();
-        tokio::time::timeout(WAIT, self.client.request(request))
-            .await
-            .expect("the gateway answers in time")
-            .unwrap()
-    }
-
-    async fn json(
-        &self,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> (u16, Value, Response<()>) {
-        let response = self.send(path, headers, body).await;
-        let (parts, body) = response.into_parts();
-        let bytes = tokio::time::timeout(WAIT, body.collect())
-            .await
-            .unwrap()
-            .unwrap()
-            .to_bytes();
-        let value = serde_json::from_slice(&bytes)
-            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        (
-            parts.status.as_u16(),
-            value,
-            Response::from_parts(parts, ()),
-        )
-    }
-}
-
-const BEARER: (&str, &str) = ("authorization", "Bearer sk-test-0123456789abcdef");
+use gateway_harness::{BEARER, Gateway, KEY, Setup, WAIT, X_API_KEY, eventually, sample, start};
 
 #[tokio::test]
 async fn chat_completion_reaches_upstream_with_the_channel_key_only() {
@@ -174,93 +47,186 @@ async fn chat_completion_reaches_upstream_with_the_channel_key_only() {
     assert!(!all_headers.contains(KEY));
 }
 
+/// The body a client sends to `path`, and the upstream path it must reach.
+fn endpoint_case(path: &str) -> (&'static str, &'static str) {
+    match path.trim_start_matches("/api") {
+        "/v1/chat/completions" => (
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            "/ok/v1/chat/completions",
+        ),
+        "/v1/responses" => (r#"{"model":"m","input":"hi"}"#, "/ok/v1/responses"),
+        "/v1/embeddings" => (r#"{"model":"m","input":"hi"}"#, "/ok/v1/embeddings"),
+        "/v1/messages" => (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#,
+            "/ok/v1/messages",
+        ),
+        other => panic!("no case for {other}"),
+    }
+}
+
 #[tokio::test]
-async fn other_endpoints_and_the_api_prefix_are_served() {
+async fn every_endpoint_answers_under_both_prefixes_with_either_auth_header() {
     let gateway = start(
         &[
+            (ProviderType::ChatCompletion, &["ok"]),
             (ProviderType::Responses, &["ok"]),
             (ProviderType::Messages, &["ok"]),
         ],
         |_| {},
     )
     .await;
-    let (status, _, _) = gateway
-        .json(
-            "/api/v1/embeddings",
-            &[BEARER],
-            r#"{"model":"m","input":"x"}"#,
-        )
-        .await;
-    assert_eq!(status, 200);
-    let (status, _, _) = gateway
-        .json("/v1/responses", &[BEARER], r#"{"model":"m","input":"x"}"#)
-        .await;
-    assert_eq!(status, 200);
-    let (status, body, _) = gateway
-        .json(
-            "/v1/messages",
-            &[("x-api-key", KEY)],
-            r#"{"model":"m","max_tokens":5,"messages":[]}"#,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let mut expected_requests = 0;
+    for endpoint in [
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/embeddings",
+        "/v1/messages",
+    ] {
+        for prefix in ["", "/api"] {
+            for auth in [BEARER, X_API_KEY] {
+                let path = format!("{prefix}{endpoint}");
+                let (body, upstream_path) = endpoint_case(&path);
+                let (status, answer, response) = gateway.json(&path, &[auth], body).await;
+                assert_eq!(status, 200, "{path} with {}: {answer}", auth.0);
+                assert!(response.headers().contains_key("x-request-id"));
+                expected_requests += 1;
+                let seen = gateway.mock.seen();
+                assert_eq!(seen.len(), expected_requests);
+                let last = seen.last().unwrap();
+                assert_eq!(last.path, upstream_path, "{path}");
+                assert_eq!(last.body["model"], "up-m");
+                assert!(!format!("{:?}", last.headers).contains(KEY));
+            }
+        }
+    }
     let messages = gateway
         .mock
         .seen()
         .into_iter()
         .find(|seen| seen.path.ends_with("/v1/messages"))
         .unwrap();
-    assert_eq!(messages.headers["x-api-key"], "sk-upstream-secret-1-0");
+    assert_eq!(messages.headers["x-api-key"], "sk-upstream-secret-2-0");
     assert_eq!(messages.headers["anthropic-version"], "2023-06-01");
-}
-
-#[tokio::test]
-async fn bad_keys_are_one_uniform_401_in_the_clients_dialect() {
-    let gateway = start(&[(ProviderType::ChatCompletion, &["ok"])], |_| {}).await;
-    for headers in [
-        vec![],
-        vec![("authorization", "Bearer sk-test-0123456789abcdeX")],
-        vec![("x-api-key", "sk-nope")],
-    ] {
-        let (status, body, response) = gateway
-            .json("/v1/chat/completions", &headers, r#"{"model":"m"}"#)
-            .await;
-        assert_eq!(status, 401);
-        assert_eq!(body["error"]["type"], "authentication_error");
-        assert!(response.headers().contains_key("x-request-id"));
-    }
-    let (status, body, _) = gateway.json("/v1/messages", &[], r#"{"model":"m"}"#).await;
-    assert_eq!(status, 401);
-    assert_eq!(body["type"], "error");
-    assert_eq!(body["error"]["type"], "authentication_error");
-    assert!(gateway.mock.seen().is_empty());
-}
-
-#[tokio::test]
-async fn fail_forward_skips_5xx_429_401_and_timeouts() {
-    let gateway = start(
-        &[
-            (ProviderType::ChatCompletion, &["500"]),
-            (ProviderType::ChatCompletion, &["429"]),
-            (ProviderType::ChatCompletion, &["401"]),
-            (ProviderType::ChatCompletion, &["slow"]),
-            (ProviderType::ChatCompletion, &["ok"]),
-        ],
-        |_| {},
-    )
-    .await;
-    let (status, body, _) = gateway
-        .json("/v1/chat/completions", &[BEARER], r#"{"model":"m"}"#)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let paths: Vec<String> = gateway
+    let responses = gateway
         .mock
         .seen()
         .into_iter()
-        .map(|seen| seen.path)
-        .collect();
-    assert_eq!(paths.len(), 5, "{paths:?}");
-    assert_eq!(paths.last().unwrap(), "/ok/v1/chat/completions");
+        .find(|seen| seen.path.ends_with("/v1/responses"))
+        .unwrap();
+    assert_eq!(
+        responses.headers["authorization"],
+        "Bearer sk-upstream-secret-1-0"
+    );
+    for path in ["/v1/models", "/api/v1/models"] {
+        for auth in [BEARER, X_API_KEY] {
+            let (status, body, _) = gateway.json(path, &[auth], "").await;
+            assert_eq!(status, 200, "{path}");
+            assert_eq!(body["object"], "list");
+            assert_eq!(body["data"][0]["id"], "m");
+        }
+    }
+}
+
+/// Seeds a key with `text` for a new user (enabled or not), shaped by `configure`.
+async fn seed_key(
+    gateway: &Gateway,
+    text: &str,
+    user_enabled: bool,
+    configure: impl FnOnce(&mut api_keys::NewApiKey) + Send + 'static,
+) {
+    let text = text.to_owned();
+    let owner = gateway.user_id.clone();
+    gateway
+        .db
+        .write(move |tx| {
+            let user_id = if user_enabled {
+                owner
+            } else {
+                let mut user = users::NewUser::new(&format!("u-{text}"), "h", users::Role::User);
+                user.enabled = false;
+                user.balance_unlimited = true;
+                users::insert(tx, &user)?.id
+            };
+            let mut key = api_keys::NewApiKey::new(
+                &user_id,
+                "k",
+                api_keys::key_prefix(&text),
+                &hash_api_key(&text),
+            );
+            configure(&mut key);
+            api_keys::insert(tx, &key)
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn every_401_case_answers_the_same_body() {
+    let gateway = start(&[(ProviderType::ChatCompletion, &["ok"])], |_| {}).await;
+    seed_key(&gateway, "sk-disabled-0123456789", true, |key| {
+        key.enabled = false;
+    })
+    .await;
+    seed_key(&gateway, "sk-expired-00123456789", true, |key| {
+        key.expires_at = Some("2001-01-01T00:00:00Z".to_owned());
+    })
+    .await;
+    seed_key(&gateway, "sk-nouser-000123456789", false, |_| {}).await;
+    let (status, _, _) = gateway
+        .json(
+            "/v1/chat/completions",
+            &[("authorization", "Bearer sk-nouser-000123456789")],
+            r#"{"model":"m"}"#,
+        )
+        .await;
+    assert_eq!(status, 401, "a disabled user's key");
+    let cases: [(&str, Vec<(&str, &str)>); 8] = [
+        ("missing", vec![]),
+        ("empty bearer", vec![("authorization", "Bearer ")]),
+        ("another scheme", vec![("authorization", "Basic abc")]),
+        (
+            "wrong key, known prefix",
+            vec![("authorization", "Bearer sk-test-0123456789abcdeX")],
+        ),
+        ("unknown", vec![("x-api-key", "sk-nope")]),
+        (
+            "disabled key",
+            vec![("authorization", "Bearer sk-disabled-0123456789")],
+        ),
+        ("expired key", vec![("x-api-key", "sk-expired-00123456789")]),
+        (
+            "disabled user",
+            vec![("authorization", "Bearer sk-nouser-000123456789")],
+        ),
+    ];
+    for (path, dialect_type) in [
+        ("/v1/chat/completions", None),
+        ("/v1/messages", Some("error")),
+    ] {
+        let mut bodies: Vec<(String, Value)> = Vec::new();
+        for (case, headers) in &cases {
+            let (status, body, response) = gateway.json(path, headers, r#"{"model":"m"}"#).await;
+            assert_eq!(status, 401, "{case} on {path}");
+            assert!(response.headers().contains_key("x-request-id"));
+            match dialect_type {
+                None => assert_eq!(body["error"]["type"], "authentication_error", "{case}"),
+                Some(kind) => {
+                    assert_eq!(body["type"], kind, "{case}");
+                    assert_eq!(body["error"]["type"], "authentication_error", "{case}");
+                }
+            }
+            bodies.push(((*case).to_owned(), body));
+        }
+        let (first_case, first) = &bodies[0];
+        for (case, body) in &bodies {
+            assert_eq!(body, first, "{case} differs from {first_case} on {path}");
+        }
+    }
+    let (status, _, _) = gateway
+        .json("/v1/models", &[("x-api-key", "sk-expired-00123456789")], "")
+        .await;
+    assert_eq!(status, 401);
+    assert!(gateway.mock.seen().is_empty());
 }
 
 #[tokio::test]
@@ -290,6 +256,76 @@ async fn nothing_left_is_a_502_without_upstream_text_and_400_passes_through() {
         .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["message"], "your request is bad");
+    assert_eq!(rejecting.mock.seen().len(), 1, "a 400 is not retried");
+}
+
+/// Asserts `body` is Anthropic's error envelope of `kind`, without OpenAI's fields.
+fn assert_anthropic_error(body: &Value, kind: &str) {
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], kind, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert!(body["error"].get("code").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn messages_errors_use_the_anthropic_envelope() {
+    const MESSAGE: &str = r#"{"model":"m","max_tokens":5,"messages":[]}"#;
+    let broke = Setup::new()
+        .provider(ProviderType::Messages, &["ok"])
+        .limited_balance()
+        .start()
+        .await;
+    let (status, body, _) = broke.json("/v1/messages", &[X_API_KEY], MESSAGE).await;
+    assert_eq!(status, 402);
+    assert_anthropic_error(&body, "billing_error");
+    assert!(broke.mock.seen().is_empty());
+    let (status, body, _) = broke
+        .json("/v1/chat/completions", &[BEARER], r#"{"model":"m"}"#)
+        .await;
+    assert_eq!(status, 402);
+    assert_eq!(body["error"]["code"], "insufficient_balance");
+
+    let rejecting = start(&[(ProviderType::Messages, &["400"])], |key| {
+        key.model_limits_enabled = true;
+        key.model_limits = vec!["m".to_owned(), "nope".to_owned()];
+    })
+    .await;
+    let (status, body, _) = rejecting
+        .json(
+            "/v1/messages",
+            &[X_API_KEY],
+            r#"{"model":"nope","max_tokens":5,"messages":[]}"#,
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_anthropic_error(&body, "not_found_error");
+    let (status, body, _) = rejecting
+        .json(
+            "/v1/messages",
+            &[X_API_KEY],
+            r#"{"model":"other","max_tokens":5,"messages":[]}"#,
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert_anthropic_error(&body, "permission_error");
+    let (status, body, _) = rejecting.json("/v1/messages", &[X_API_KEY], "[]").await;
+    assert_eq!(status, 400);
+    assert_anthropic_error(&body, "invalid_request_error");
+    let (status, body, _) = rejecting.json("/v1/messages", &[X_API_KEY], MESSAGE).await;
+    assert_eq!(status, 400, "the upstream's 400 passes through");
+    assert_anthropic_error(&body, "invalid_request_error");
+    assert_eq!(body["error"]["message"], "your request is bad");
+
+    let failing = start(&[(ProviderType::Messages, &["500", "429"])], |_| {}).await;
+    let (status, body, _) = failing.json("/v1/messages", &[X_API_KEY], MESSAGE).await;
+    assert_eq!(status, 502);
+    assert_anthropic_error(&body, "api_error");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`m`") && message.contains('2'),
+        "{message}"
+    );
+    assert!(!message.contains("slow down") && !message.contains("boom"));
 }
 
 #[tokio::test]
@@ -361,4 +397,221 @@ async fn models_list_and_key_policy() {
         )
         .await;
     assert_eq!(status, 413);
+}
+
+const CHAT: &str = r#"{"model":"m"}"#;
+
+#[tokio::test]
+async fn the_ip_whitelist_checks_the_socket_peer() {
+    let loopback = start(&[(ProviderType::ChatCompletion, &["ok"])], |key| {
+        key.ip_whitelist = vec!["192.0.2.1".to_owned(), "127.0.0.0/8".to_owned()];
+    })
+    .await;
+    let (status, body, _) = loopback.json("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(status, 200, "{body}");
+    let elsewhere = start(&[(ProviderType::ChatCompletion, &["ok"])], |key| {
+        key.ip_whitelist = vec!["192.0.2.0/24".to_owned()];
+    })
+    .await;
+    let (status, body, _) = elsewhere
+        .json(
+            "/v1/chat/completions",
+            &[BEARER, ("x-forwarded-for", "192.0.2.7")],
+            CHAT,
+        )
+        .await;
+    assert_eq!(
+        status, 403,
+        "an untrusted peer's X-Forwarded-For is ignored"
+    );
+    assert_eq!(body["error"]["code"], "ip_not_allowed");
+    let (status, _, _) = elsewhere
+        .json("/v1/chat/completions", &[BEARER], CHAT)
+        .await;
+    assert_eq!(status, 403);
+    assert!(elsewhere.mock.seen().is_empty());
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    let behind_proxy = Setup::new()
+        .provider(ProviderType::ChatCompletion, &["ok"])
+        .key(|key| key.ip_whitelist = vec!["192.0.2.0/24".to_owned()])
+        .config(|config| config.trusted_proxy_cidrs = vec!["127.0.0.1/32".parse().unwrap()])
+        .start()
+        .await;
+    for (forwarded, expected) in [
+        (Some("192.0.2.7"), 200),
+        (Some("198.51.100.1, 192.0.2.8"), 200),
+        (Some("192.0.2.7, 198.51.100.1"), 403),
+        (Some("198.51.100.1"), 403),
+        (None, 403),
+    ] {
+        let mut headers = vec![BEARER];
+        if let Some(forwarded) = forwarded {
+            headers.push(("x-forwarded-for", forwarded));
+        }
+        let (status, body, _) = behind_proxy
+            .json("/v1/chat/completions", &headers, CHAT)
+            .await;
+        assert_eq!(status, expected, "X-Forwarded-For {forwarded:?}: {body}");
+    }
+    let seen = behind_proxy.mock.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[0].headers.get("x-forwarded-for").is_none());
+
+    let other_proxy = Setup::new()
+        .provider(ProviderType::ChatCompletion, &["ok"])
+        .key(|key| key.ip_whitelist = vec!["192.0.2.0/24".to_owned()])
+        .config(|config| config.trusted_proxy_cidrs = vec!["10.0.0.0/8".parse().unwrap()])
+        .start()
+        .await;
+    let (status, _, _) = other_proxy
+        .json(
+            "/v1/chat/completions",
+            &[BEARER, ("x-forwarded-for", "192.0.2.7")],
+            CHAT,
+        )
+        .await;
+    assert_eq!(status, 403, "the peer is not the trusted proxy");
+}
+
+#[tokio::test]
+async fn metrics_move_with_requests() {
+    let gateway = start(
+        &[
+            (ProviderType::ChatCompletion, &["500"]),
+            (ProviderType::ChatCompletion, &["ok"]),
+        ],
+        |_| {},
+    )
+    .await;
+    let before = gateway.metrics().await;
+    assert_eq!(sample(&before, "monoize_requests_in_flight"), 0.0);
+    let (status, _, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = gateway.json("/v1/chat/completions", &[], CHAT).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = gateway.json("/api/v1/models", &[BEARER], "").await;
+    assert_eq!(status, 200);
+    let text = gateway.metrics().await;
+    assert!(
+        text.contains("# TYPE monoize_requests_total counter"),
+        "{text}"
+    );
+    let count = |series: &str| sample(&text, series);
+    assert_eq!(
+        count(r#"monoize_requests_total{endpoint="chat_completions",status="200"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"monoize_requests_total{endpoint="chat_completions",status="401"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"monoize_requests_total{endpoint="models",status="200"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"monoize_upstream_attempts_total{outcome="upstream_status"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"monoize_upstream_attempts_total{outcome="served"}"#),
+        1.0
+    );
+    for (plugin, call) in [
+        (DEFAULT_ROUTER, "route"),
+        (DEFAULT_BILLING, "authorize"),
+        (DEFAULT_BILLING, "settle"),
+    ] {
+        let series = format!(
+            r#"monoize_plugin_call_duration_seconds_count{{plugin="{plugin}",call="{call}"}}"#
+        );
+        assert_eq!(count(&series), 1.0, "{series}\n{text}");
+        let failures =
+            format!(r#"monoize_plugin_call_failures_total{{plugin="{plugin}",call="{call}"}}"#);
+        assert_eq!(count(&failures), 0.0, "{failures}");
+    }
+    assert_eq!(count("monoize_charge_commit_duration_seconds_count"), 1.0);
+    assert!(count("monoize_charge_commit_duration_seconds_sum") > 0.0);
+    assert_eq!(count("monoize_requests_in_flight"), 0.0);
+
+    // A stream is in flight until its last byte.
+    let endless = start(&[(ProviderType::ChatCompletion, &["endless"])], |_| {}).await;
+    let response = endless
+        .send(
+            "/v1/chat/completions",
+            &[BEARER],
+            r#"{"model":"m","stream":true}"#,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(WAIT, body.frame()).await.unwrap();
+    assert!(first.is_some());
+    assert_eq!(
+        sample(&endless.metrics().await, "monoize_requests_in_flight"),
+        1.0
+    );
+    drop(body);
+    assert!(endless.mock.wait_cancelled(1, WAIT).await);
+    assert!(
+        eventually(|| async {
+            sample(&endless.metrics().await, "monoize_requests_in_flight") == 0.0
+        })
+        .await
+    );
+}
+
+/// The stored `last_used_at` of the harness key.
+async fn last_used_at(gateway: &Gateway) -> Option<String> {
+    let id = gateway.key_id.clone();
+    gateway
+        .db
+        .read(move |conn| Ok(api_keys::get(conn, &id)?.and_then(|key| key.last_used_at)))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_request_eventually_sets_last_used_at() {
+    let gateway = Setup::new()
+        .provider(ProviderType::ChatCompletion, &["ok"])
+        .config(|config| config.last_used_flush_ms = 20)
+        .start()
+        .await;
+    assert_eq!(last_used_at(&gateway).await, None);
+    let before = clock::now();
+    let (status, _, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(status, 200);
+    assert!(eventually(|| async { last_used_at(&gateway).await.is_some() }).await);
+    let used = last_used_at(&gateway).await.unwrap();
+    assert!(used >= before, "{used} is not after {before}");
+    assert!(gateway.last_used.flushes() >= 1);
+}
+
+#[tokio::test]
+async fn a_burst_of_requests_is_one_write_and_shutdown_flushes_it() {
+    let mut gateway = Setup::new()
+        .provider(ProviderType::ChatCompletion, &["ok"])
+        .config(|config| config.last_used_flush_ms = 3_600_000)
+        .start()
+        .await;
+    for _ in 0..20 {
+        let (status, _, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+        assert_eq!(status, 200);
+        let (status, _, _) = gateway.json("/v1/models", &[X_API_KEY], "").await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        last_used_at(&gateway).await,
+        None,
+        "the hot path never writes"
+    );
+    assert_eq!(gateway.last_used.flushes(), 0);
+    gateway.stop().await;
+    assert!(eventually(|| async { last_used_at(&gateway).await.is_some() }).await);
+    assert_eq!(gateway.last_used.flushes(), 1, "one batch for 40 uses");
+    assert_eq!(gateway.last_used.rows_written(), 1, "one row for one key");
 }

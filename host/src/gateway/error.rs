@@ -125,7 +125,7 @@ impl GatewayError {
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
             StatusCode::BAD_REQUEST => "invalid_request_error",
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY => "overloaded_error",
+            StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
             _ => "api_error",
         }
     }

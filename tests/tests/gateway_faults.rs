@@ -1,0 +1,277 @@
+//! The gateway against upstreams that fail (DESIGN §5): fail-forward by fault (statuses,
+//! refused connections, timeouts), nothing switching after a stream's first byte, a client
+//! that goes away cancelling the upstream, and passive health tripping and recovering.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail the test"
+)]
+
+mod gateway_harness;
+
+use http_body_util::BodyExt;
+use monoize::db::routing::ProviderType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use gateway_harness::{BEARER, Setup, WAIT, eventually, refused_base_url, sample, start};
+
+const CHAT: &str = r#"{"model":"m"}"#;
+const CHAT_STREAM: &str = r#"{"model":"m","stream":true}"#;
+
+fn paths(gateway: &gateway_harness::Gateway) -> Vec<String> {
+    gateway
+        .mock
+        .seen()
+        .into_iter()
+        .map(|seen| seen.path)
+        .collect()
+}
+
+#[tokio::test]
+async fn fail_forward_skips_5xx_429_401_403_404_and_timeouts() {
+    let gateway = start(
+        &[
+            (ProviderType::ChatCompletion, &["500"]),
+            (ProviderType::ChatCompletion, &["429"]),
+            (ProviderType::ChatCompletion, &["401"]),
+            (ProviderType::ChatCompletion, &["403", "404"]),
+            (ProviderType::ChatCompletion, &["slow"]),
+            (ProviderType::ChatCompletion, &["ok"]),
+        ],
+        |_| {},
+    )
+    .await;
+    let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(status, 200, "{body}");
+    let paths = paths(&gateway);
+    assert_eq!(paths.len(), 7, "{paths:?}");
+    assert_eq!(paths.last().unwrap(), "/ok/v1/chat/completions");
+    let metrics = gateway.metrics().await;
+    for (outcome, expected) in [
+        ("upstream_status", 2.0),
+        ("rate_limited", 1.0),
+        ("bad_key", 2.0),
+        ("timeout", 1.0),
+        ("served", 1.0),
+    ] {
+        let series = format!(r#"monoize_upstream_attempts_total{{outcome="{outcome}"}}"#);
+        assert_eq!(sample(&metrics, &series), expected, "{series}\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_connection_moves_on_to_the_next_channel() {
+    let refused = refused_base_url().await;
+    let gateway = Setup::new()
+        .provider(ProviderType::ChatCompletion, &[refused.as_str()])
+        .provider(ProviderType::Messages, &["ok"])
+        .provider(ProviderType::ChatCompletion, &["ok"])
+        .start()
+        .await;
+    let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(paths(&gateway), vec!["/ok/v1/chat/completions"]);
+    let metrics = gateway.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"monoize_upstream_attempts_total{outcome="connection_failed"}"#
+        ),
+        1.0
+    );
+    let alone = Setup::new()
+        .provider(ProviderType::ChatCompletion, &[refused.as_str()])
+        .start()
+        .await;
+    let (status, body, _) = alone.json("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_error");
+    assert!(!body.to_string().contains("127.0.0.1"), "{body}");
+}
+
+#[tokio::test]
+async fn a_stream_silent_past_the_first_byte_timeout_moves_on() {
+    let gateway = start(
+        &[
+            (ProviderType::ChatCompletion, &["slowstream"]),
+            (ProviderType::ChatCompletion, &["ok"]),
+        ],
+        |_| {},
+    )
+    .await;
+    let response = gateway
+        .send("/v1/chat/completions", &[BEARER], CHAT_STREAM)
+        .await;
+    assert_eq!(response.status(), 200);
+    let text = tokio::time::timeout(WAIT, response.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    assert!(text.contains("one") && text.contains("[DONE]"), "{text}");
+    assert_eq!(
+        paths(&gateway),
+        vec!["/slowstream/v1/chat/completions", "/ok/v1/chat/completions"]
+    );
+}
+
+#[tokio::test]
+async fn a_stream_cut_after_its_first_byte_does_not_switch_channels() {
+    let gateway = start(
+        &[
+            (ProviderType::ChatCompletion, &["cut"]),
+            (ProviderType::ChatCompletion, &["ok"]),
+        ],
+        |_| {},
+    )
+    .await;
+    let response = gateway
+        .send("/v1/chat/completions", &[BEARER], CHAT_STREAM)
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut text = String::new();
+    let mut failed = false;
+    while let Some(frame) = tokio::time::timeout(WAIT, body.frame()).await.unwrap() {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    text.push_str(std::str::from_utf8(&data).unwrap());
+                }
+            }
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(text.contains("one"), "the first event arrived: {text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert!(failed, "the client sees the stream cut, not complete");
+    assert_eq!(paths(&gateway), vec!["/cut/v1/chat/completions"]);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_the_upstream_request() {
+    let gateway = start(&[(ProviderType::ChatCompletion, &["endless"])], |_| {}).await;
+    let mut client = TcpStream::connect(gateway.address).await.unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{CHAT_STREAM}",
+        BEARER.1,
+        CHAT_STREAM.len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains("one") {
+        let read = tokio::time::timeout(WAIT, client.read(&mut buffer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(read > 0, "the gateway closed first");
+        received.extend_from_slice(&buffer[..read]);
+    }
+    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"));
+    assert_eq!(
+        gateway.mock.cancelled(),
+        0,
+        "the upstream stream is still read"
+    );
+    drop(client);
+    assert!(
+        gateway.mock.wait_cancelled(1, WAIT).await,
+        "the upstream request was not cancelled"
+    );
+    assert_eq!(gateway.mock.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn consecutive_failures_trip_a_channel_for_its_cooldown() {
+    let gateway = start(
+        &[
+            (ProviderType::ChatCompletion, &["500"]),
+            (ProviderType::ChatCompletion, &["ok"]),
+        ],
+        |_| {},
+    )
+    .await;
+    for request in 1..=5 {
+        let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+        assert_eq!(status, 200, "{body}");
+        let expected = request.min(3);
+        assert_eq!(
+            gateway.mock.seen_in("500"),
+            expected,
+            "request {request}: three failures trip it"
+        );
+        assert_eq!(gateway.mock.seen_in("ok"), request);
+    }
+}
+
+#[tokio::test]
+async fn a_bad_key_trips_its_channel_at_once() {
+    for mode in ["401", "403"] {
+        let gateway = start(
+            &[
+                (ProviderType::ChatCompletion, &[mode]),
+                (ProviderType::ChatCompletion, &["ok"]),
+            ],
+            |_| {},
+        )
+        .await;
+        for _ in 0..3 {
+            let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+            assert_eq!(status, 200, "{body}");
+        }
+        assert_eq!(gateway.mock.seen_in(mode), 1, "{mode} trips at once");
+        assert_eq!(gateway.mock.seen_in("ok"), 3);
+    }
+}
+
+#[tokio::test]
+async fn a_tripped_channel_is_tried_again_after_its_cooldown_and_recovers() {
+    let gateway = Setup::new()
+        .provider(ProviderType::ChatCompletion, &["flaky"])
+        .provider(ProviderType::ChatCompletion, &["ok"])
+        .config(|config| {
+            config.health_failure_threshold = 2;
+            config.health_cooldown_ms = 200;
+        })
+        .start()
+        .await;
+    gateway.mock.set_failing(true);
+    for _ in 0..2 {
+        let (status, _, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(gateway.mock.seen_in("flaky"), 2);
+    gateway.mock.set_failing(false);
+    let served_by_flaky = || async {
+        let (status, _, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+        assert_eq!(status, 200);
+        gateway
+            .mock
+            .seen()
+            .last()
+            .is_some_and(|seen| seen.path.starts_with("/flaky/"))
+    };
+    assert!(
+        eventually(served_by_flaky).await,
+        "the channel is tried again after its cooldown"
+    );
+    let ok_before = gateway.mock.seen_in("ok");
+    for _ in 0..3 {
+        let (status, _, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        gateway.mock.seen_in("ok"),
+        ok_before,
+        "a success made it healthy again"
+    );
+}
