@@ -10,6 +10,7 @@
 //! - `cut`: a stream whose connection breaks after its first event;
 //! - `endless`: a stream that sends its first event, then a keep-alive comment every 50 ms
 //!   until the reader goes away, which it records (see [`MockUpstream::wait_cancelled`]);
+//!   `silent`: the same without the comments, so only a closed connection can tell;
 //! - `flaky`: answers `500` while [`MockUpstream::set_failing`] says so, like `ok` otherwise.
 //!
 //! Any other mode answers like `ok`. A request with `"stream": true` is answered as SSE in the
@@ -72,6 +73,8 @@ enum Feed {
     Cut(String),
     /// The first event, then keep-alive comments until the reader goes away.
     Endless(String),
+    /// The first event, then silence until the reader goes away.
+    Silent(String),
     /// The events after a 5 s silence.
     Late(Vec<String>),
 }
@@ -127,12 +130,12 @@ impl MockUpstream {
         self.shared.failing.store(failing, Ordering::SeqCst);
     }
 
-    /// How many `endless` streams lost their reader so far.
+    /// How many `endless` and `silent` streams lost their reader so far.
     pub fn cancelled(&self) -> usize {
         self.shared.cancelled.load(Ordering::SeqCst)
     }
 
-    /// Waits up to `limit` until at least `count` `endless` streams lost their reader;
+    /// Waits up to `limit` until at least `count` `endless` or `silent` streams lost their reader;
     /// answers whether they did.
     pub async fn wait_cancelled(&self, count: usize, limit: Duration) -> bool {
         let waiting = async {
@@ -232,6 +235,7 @@ async fn answer(
         "slowstream" if streaming => stream(&shared, Feed::Late(events(&path, &model))),
         "cut" if streaming => stream(&shared, Feed::Cut(first_event(&path, &model))),
         "endless" if streaming => stream(&shared, Feed::Endless(first_event(&path, &model))),
+        "silent" if streaming => stream(&shared, Feed::Silent(first_event(&path, &model))),
         _ if streaming => stream(&shared, Feed::Events(events(&path, &model))),
         _ => json_body(200, &whole(&path, &model, &body)),
     })
@@ -394,6 +398,13 @@ fn stream(shared: &Arc<Shared>, feed: Feed) -> Response<Body> {
                         () = sender.closed() => break,
                         () = tokio::time::sleep(Duration::from_millis(50)) => {}
                     }
+                }
+                shared.cancelled.fetch_add(1, Ordering::SeqCst);
+                shared.cancelled_changed.notify_waiters();
+            }
+            Feed::Silent(first) => {
+                if sender.send(Ok(Bytes::from(first))).await.is_ok() {
+                    sender.closed().await;
                 }
                 shared.cancelled.fetch_add(1, Ordering::SeqCst);
                 shared.cancelled_changed.notify_waiters();

@@ -157,7 +157,13 @@ async fn a_stream_cut_after_its_first_byte_does_not_switch_channels() {
 
 #[tokio::test]
 async fn a_client_that_goes_away_cancels_the_upstream_request() {
-    let gateway = start(&[(ProviderType::ChatCompletion, &["endless"])], |_| {}).await;
+    for mode in ["endless", "silent"] {
+        client_goes_away(mode).await;
+    }
+}
+
+async fn client_goes_away(mode: &str) {
+    let gateway = start(&[(ProviderType::ChatCompletion, &[mode])], |_| {}).await;
     let mut client = TcpStream::connect(gateway.address).await.unwrap();
     let request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\
@@ -185,7 +191,7 @@ async fn a_client_that_goes_away_cancels_the_upstream_request() {
     drop(client);
     assert!(
         gateway.mock.wait_cancelled(1, WAIT).await,
-        "the upstream request was not cancelled"
+        "the {mode} upstream request was not cancelled"
     );
     assert_eq!(gateway.mock.seen().len(), 1);
 }

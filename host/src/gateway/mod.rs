@@ -1,7 +1,8 @@
 //! The request pipeline: authenticate → authorize → route → forward → settle → log, one
-//! module per phase ([`auth`] and [`policy`], [`bill`], [`route`], [`forward`] and
-//! [`stream`], [`bill`], [`log`]), one per wire format under [`wire`], and the gateway's
-//! error type in [`error`], turned into HTTP there and nowhere else.
+//! module per phase ([`auth`] with [`last_used`], and [`policy`], [`bill`], [`route`],
+//! [`forward`] and [`stream`], [`bill`], [`log`]), one per wire format under [`wire`], and the
+//! gateway's error type in [`error`], turned into HTTP there and nowhere else. Each phase
+//! counts into [`crate::metrics`].
 
 pub mod auth;
 pub mod bill;
