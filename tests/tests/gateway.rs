@@ -615,3 +615,41 @@ async fn a_burst_of_requests_is_one_write_and_shutdown_flushes_it() {
     assert_eq!(gateway.last_used.flushes(), 1, "one batch for 40 uses");
     assert_eq!(gateway.last_used.rows_written(), 1, "one row for one key");
 }
+
+#[tokio::test]
+async fn plugin_failures_are_counted_apart_from_refusals() {
+    use monoize::plugins::embedded::paths;
+    for (router, code, failures) in [
+        (paths::TRAP_ROUTER, "plugin_failed", 1.0),
+        (paths::ILLEGAL_PLAN_ROUTER, "plugin_failed", 1.0),
+        (paths::REFUSE_ALL_ROUTER, "routing_failed", 0.0),
+    ] {
+        let gateway = Setup::new()
+            .provider(ProviderType::ChatCompletion, &["ok"])
+            .config(move |config| config.routing_plugin = Some(router.into()))
+            .start()
+            .await;
+        let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+        assert_eq!(status, 500, "{router}: {body}");
+        assert_eq!(body["error"]["code"], code, "{router}: {body}");
+        let text = gateway.metrics().await;
+        let labels = format!(r#"{{plugin="{router}",call="route"}}"#);
+        assert_eq!(
+            sample(
+                &text,
+                &format!("monoize_plugin_call_duration_seconds_count{labels}")
+            ),
+            1.0,
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("monoize_plugin_call_failures_total{labels}")
+            ),
+            failures,
+            "{router}\n{text}"
+        );
+        assert!(gateway.mock.seen().is_empty());
+    }
+}
