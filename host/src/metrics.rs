@@ -12,10 +12,11 @@
 //!   charge is committed (the settle call answers only then), group-commit wait included;
 //! - `monoize_requests_in_flight`: requests being served, streams until their last byte.
 //!
-//! Built on `prometheus-client`, the Prometheus project's own Rust client: lock-free atomics
-//! for the values, a label-set map per family, and a 0.0.4 text encoder, at the cost of four
-//! small crates (`parking_lot`, `dtoa`, the derive macro, `itoa` already here). Hand-writing
-//! the exposition's escaping and histogram layout would be more code to get wrong.
+//! Built on `prometheus-client`, the Prometheus project's own Rust client: atomics for the
+//! values, a label-set map per family, and a 0.0.4 text encoder. With default features it
+//! brings only small crates (`parking_lot` with `lock_api` and `parking_lot_core`, `dtoa`, its
+//! label-set derive macro on the `syn` already here; `itoa` was here too). Hand-writing the
+//! exposition's escaping and histogram layout would be more code to get wrong.
 
 use std::sync::Arc;
 use std::time::Duration;
