@@ -156,6 +156,29 @@ async fn a_stream_cut_after_its_first_byte_does_not_switch_channels() {
 }
 
 #[tokio::test]
+async fn a_stream_silent_past_the_idle_timeout_is_cut_and_not_switched() {
+    let gateway = Setup::new()
+        .provider(ProviderType::ChatCompletion, &["silent"])
+        .provider(ProviderType::ChatCompletion, &["ok"])
+        .config(|config| config.upstream_idle_timeout_ms = 200)
+        .start()
+        .await;
+    let response = gateway
+        .send("/v1/chat/completions", &[BEARER], CHAT_STREAM)
+        .await;
+    assert_eq!(response.status(), 200);
+    let ended = tokio::time::timeout(WAIT, response.into_body().collect())
+        .await
+        .expect("the idle timeout ends the stream");
+    assert!(ended.is_err(), "the client sees the stream cut");
+    assert!(
+        gateway.mock.wait_cancelled(1, WAIT).await,
+        "the silent upstream request is dropped"
+    );
+    assert_eq!(paths(&gateway), vec!["/silent/v1/chat/completions"]);
+}
+
+#[tokio::test]
 async fn a_client_that_goes_away_cancels_the_upstream_request() {
     for mode in ["endless", "silent"] {
         client_goes_away(mode).await;
