@@ -31,6 +31,7 @@ pub enum Access {
 pub type Handler = fn(&Ctx<'_>) -> Result<HttpResponse, ApiError>;
 
 /// One row of the route table.
+#[derive(Debug)]
 pub struct Route {
     /// `GET`, `POST`, `PUT`, `DELETE`.
     pub method: &'static str,
