@@ -2,8 +2,8 @@
 //! components) for `wasm32-wasip2`, once per host build, and writes
 //! `$OUT_DIR/guest_components.rs` for `src/plugins/embedded.rs`:
 //!
-//! - `ROUTING`, `BILLING`: the default router's and the default billing plugin's bytes,
-//!   embedded in the binary;
+//! - `ROUTING`, `BILLING`, `DASHBOARD`: the default router's, billing plugin's and dashboard
+//!   plugin's bytes, embedded in the binary;
 //! - `paths::*`: the absolute path of every component built, one constant per `cdylib`, named
 //!   after its crate in SCREAMING_SNAKE_CASE without a `monoize_` prefix (`trap-router` →
 //!   `TRAP_ROUTER`, `monoize-routing` → `ROUTING`), for tests to load.
@@ -25,6 +25,7 @@ const GUEST_TARGET: &str = "wasm32-wasip2";
 const EMBEDDED: &[(&str, &str, &str)] = &[
     ("ROUTING", "monoize_routing", "plugins/routing"),
     ("BILLING", "monoize_billing", "plugins/billing"),
+    ("DASHBOARD", "monoize_dashboard", "plugins/dashboard"),
 ];
 
 /// Variables cargo sets for build scripts or that carry flags for the outer build; any of them

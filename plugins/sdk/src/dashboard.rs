@@ -8,7 +8,12 @@
 
 use crate::__private::dashboard as bindings;
 
-pub use bindings::monoize::plugin::types::{Decimal, NanoUsd, Role, StoreError, TimestampMs};
+/// The records a [`routing_admin::ProviderView`] is made of (`Provider`, `ModelEntry`,
+/// `Channel`). This world imports none of `routing-store`'s functions, only its types.
+pub use bindings::monoize::plugin::routing_store;
+pub use bindings::monoize::plugin::types::{
+    Decimal, NanoUsd, ProviderType, Role, StoreError, TimestampMs,
+};
 pub use bindings::monoize::plugin::{
     billing_store, crypto, dashboard_store, legacy_store, registry_store, routing_admin,
 };
