@@ -25,6 +25,10 @@ impl Store for Host {
         log::warn(message);
     }
 
+    fn info(&self, message: &str) {
+        log::info(message);
+    }
+
     fn hash_password(&self, password: &str) -> String {
         crypto::hash_password(password)
     }

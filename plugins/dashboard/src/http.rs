@@ -17,6 +17,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     param: Option<String>,
+    /// The `allow` header of a 405.
+    allow: Option<String>,
 }
 
 impl ApiError {
@@ -27,6 +29,7 @@ impl ApiError {
             code,
             message,
             param: None,
+            allow: None,
         }
     }
 
@@ -81,14 +84,17 @@ impl ApiError {
         Self::new(404, "not_found_error", "not_found", message.into())
     }
 
-    /// 405: the path exists, the method does not.
-    pub fn method_not_allowed(message: impl Into<String>) -> Self {
-        Self::new(
-            405,
-            "invalid_request_error",
-            "method_not_allowed",
-            message.into(),
-        )
+    /// 405: the path exists, the method does not; `allow` lists the methods it takes.
+    pub fn method_not_allowed(message: impl Into<String>, allow: &[&str]) -> Self {
+        ApiError {
+            allow: Some(allow.join(", ")),
+            ..Self::new(
+                405,
+                "invalid_request_error",
+                "method_not_allowed",
+                message.into(),
+            )
+        }
     }
 
     /// 409: a unique value is taken, or the change would break an invariant.
@@ -137,7 +143,11 @@ impl ApiError {
                 "code": self.code,
             }
         });
-        json_response(self.status, &body)
+        let mut response = json_response(self.status, &body);
+        if let Some(allow) = self.allow {
+            response.headers.push(("allow".to_owned(), allow));
+        }
+        response
     }
 }
 

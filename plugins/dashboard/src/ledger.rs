@@ -39,7 +39,8 @@ pub fn entry_json(entry: &LedgerEntry) -> Value {
 /// `GET /ledger`.
 pub fn list(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     let caller = ctx.principal()?;
-    let limit = match ctx.query("limit")? {
+    // Empty values (`?user_id=&limit=&before=`) read as absent.
+    let limit = match ctx.query("limit")?.filter(|limit| !limit.is_empty()) {
         None => DEFAULT_LIMIT,
         Some(text) => text
             .parse::<u32>()

@@ -269,10 +269,13 @@ fn find_route(method: &str, path: &str) -> Result<(&'static Route, Params), ApiE
         }
         allowed.push(route.method);
     }
-    Err(ApiError::method_not_allowed(format!(
-        "{method} is not allowed on {path}; allowed: {}",
-        allowed.join(", ")
-    )))
+    Err(ApiError::method_not_allowed(
+        format!(
+            "{method} is not allowed on {path}; allowed: {}",
+            allowed.join(", ")
+        ),
+        &allowed,
+    ))
 }
 
 /// The parameters of `segments` under `route`'s pattern; `None` when it does not match.

@@ -29,6 +29,8 @@ pub trait Store {
     fn now_ms(&self) -> i64;
     /// Writes a warning to the host's log.
     fn warn(&self, message: &str);
+    /// Writes a line about a normal event (an administrator's change) to the host's log.
+    fn info(&self, message: &str);
 
     /// `crypto.hash-password`.
     fn hash_password(&self, password: &str) -> String;

@@ -70,7 +70,12 @@ pub fn ip_entry(value: &Value, param: &str) -> Result<String, ApiError> {
     let address: IpAddr = address.parse().map_err(|_| bad())?;
     if let Some(prefix) = prefix {
         let bits: u8 = prefix.parse().map_err(|_| bad())?;
-        let max = if address.is_ipv4() { 32 } else { 128 };
+        // As the gateway reads it (`host/src/cidr.rs`): an IPv4-mapped IPv6 address is IPv4.
+        let ipv4 = match address {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some(),
+        };
+        let max = if ipv4 { 32 } else { 128 };
         if bits > max || prefix.starts_with('+') {
             return Err(bad());
         }

@@ -230,6 +230,25 @@ pub fn update(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     if let Some(amount) = balance {
         set_balance(ctx, caller, &target.id, amount, reason.as_deref())?;
     }
+    let changed: Vec<&str> = [
+        ("role", new_role.is_some()),
+        ("enabled", enabled.is_some()),
+        ("password", patch.password_hash.is_some()),
+        ("balance_unlimited", unlimited.is_some()),
+        ("balance", balance.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(field, given)| given.then_some(field))
+    .collect();
+    if !changed.is_empty() {
+        store.info(&format!(
+            "{} changed {} of user {} ({})",
+            caller.user.username,
+            changed.join(", "),
+            target.username,
+            target.id
+        ));
+    }
     http::ok(user_json(&find(ctx, &target.id)?))
 }
 
@@ -242,5 +261,9 @@ pub fn delete(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     ctx.store
         .delete_user(&target.id)
         .map_err(|e| ctx.store_error(e))?;
+    ctx.store.info(&format!(
+        "{} deleted user {} ({})",
+        caller.user.username, target.username, target.id
+    ));
     http::deleted()
 }

@@ -346,6 +346,13 @@ fn a_balance_change_writes_exactly_one_admin_adjustment() {
     let answer = h.call("PUT", &path, json!({"balance_nano_usd": 1}), Some(&owner));
     assert_eq!(answer.body["balance_usd"], "0.000000001");
     assert_eq!(h.store.state.borrow().ledger.len(), 2);
+    assert!(
+        h.store.state.borrow().infos.iter().any(
+            |line| line == &format!("owner changed balance of user someone ({})", user.user_id)
+        ),
+        "{:?}",
+        h.store.state.borrow().infos
+    );
     // Changes without a balance write no ledger row.
     h.call(
         "PUT",

@@ -417,6 +417,8 @@ fn a_user_reads_only_their_own_ledger_and_admins_anyones() {
             .len(),
         1
     );
+    let blank = h.get("/ledger?user_id=&limit=&before=", &alice);
+    assert_eq!(blank.body.as_array().unwrap().len(), 2, "{}", blank.text);
     let all = h.get("/ledger?limit=2", &owner);
     assert_eq!(all.body.as_array().unwrap().len(), 2);
     let last = all.body[1]["id"].as_str().unwrap();

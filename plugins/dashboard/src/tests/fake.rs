@@ -25,6 +25,7 @@ pub struct State {
     pub metadata: Vec<ModelMetadata>,
     pub legacy: Vec<(LegacyTable, String, String)>,
     pub warnings: Vec<String>,
+    pub infos: Vec<String>,
     /// Makes every store call fail with `storage`.
     pub broken: bool,
     pub calls: Vec<&'static str>,
@@ -170,6 +171,10 @@ impl Store for FakeStore {
 
     fn warn(&self, message: &str) {
         self.state.borrow_mut().warnings.push(message.to_owned());
+    }
+
+    fn info(&self, message: &str) {
+        self.state.borrow_mut().infos.push(message.to_owned());
     }
 
     fn hash_password(&self, password: &str) -> String {
