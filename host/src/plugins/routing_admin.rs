@@ -13,7 +13,6 @@ use crate::db::{Database, DbError};
 use crate::money::Multiplier;
 use crate::routing::{RoutingSnapshot, SharedSnapshot};
 
-use super::billing_store::store_error;
 use super::registry_store::found;
 use super::store::PluginState;
 use super::wit::latest::routing_admin::{self as wit, Host};
@@ -111,10 +110,7 @@ impl PluginState {
         let writes = self.capabilities.routing_writes.clone().ok_or_else(|| {
             StoreError::Storage("no routing snapshot is available to this call".to_owned())
         })?;
-        let written = self
-            .host_wait(database.write(write))
-            .await
-            .map_err(store_error)?;
+        let written = self.database_write(write).await?;
         if let Err(error) = self.host_wait(writes.reload(&database)).await {
             // The write is committed; the next successful reload will carry it.
             tracing::error!(%error, "routing snapshot reload after a dashboard write failed");
