@@ -1,16 +1,20 @@
 //! The state every request handler reaches, and how it is built at startup: the database, the
-//! configuration, the plugin engine, the router with the routing snapshot and channel health.
+//! configuration, the plugin engine, the router with the routing snapshot and channel health,
+//! billing, and the dashboard plugin with what it may reach.
 
 use std::fmt;
 use std::time::Duration;
 
 use crate::billing::{Billing, BillingStore};
 use crate::config::Config;
+use crate::dashboard::Dashboard;
 use crate::db::{Database, DbError, routing};
 use crate::gateway::Gateway;
 use crate::gateway::forward::UpstreamClientError;
 use crate::gateway::route::RoutePhase;
 use crate::metrics::Metrics;
+use crate::plugins::dashboard::DashboardServices;
+use crate::plugins::routing_admin::RoutingWrites;
 use crate::plugins::{self, EngineSettings, PluginEngine, PluginError, PluginLimits};
 use crate::routing::{HealthPolicy, HealthRegistry, RoutingSnapshot, SharedSnapshot};
 
@@ -34,6 +38,10 @@ pub struct AppState {
     pub billing: Billing,
     /// What `GET /metrics` reports.
     pub metrics: Metrics,
+    /// Replacements of the routing snapshot, kept in order.
+    pub routing_writes: RoutingWrites,
+    /// The dashboard plugin with what its calls may reach.
+    pub dashboard: Dashboard,
 }
 
 impl fmt::Debug for AppState {
@@ -42,6 +50,8 @@ impl fmt::Debug for AppState {
             .field("db", &self.db)
             .field("config", &self.config)
             .field("router", &self.routing.plugin().name())
+            .field("billing", &self.billing.plugin().name())
+            .field("dashboard", &self.dashboard.plugin().name())
             .finish_non_exhaustive()
     }
 }
@@ -63,7 +73,8 @@ pub enum StartupError {
 impl AppState {
     /// Builds the state over `db` as `config` says: starts the plugin engine with the
     /// configured limits and cache, loads the router (the file named by
-    /// `MONOIZE_ROUTING_PLUGIN`, else the built-in one) and reads the routing snapshot.
+    /// `MONOIZE_ROUTING_PLUGIN`, else the built-in one), the billing and dashboard plugins the
+    /// same way, and reads the routing snapshot.
     pub async fn start(db: Database, config: Config) -> Result<AppState, StartupError> {
         let engine = PluginEngine::new(&engine_settings(&config))?;
         let router = plugins::load_router(&engine, config.routing_plugin.as_deref())?;
@@ -76,6 +87,16 @@ impl AppState {
             plugins::load_billing(&engine, config.billing_plugin.as_deref())?,
             BillingStore::new(db.clone())?,
         );
+        let routing_writes = RoutingWrites::new(snapshot.clone());
+        let dashboard = Dashboard::new(
+            plugins::load_dashboard(&engine, config.dashboard_plugin.as_deref())?,
+            DashboardServices {
+                database: db.clone(),
+                billing: billing.store().clone(),
+                routing_writes: routing_writes.clone(),
+                authenticator: gateway.auth.clone(),
+            },
+        );
         Ok(AppState {
             db,
             config,
@@ -86,14 +107,14 @@ impl AppState {
             gateway,
             billing,
             metrics: Metrics::new(),
+            routing_writes,
+            dashboard,
         })
     }
 
     /// Re-reads the routing tables and puts the new snapshot in force.
     pub async fn reload_routing(&self) -> Result<(), DbError> {
-        let rows = self.db.read(routing::load_routing_rows).await?;
-        self.snapshot.replace(RoutingSnapshot::from_rows(rows));
-        Ok(())
+        self.routing_writes.reload(&self.db).await
     }
 }
 

@@ -1,4 +1,5 @@
-//! The command line: `monoize [serve [--listen ADDR]]`. `main.rs` parses it and calls [`run`];
+//! The command line: `monoize [serve [--listen ADDR]]`, `monoize plugin check …` and
+//! `monoize user create …`. `main.rs` parses it and calls [`run`];
 //! everything a command does lives in the library, so tests drive the same code.
 
 use std::io::Write as _;
@@ -10,6 +11,8 @@ use tokio::net::TcpListener;
 use crate::app::{self, AppState, StartupError};
 use crate::config::{Config, ConfigError};
 use crate::conformance;
+use crate::dashboard::bootstrap::{self, BootstrapError};
+use crate::db::users::Role;
 use crate::db::{self, Database, DbError};
 use crate::plugins::{EngineSettings, PluginEngine, PluginError};
 use crate::server;
@@ -29,12 +32,15 @@ Environment:
   MONOIZE_PLUGIN_MEMORY_MB   memory cap of one plugin instance in MiB; default 64
   MONOIZE_PLUGIN_CACHE_DIR   where compiled plugins are cached; default plugin-cache/ beside
                              the database file (`off`: no cache)
+  MONOIZE_USER_PASSWORD      the password of `monoize user create` (else one line on stdin)
 
 Examples:
   monoize                                   serve on 0.0.0.0:8080 with ./data/monoize.db
   monoize serve --listen 127.0.0.1:3000     serve on another address
   curl http://127.0.0.1:8080/healthz        check that it is up
-  monoize plugin check router my.wasm       run the conformance suite on a router";
+  monoize plugin check router my.wasm       run the conformance suite on a router
+  echo \"$PW\" | monoize user create --username root --role super_admin
+                                            create the first administrator headlessly";
 
 /// Monoize: an LLM API gateway whose policy runs as sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -53,6 +59,51 @@ pub enum Command {
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Manage dashboard users without the dashboard (headless deployments).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `monoize user …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user and print their id. The password is read from MONOIZE_USER_PASSWORD, else
+    /// as one line from stdin; it is never an argument, so it stays out of shell history and
+    /// the process list.
+    Create(UserCreateArgs),
+}
+
+/// Options of `monoize user create`.
+#[derive(Debug, Args)]
+pub struct UserCreateArgs {
+    /// The login name: 3 to 22 characters of A-Z, a-z, 0-9 and _.
+    #[arg(long)]
+    pub username: String,
+    /// What they may do.
+    #[arg(long, value_enum)]
+    pub role: UserRole,
+}
+
+/// A dashboard role, as the command line spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UserRole {
+    /// Owner of the installation.
+    #[value(name = "super_admin")]
+    SuperAdmin,
+    /// Manages users, providers and models.
+    Admin,
+    /// Manages only their own API keys.
+    User,
+}
+
+impl From<UserRole> for Role {
+    fn from(role: UserRole) -> Role {
+        match role {
+            UserRole::SuperAdmin => Role::SuperAdmin,
+            UserRole::Admin => Role::Admin,
+            UserRole::User => Role::User,
+        }
+    }
 }
 
 /// `monoize plugin …`.
@@ -133,6 +184,12 @@ pub enum CliError {
     /// The world has no conformance suite in this version.
     #[error("there is no {0} conformance suite in this version of monoize (only router)")]
     NoSuite(&'static str),
+    /// A user could not be created.
+    #[error(transparent)]
+    User(#[from] BootstrapError),
+    /// No password was given.
+    #[error("no password: set MONOIZE_USER_PASSWORD or write it as one line on stdin")]
+    NoPassword,
     /// Some conformance checks failed (the report is on stdout).
     #[error("{failed} of {total} checks did not pass")]
     ChecksFailed {
@@ -158,7 +215,41 @@ pub fn run(cli: Cli, config: Config) -> Result<(), CliError> {
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(args, config),
         Command::Plugin(PluginCommand::Check(args)) => check_plugin(&args, &config),
+        Command::User(UserCommand::Create(args)) => create_user(&args, &config),
     }
+}
+
+/// The variable `monoize user create` reads the password from.
+pub const USER_PASSWORD_VARIABLE: &str = "MONOIZE_USER_PASSWORD";
+
+/// `monoize user create`: validates, hashes the password (argon2id), inserts the user and
+/// prints their id.
+fn create_user(args: &UserCreateArgs, config: &Config) -> Result<(), CliError> {
+    let password = match std::env::var(USER_PASSWORD_VARIABLE) {
+        Ok(password) if !password.is_empty() => password,
+        _ => read_password_line()?,
+    };
+    let database = db::open(&config.dsn)?;
+    let user = runtime()?.block_on(bootstrap::create_user(
+        &database,
+        &args.username,
+        &password,
+        args.role.into(),
+    ))?;
+    writeln!(std::io::stdout().lock(), "{}", user.id).map_err(CliError::Startup)
+}
+
+/// One line of stdin without its line ending; empty input is no password.
+fn read_password_line() -> Result<String, CliError> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(CliError::Startup)?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        return Err(CliError::NoPassword);
+    }
+    Ok(password)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
@@ -255,6 +346,51 @@ mod tests {
             panic!("expected serve")
         };
         assert_eq!(args.listen.as_deref(), Some("127.0.0.1:1"));
+    }
+
+    #[test]
+    fn user_create_takes_a_username_and_a_role_but_no_password() {
+        let cli = Cli::try_parse_from([
+            "monoize",
+            "user",
+            "create",
+            "--username",
+            "root",
+            "--role",
+            "super_admin",
+        ])
+        .unwrap();
+        let Some(Command::User(UserCommand::Create(args))) = cli.command else {
+            panic!("expected user create")
+        };
+        assert_eq!(args.username, "root");
+        assert_eq!(Role::from(args.role), Role::SuperAdmin);
+        assert!(
+            Cli::try_parse_from([
+                "monoize",
+                "user",
+                "create",
+                "--username",
+                "r",
+                "--role",
+                "user",
+                "--password",
+                "x",
+            ])
+            .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "monoize",
+                "user",
+                "create",
+                "--username",
+                "r",
+                "--role",
+                "root"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

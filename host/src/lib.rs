@@ -1,5 +1,6 @@
 //! The Monoize host: configuration, SQLite storage, the WebAssembly plugin runtime and the
-//! HTTP server. Data flows one way: `config` → `db` → `routing` → `plugins` → `server`;
+//! HTTP server. Data flows one way: `config` → `db` → `routing` → `plugins` → `gateway` and
+//! `dashboard` → `server`;
 //! the `monoize` binary (`main.rs`) only parses the command line and calls in here.
 
 pub mod app;
@@ -8,6 +9,7 @@ pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod conformance;
+pub mod dashboard;
 pub mod db;
 pub mod gateway;
 pub mod metrics;

@@ -11,8 +11,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `plugin check` reports on stdout; the plugins' own log lines would only be noise there.
-    let quiet = matches!(cli.command, Some(Command::Plugin(_)));
+    // `plugin check` reports on stdout, `user create` prints an id there; log lines would only
+    // be noise.
+    let quiet = matches!(cli.command, Some(Command::Plugin(_) | Command::User(_)));
     let outcome = Config::from_env()
         .map_err(CliError::from)
         .and_then(|config| {

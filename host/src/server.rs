@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::db::schema;
-use crate::gateway;
 use crate::routing::EndpointKind;
+use crate::{dashboard, gateway};
 
 /// How long in-flight requests may run on after a shutdown signal before the server stops
 /// waiting for them.
@@ -149,6 +149,7 @@ pub async fn dispatch(
         (_, _, _, Some(_)) => method_not_allowed(request.method()),
         (&Method::GET, _, "/v1/models", _) => gateway::list_models(state, request).await,
         (_, _, "/v1/models", _) => method_not_allowed(request.method()),
+        (_, path, _, _) if dashboard::serves(path) => dashboard::handle(state, request).await,
         (_, path, _, _) => not_found(path),
     }
 }

@@ -124,6 +124,7 @@ fn monoize(dir: &Path) -> Command {
         "MONOIZE_PLUGIN_TIMEOUT_MS",
         "MONOIZE_PLUGIN_MEMORY_MB",
         "MONOIZE_PLUGIN_CACHE_DIR",
+        "MONOIZE_USER_PASSWORD",
     ] {
         command.env_remove(variable);
     }
@@ -177,6 +178,50 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let status = response.get(9..12)?.parse().ok()?;
     let (_, body) = response.split_once("\r\n\r\n")?;
     Some((status, body.to_owned()))
+}
+
+/// A minimal HTTP/1.1 POST of a JSON body on loopback.
+fn http_post_json(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
+    let address = ([127, 0, 0, 1], port).into();
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.get(9..12)?.parse().ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some((status, body.to_owned()))
+}
+
+/// `monoize user create ARGS` in `dir`, with `stdin` written to its standard input.
+fn user_create(dir: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+    let mut child = monoize(dir)
+        .args(["user", "create"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn monoize");
+    if let Some(mut pipe) = child.stdin.take() {
+        // The process may exit before reading (a bad argument); that is not the test's error.
+        let _ = pipe.write_all(stdin.as_bytes());
+    }
+    let waited = wait_with_timeout(&mut child, EXIT_TIMEOUT);
+    if waited.is_none() {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("collect output");
+    assert!(waited.is_some(), "monoize kept running: {output:?}");
+    output
 }
 
 /// The schema version and every schema object's SQL.
@@ -447,4 +492,110 @@ fn serve_uses_the_routing_plugin_it_is_given() {
         dir.path().join("data/plugin-cache").is_dir(),
         "compiled plugins are cached"
     );
+}
+
+#[test]
+fn user_create_reads_the_password_from_stdin_and_the_user_logs_in_to_the_dashboard() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let password = "bootstrap-pass-9";
+    let output = user_create(
+        dir.path(),
+        &["--username", "root_admin", "--role", "super_admin"],
+        &format!("{password}\n"),
+        &[],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert_eq!(lines[0].len(), 36, "a user id: {stdout}");
+    let everything = format!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!everything.contains(password), "{everything}");
+
+    let mut server = Server::start(dir.path(), &["serve"], &[]);
+    let (status, _) = server.wait_healthy();
+    assert_eq!(status, 200);
+    let login = format!(r#"{{"username":"root_admin","password":"{password}"}}"#);
+    let (status, body) =
+        http_post_json(server.port, "/api/dashboard/auth/login", &login).expect("login answer");
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("login answers JSON");
+    assert_eq!(body["user"]["id"], lines[0]);
+    assert_eq!(body["user"]["role"], "super_admin");
+    // The database has a user now, so self-registration is off.
+    let (status, _) = http_post_json(
+        server.port,
+        "/api/dashboard/auth/register",
+        r#"{"username":"latecomer","password":"latecomer-pass"}"#,
+    )
+    .expect("register answer");
+    assert_eq!(status, 403);
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn user_create_refuses_duplicates_and_bad_input_with_one_plain_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = [("MONOIZE_USER_PASSWORD", "alice-pass-123")];
+    let created = user_create(
+        dir.path(),
+        &["--username", "alice", "--role", "user"],
+        "",
+        &env,
+    );
+    assert!(created.status.success(), "{created:?}");
+    // Arguments, stdin, environment, and a word the one line of stderr must contain.
+    type Case<'a> = (&'a [&'a str], &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 4] = [
+        (
+            &["--username", "alice", "--role", "admin"],
+            "",
+            &env,
+            "taken",
+        ),
+        (
+            &["--username", "a!", "--role", "user"],
+            "",
+            &env,
+            "username",
+        ),
+        (
+            &["--username", "carol", "--role", "user"],
+            "short\n",
+            &[],
+            "password",
+        ),
+        (
+            &["--username", "carol", "--role", "user"],
+            "",
+            &[],
+            "no password",
+        ),
+    ];
+    for (args, stdin, env, needle) in cases {
+        let output = user_create(dir.path(), args, stdin, env);
+        assert!(!output.status.success(), "{args:?}: {output:?}");
+        let lines = stderr_lines(&output);
+        assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+        assert!(
+            lines[0].starts_with("monoize: ") && lines[0].contains(needle),
+            "{lines:?}"
+        );
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+    // A password is never an argument, and a role must be one of the three.
+    for args in [
+        &[
+            "--username",
+            "dave",
+            "--role",
+            "user",
+            "--password",
+            "dave-pass-123",
+        ][..],
+        &["--username", "dave", "--role", "root"][..],
+    ] {
+        let output = user_create(dir.path(), args, "dave-pass-123\n", &[]);
+        assert!(!output.status.success(), "{args:?}");
+    }
 }

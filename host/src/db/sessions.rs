@@ -94,6 +94,15 @@ pub fn delete(tx: &Transaction<'_>, id: &str) -> Result<(), DbError> {
     expect_one(changed, || format!("session {id}"))
 }
 
+/// Deletes the session whose token hashes to `token_hash` (logout); answers whether there was
+/// one.
+pub fn delete_by_token_hash(tx: &Transaction<'_>, token_hash: &str) -> Result<bool, DbError> {
+    let changed = tx
+        .prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
+        .execute([token_hash])?;
+    Ok(changed > 0)
+}
+
 /// Deletes every session of `user_id` (a password change or a disabled user); answers how
 /// many.
 pub fn delete_for_user(tx: &Transaction<'_>, user_id: &str) -> Result<usize, DbError> {
@@ -183,6 +192,22 @@ mod tests {
                 .unwrap(),
             2
         );
+    }
+
+    #[test]
+    fn dbo1_logout_deletes_by_token_hash_once() {
+        let (db, user_id) = with_user();
+        db.write_blocking(move |tx| create(tx, &user_id, "tok", &clock::seconds_from_now(60)))
+            .unwrap();
+        assert!(
+            db.write_blocking(|tx| delete_by_token_hash(tx, "tok"))
+                .unwrap()
+        );
+        assert!(
+            !db.write_blocking(|tx| delete_by_token_hash(tx, "tok"))
+                .unwrap()
+        );
+        assert_eq!(db.read_blocking(|c| by_token_hash(c, "tok")).unwrap(), None);
     }
 
     #[test]

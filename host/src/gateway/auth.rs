@@ -123,6 +123,12 @@ impl Authenticator {
         &self.last_used
     }
 
+    /// Forgets every verified key, so the next request of each is checked against the
+    /// database again; called after every write to a user or an API key.
+    pub fn invalidate_all(&self) {
+        self.cache().clear();
+    }
+
     fn cache(&self) -> MutexGuard<'_, KeyCache> {
         // The map only holds finished values, so a panic elsewhere leaves it consistent.
         self.cache

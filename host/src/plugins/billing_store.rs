@@ -104,7 +104,7 @@ impl PluginState {
 
 /// The WIT error for a database error. Storage messages are for logs and name tables and
 /// columns, never stored values.
-fn store_error(error: DbError) -> StoreError {
+pub(super) fn store_error(error: DbError) -> StoreError {
     match error {
         DbError::NotFound(message) => StoreError::NotFound(message),
         DbError::Conflict(message) => StoreError::Conflict(message),

@@ -5,18 +5,25 @@
 
 pub mod billing;
 mod billing_store;
+pub mod crypto;
+pub mod dashboard;
+mod dashboard_store;
 pub mod embedded;
 pub mod engine;
 pub mod error;
 mod health;
+mod legacy_store;
 mod load;
 mod log;
+mod registry_store;
 pub mod router;
+pub mod routing_admin;
 mod routing_store;
 pub mod store;
 pub mod wit;
 
 pub use billing::BillingPlugin;
+pub use dashboard::DashboardPlugin;
 pub use engine::{EngineSettings, PluginEngine, PluginLimits};
 pub use error::{PluginError, PluginErrorKind};
 pub use router::RouterPlugin;
@@ -81,6 +88,23 @@ pub fn load_billing(
     let name = path.display().to_string();
     let bytes = read_component(&name, path)?;
     BillingPlugin::load(engine, &name, &bytes)
+}
+
+/// The name the embedded default dashboard plugin is known by in logs and errors.
+pub const DEFAULT_DASHBOARD: &str = "default-dashboard";
+
+/// Loads the dashboard plugin the operator chose: the component file at `path` (named after
+/// the file), or the embedded default dashboard plugin when `path` is `None`.
+pub fn load_dashboard(
+    engine: &PluginEngine,
+    path: Option<&std::path::Path>,
+) -> Result<DashboardPlugin, PluginError> {
+    let Some(path) = path else {
+        return DashboardPlugin::load(engine, DEFAULT_DASHBOARD, embedded::DASHBOARD);
+    };
+    let name = path.display().to_string();
+    let bytes = read_component(&name, path)?;
+    DashboardPlugin::load(engine, &name, &bytes)
 }
 
 /// The bytes of the component file at `path`, for plugin `name`.

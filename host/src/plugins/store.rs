@@ -10,15 +10,19 @@
 //! it when it is reached, so a busy database never times a plugin out after its charge was
 //! committed.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::engine::{EPOCH_TICK, PluginEngine};
+use super::routing_admin::RoutingWrites;
 use crate::billing::BillingStore;
+use crate::db::Database;
+use crate::gateway::auth::Authenticator;
 use crate::routing::{HealthRegistry, RoutingSnapshot};
 
 /// The host state a plugin call can reach: only what its world's imports need.
@@ -28,8 +32,15 @@ pub struct Capabilities {
     pub routing: Option<Arc<RoutingSnapshot>>,
     /// Channel health (router world).
     pub health: Option<HealthRegistry>,
-    /// Balances, prices and the ledger (billing world).
+    /// Balances, prices and the ledger (billing and dashboard worlds).
     pub billing: Option<BillingStore>,
+    /// Users, sessions, keys, the registry and the legacy tables (dashboard world).
+    pub database: Option<Database>,
+    /// The routing snapshot that every routing write replaces (dashboard world).
+    pub routing_writes: Option<RoutingWrites>,
+    /// The gateway's verified-key cache, emptied after every user or key write (dashboard
+    /// world).
+    pub authenticator: Option<Authenticator>,
 }
 
 /// The data of one plugin call's store.
@@ -59,6 +70,15 @@ impl PluginState {
     /// deadline is extended by it (see the module documentation).
     pub fn credit_host_wait(&mut self, waited: Duration) {
         self.host_wait = self.host_wait.saturating_add(waited);
+    }
+
+    /// Awaits `operation`, a host call's slow part (a database round trip, an argon2 hash),
+    /// and credits the time it took to the call's time bound.
+    pub async fn host_wait<T>(&mut self, operation: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let outcome = operation.await;
+        self.credit_host_wait(started.elapsed());
+        outcome
     }
 
     /// The recorded host wait in epoch ticks (rounded up), and forgets it.

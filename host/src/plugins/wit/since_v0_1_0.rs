@@ -6,7 +6,8 @@
 //! connection) without holding a runtime thread.
 //!
 //! Each world after the first shares the interfaces it has in common with the router world
-//! (`types`, `log`) through bindgen's `with:`, so every WIT type has exactly one Rust type and
+//! (`types`, `log`, and for the dashboard `billing-store` and `routing-store`) through
+//! bindgen's `with:`, so every WIT type has exactly one Rust type and
 //! every interface one host implementation.
 
 /// The package version these bindings implement.
@@ -17,6 +18,20 @@ pub const ROUTER_IMPORTS: &[&str] = &["types", "routing-store", "health", "log"]
 
 /// The `monoize:plugin` interfaces a billing plugin may import, by interface name.
 pub const BILLING_IMPORTS: &[&str] = &["types", "billing-store", "log"];
+
+/// The `monoize:plugin` interfaces a dashboard plugin may import, by interface name.
+/// `routing-store` is among them because `routing-admin` uses its `provider` record.
+pub const DASHBOARD_IMPORTS: &[&str] = &[
+    "types",
+    "routing-store",
+    "dashboard-store",
+    "registry-store",
+    "routing-admin",
+    "legacy-store",
+    "billing-store",
+    "crypto",
+    "log",
+];
 
 mod router_world {
     wasmtime::component::bindgen!({
@@ -39,7 +54,32 @@ mod billing_world {
     });
 }
 
+mod dashboard_world {
+    wasmtime::component::bindgen!({
+        path: "../wit/since_v0.1.0",
+        world: "dashboard",
+        imports: {
+            "monoize:plugin/dashboard-store": async,
+            "monoize:plugin/registry-store": async,
+            "monoize:plugin/routing-admin": async,
+            "monoize:plugin/legacy-store": async,
+            "monoize:plugin/crypto": async | trappable,
+        },
+        exports: { default: async },
+        with: {
+            "monoize:plugin/types": crate::plugins::wit::since_v0_1_0::types,
+            "monoize:plugin/log": crate::plugins::wit::since_v0_1_0::log,
+            "monoize:plugin/routing-store": crate::plugins::wit::since_v0_1_0::routing_store,
+            "monoize:plugin/billing-store": crate::plugins::wit::since_v0_1_0::billing_store,
+        },
+    });
+}
+
 pub use billing_world::monoize::plugin::billing_store;
 pub use billing_world::{Billing, BillingPre};
+pub use dashboard_world::monoize::plugin::{
+    crypto, dashboard_store, legacy_store, registry_store, routing_admin,
+};
+pub use dashboard_world::{Caller, Dashboard, DashboardPre, HttpRequest, HttpResponse};
 pub use router_world::monoize::plugin::{health, log, routing_store, types};
 pub use router_world::{Router, RouterPre};
