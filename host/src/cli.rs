@@ -277,7 +277,9 @@ fn check_plugin(args: &CheckArgs, config: &Config) -> Result<(), CliError> {
             World::Router => {
                 Ok(conformance::router::check(&engine, &name, &bytes, args.reference).await)
             }
-            World::Billing => Err(CliError::NoSuite("billing")),
+            World::Billing => {
+                Ok(conformance::billing::check(&engine, &name, &bytes, args.reference).await)
+            }
             World::Dashboard => Err(CliError::NoSuite("dashboard")),
         }
     })?;

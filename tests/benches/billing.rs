@@ -6,6 +6,12 @@
 //! full `settle` through the sandboxed default billing plugin (instantiate, read the prices,
 //! charge), which is what the gateway does after every served request.
 //!
+//! Two load shapes. Closed loop: 256 callers, each charging again as soon as its last charge
+//! committed — the most the writer can commit, but every wait then includes queueing behind
+//! the other 255 (a wait is about 256 / throughput, whatever the writer does). Open loop: charges
+//! offered at a fixed rate (a burst every millisecond), as served requests arrive at a gateway —
+//! the wait a response has for its commit at that rate, which is what the target is about.
+//!
 //! Run: `cargo bench -p monoize-tests --bench billing`.
 
 #![allow(
@@ -194,6 +200,51 @@ async fn run(path: Path, commit: Commit, plugin: &BillingPlugin) -> Measurement 
     }
 }
 
+/// Offers `CHARGES` store charges at `rate` per second, in one burst per millisecond, each on a
+/// task of its own, through group commit; the wait of each is from its offer to its commit.
+async fn run_at_rate(rate: usize) -> Measurement {
+    let dir = tempfile::tempdir().unwrap();
+    let (database, users) = database(&dir, "rate.db");
+    let store = BillingStore::new(database).unwrap();
+    let per_tick = (rate / 1_000).max(1);
+    let mut ticks = tokio::time::interval(Duration::from_millis(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(CHARGES);
+    while tasks.len() < CHARGES {
+        ticks.tick().await;
+        for _ in 0..per_tick.min(CHARGES - tasks.len()) {
+            let index = tasks.len();
+            let store = store.clone();
+            let charge = Charge {
+                user_id: users[index % users.len()].clone(),
+                request_id: format!("req-{index}"),
+                amount: AMOUNT,
+                meta_json: r#"{"model":"gpt-4o"}"#.to_owned(),
+            };
+            tasks.push(tokio::spawn(async move {
+                let began = Instant::now();
+                assert!(store.charge(charge).await.unwrap().is_new());
+                began.elapsed()
+            }));
+        }
+    }
+    let mut waits = Vec::with_capacity(CHARGES);
+    for task in tasks {
+        waits.push(task.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    waits.sort();
+    let stats = store.commit_stats();
+    assert_eq!(stats.writes, CHARGES as u64);
+    Measurement {
+        charges: CHARGES,
+        elapsed,
+        waits,
+        stats,
+    }
+}
+
 fn print_row(path: &str, commit: &str, m: &Measurement) {
     println!(
         "{path:<8} {commit:<22} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>10.1}",
@@ -234,6 +285,11 @@ fn main() {
                 grouped.per_second() / per_charge.per_second(),
                 grouped.percentile(0.99).as_secs_f64() / per_charge.percentile(0.99).as_secs_f64(),
             );
+        }
+        println!("open loop (store path, group commit): charges offered at a fixed rate");
+        for rate in [5_000, 10_000, 20_000] {
+            let measured = run_at_rate(rate).await;
+            print_row("store", &format!("offered {}k/s", rate / 1_000), &measured);
         }
     });
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::fixtures::{self, ONE, ProviderSpec};
-use super::{CheckResult, Outcome, Report};
+use super::{CheckOutcome, Report};
 use crate::money::Multiplier;
 use crate::plugins::{PluginEngine, PluginError, RouterPlugin};
 use crate::routing::{
@@ -42,51 +42,22 @@ pub const REFERENCE_CHECKS: &[&str] = &[
 /// Seeds each property is checked under.
 const SEEDS: u64 = 20;
 
-type CheckOutcome = Result<(), String>;
 type RouteOutcome = Result<Vec<Attempt>, RouteRefusal>;
 
 /// Runs the router suite on the component `bytes` named `name`.
 pub async fn check(engine: &PluginEngine, name: &str, bytes: &[u8], reference: bool) -> Report {
-    let mut report = Report {
-        world: "router",
-        plugin: name.to_owned(),
-        checks: Vec::new(),
-    };
-    let names = CONTRACT_CHECKS
+    let names: Vec<&'static str> = CONTRACT_CHECKS
         .iter()
-        .chain(if reference { REFERENCE_CHECKS } else { &[] });
-    let plugin = match RouterPlugin::load(engine, name, bytes) {
-        Ok(plugin) => plugin,
-        Err(error) => {
-            for &check in names {
-                let outcome = if check == "loads" {
-                    Outcome::Failed(error.to_string())
-                } else {
-                    Outcome::Skipped("the component did not load".to_owned())
-                };
-                report.checks.push(CheckResult {
-                    name: check,
-                    outcome,
-                });
-            }
-            return report;
-        }
-    };
-    let suite = Suite {
-        plugin,
-        health: HealthRegistry::new(HealthPolicy::default()),
-    };
-    for &check in names {
-        let outcome = match suite.run(check).await {
-            Ok(()) => Outcome::Passed,
-            Err(reason) => Outcome::Failed(reason),
-        };
-        report.checks.push(CheckResult {
-            name: check,
-            outcome,
-        });
-    }
-    report
+        .chain(if reference { REFERENCE_CHECKS } else { &[] })
+        .copied()
+        .collect();
+    let loaded = RouterPlugin::load(engine, name, bytes)
+        .map(|plugin| Suite {
+            plugin,
+            health: HealthRegistry::new(HealthPolicy::default()),
+        })
+        .map_err(|error| error.to_string());
+    super::run_checks("router", name, &names, loaded).await
 }
 
 struct Suite {
@@ -94,8 +65,14 @@ struct Suite {
     health: HealthRegistry,
 }
 
-impl Suite {
+impl super::Suite for Suite {
     async fn run(&self, check: &str) -> CheckOutcome {
+        self.run_check(check).await
+    }
+}
+
+impl Suite {
+    async fn run_check(&self, check: &str) -> CheckOutcome {
         match check {
             "loads" => Ok(()),
             "serves-a-simple-store" => self.serves_a_simple_store().await,

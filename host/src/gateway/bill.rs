@@ -73,9 +73,16 @@ pub fn usage_or_estimate(
     })
 }
 
-/// The settle phase: charge `usage` for the request `attempt` served. Never refuses: a
-/// served request is billed (DESIGN §6); a failure is logged.
-pub async fn settle(state: &AppState, context: &BillingContext, attempt: &Attempt, usage: Usage) {
+/// The settle phase: charge `usage` for the request `attempt` served, and answer once the
+/// charge is committed whether it was recorded. Never refuses: a served request is billed
+/// (DESIGN §6). A failure (a plugin fault, the database) is logged and answered `false`, and
+/// the caller then keeps the response's last byte back: nothing delivered goes unbilled.
+pub async fn settle(
+    state: &AppState,
+    context: &BillingContext,
+    attempt: &Attempt,
+    usage: Usage,
+) -> bool {
     let request = SettleRequest {
         request_id: context.request_id.clone(),
         user_id: context.user_id.clone(),
@@ -95,19 +102,25 @@ pub async fn settle(state: &AppState, context: &BillingContext, attempt: &Attemp
         state.metrics.charge_committed(took);
     }
     match settled {
-        Ok(settlement) => tracing::debug!(
-            request_id = %context.request_id,
-            cost = %settlement.cost.0,
-            charged = %settlement.charged.0,
-            priced = settlement.priced,
-            estimated = usage.estimated,
-            "settled"
-        ),
-        Err(error) => tracing::error!(
-            request_id = %context.request_id,
-            user_id = %context.user_id,
-            %error,
-            "a served request could not be settled"
-        ),
+        Ok(settlement) => {
+            tracing::debug!(
+                request_id = %context.request_id,
+                cost = %settlement.cost.0,
+                charged = %settlement.charged.0,
+                priced = settlement.priced,
+                estimated = usage.estimated,
+                "settled"
+            );
+            true
+        }
+        Err(error) => {
+            tracing::error!(
+                request_id = %context.request_id,
+                user_id = %context.user_id,
+                %error,
+                "a served request could not be settled; its end is withheld"
+            );
+            false
+        }
     }
 }

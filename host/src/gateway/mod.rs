@@ -287,13 +287,14 @@ async fn pipeline(
                     context.request_bytes,
                     summary.bytes_streamed,
                 );
-                bill::settle(&state, &context, &attempt, usage).await;
+                let charged = bill::settle(&state, &context, &attempt, usage).await;
                 log.stream_end = Some(match summary.end {
                     stream::StreamEnd::Completed => "completed",
                     stream::StreamEnd::UpstreamFailed => "upstream_failed",
                     stream::StreamEnd::ClientGone => "client_gone",
                 });
                 log.emit();
+                charged
             };
             let body = stream::relay(first_chunk, served.body, idle, usage, finish);
             Ok(Handled::Streaming(forward::response_with(
@@ -318,7 +319,12 @@ async fn pipeline(
                 context.request_bytes,
                 body.len() as u64,
             );
-            bill::settle(state, &context, &served.attempt, usage).await;
+            // The body leaves only once its charge is committed (DESIGN §6).
+            if !bill::settle(state, &context, &served.attempt, usage).await {
+                return Err(GatewayError::Internal(
+                    "the charge of this request could not be recorded".to_owned(),
+                ));
+            }
             Ok(Handled::Done(forward::response_with(
                 served.status,
                 served.headers,

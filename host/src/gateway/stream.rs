@@ -2,8 +2,14 @@
 //! whole. A task reads the upstream and feeds a channel that is the client's response body:
 //! when the client goes away the channel closes, the task stops and drops the upstream body,
 //! which cancels the upstream request. Usage is read from the events as they pass (see
-//! [`StreamUsage`]); when the upstream ends, the task hands the usage to the settle phase and
-//! ends the client's body only after it returns, so the last byte leaves after the charge.
+//! [`StreamUsage`]); when the upstream ends, the task hands the usage to the settle phase.
+//!
+//! The last byte leaves only after the charge is committed (DESIGN §6): a stream's final event
+//! (`data: [DONE]`, Anthropic's `message_stop`, the Responses API's `response.completed`) and
+//! everything after it are held back until `finish` — which settles — has returned, and the
+//! client's body ends only then. A client that has the whole stream therefore has a committed
+//! charge, even if the process is killed a moment later. When the charge could not be
+//! recorded, the held events are not delivered and the stream ends as cut.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -105,8 +111,38 @@ pub struct StreamSummary {
     pub bytes_streamed: u64,
 }
 
+/// Whether `event` ends its stream in its wire format: OpenAI chat's `data: [DONE]`,
+/// Anthropic's `message_stop`, the Responses API's terminal `response.*` events.
+pub fn is_final_event(event: &SseEvent) -> bool {
+    const FINAL_TYPES: &[&str] = &[
+        "message_stop",
+        "response.completed",
+        "response.failed",
+        "response.incomplete",
+    ];
+    /// The same, as they appear in the JSON's own `type` field.
+    const FINAL_TYPE_FIELDS: &[&str] = &[
+        r#""type":"message_stop""#,
+        r#""type":"response.completed""#,
+        r#""type":"response.failed""#,
+        r#""type":"response.incomplete""#,
+    ];
+    if event.data.trim() == "[DONE]" {
+        return true;
+    }
+    match &event.event {
+        Some(name) => FINAL_TYPES.contains(&name.as_str()),
+        // Without an `event:` line, the JSON's own `type` says it.
+        None => FINAL_TYPE_FIELDS
+            .iter()
+            .any(|field| event.data.contains(field)),
+    }
+}
+
 /// Relays `body` (whose `first_chunk` was already read) to the client; `finish` runs when it
-/// is over, before the client's body ends.
+/// is over, before the stream's final event and the end of the client's body. `finish`
+/// answers whether the charge was recorded: when it was not, what was held back is not
+/// delivered and the client sees the stream cut.
 pub fn relay<F, Fut>(
     first_chunk: Bytes,
     body: Incoming,
@@ -116,7 +152,7 @@ pub fn relay<F, Fut>(
 ) -> ChannelBody
 where
     F: FnOnce(StreamSummary) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
 {
     let (sender, receiver) = mpsc::channel(RELAY_BUFFER);
     tokio::spawn(run_relay(sender, first_chunk, body, idle, usage, finish));
@@ -132,11 +168,13 @@ async fn run_relay<F, Fut>(
     finish: F,
 ) where
     F: FnOnce(StreamSummary) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
 {
     let mut splitter = SseSplitter::default();
     let mut bytes_streamed: u64 = 0;
     let mut chunk = Some(first_chunk);
+    // The final event and all after it, delivered only once the charge is committed.
+    let mut held: Vec<Bytes> = Vec::new();
     let end = loop {
         if let Some(data) = chunk.take() {
             let mut gone = false;
@@ -146,6 +184,10 @@ async fn run_relay<F, Fut>(
                     continue;
                 }
                 bytes_streamed = bytes_streamed.saturating_add(event.len() as u64);
+                if !held.is_empty() || is_final_event(&parsed) {
+                    held.push(event);
+                    continue;
+                }
                 if sender.send(Ok(event)).await.is_err() {
                     gone = true;
                     break;
@@ -178,14 +220,29 @@ async fn run_relay<F, Fut>(
         && let Some(rest) = splitter.rest()
     {
         bytes_streamed = bytes_streamed.saturating_add(rest.len() as u64);
-        let _ = sender.send(Ok(rest)).await;
+        held.push(rest);
     }
-    finish(StreamSummary {
+    let charged = finish(StreamSummary {
         end,
         usage: usage.usage(),
         bytes_streamed,
     })
     .await;
+    if end == StreamEnd::ClientGone {
+        return;
+    }
+    if !charged {
+        // Nothing delivered goes unbilled: without a recorded charge the end stays behind.
+        let _ = sender
+            .send(Err("the charge of this stream could not be recorded".into()))
+            .await;
+        return;
+    }
+    for event in held {
+        if sender.send(Ok(event)).await.is_err() {
+            return;
+        }
+    }
     if end == StreamEnd::UpstreamFailed {
         // The client must see a cut stream as cut, not as a complete one.
         let _ = sender
@@ -209,5 +266,28 @@ mod tests {
         );
         assert_eq!(splitter.rest(), Some(Bytes::from("data: 3")));
         assert_eq!(splitter.rest(), None);
+    }
+
+    #[test]
+    fn final_events_of_each_wire_format_are_recognised() {
+        let finals = [
+            "data: [DONE]\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+            "data: {\"type\":\"message_stop\"}\n\n",
+            "event: response.completed\ndata: {}\n\n",
+            "data: {\"type\":\"response.incomplete\",\"response\":{}}\n\n",
+        ];
+        for text in finals {
+            assert!(is_final_event(&SseEvent::parse(text)), "{text}");
+        }
+        let others = [
+            "data: {\"choices\":[{\"delta\":{\"content\":\"[DONE]\"}}]}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\"}\n\n",
+            "data: {\"text\":\"say \\\"type\\\":\\\"message_stop\\\"\"}\n\n",
+            "event: response.output_text.delta\ndata: {}\n\n",
+        ];
+        for text in others {
+            assert!(!is_final_event(&SseEvent::parse(text)), "{text}");
+        }
     }
 }
