@@ -13,67 +13,85 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use monoize::gateway::route::RoutePhase;
+use monoize::gateway::route::{MAX_ATTEMPTS_PER_REQUEST, RoutePhase};
 use monoize::money::Multiplier;
 use monoize::plugins::RouterPlugin;
 use monoize::plugins::embedded::ROUTING;
 use monoize::routing::{
-    Attempt, HealthPolicy, HealthRegistry, RouteRequest, RoutingSnapshot, SharedSnapshot,
-    validate_plan,
+    Attempt, CandidateQuery, HealthPolicy, HealthRegistry, RouteRequest, RoutingSnapshot,
+    SharedSnapshot, candidate_page, validate_plan,
 };
 use monoize_waterfall as waterfall;
 
 const CHANNELS_PER_PROVIDER: usize = 5;
 const MODEL: &str = "gpt-4o";
 
-/// The waterfall called natively: the same inputs the component gets (candidates in priority
-/// order, one batched health query), the same conversion back and the same validation.
+/// The waterfall called natively, reading what the component reads: pages of the same
+/// candidate query (8 candidates first, then twice as many each time, until the pages offer
+/// `max_attempts` healthy attempts), each usable channel with its health, then the same
+/// conversion back and the same validation.
 fn route_natively(
     snapshot: &RoutingSnapshot,
     health: &HealthRegistry,
     request: &RouteRequest,
 ) -> Vec<Attempt> {
-    let candidates: Vec<waterfall::Candidate<'_>> = snapshot
-        .candidates(&request.model, request.endpoint)
-        .filter_map(|provider| {
-            let entry = provider.entry(&request.model)?;
-            Some(waterfall::Candidate {
-                provider_id: &provider.id,
-                enabled: provider.enabled,
-                max_retries: provider.max_retries,
-                groups: &provider.groups,
-                redirect: entry.redirect.as_deref(),
-                multiplier: entry.multiplier.nanos(),
-                channels: provider
-                    .channels
-                    .iter()
-                    .map(|c| waterfall::Channel {
-                        id: &c.id,
-                        weight: c.weight,
-                        enabled: c.enabled,
-                    })
-                    .collect(),
-            })
-        })
-        .collect();
     let native_request = waterfall::Request {
         model: &request.model,
         max_multiplier: request.max_multiplier.map(Multiplier::nanos),
         groups: request.groups.as_deref(),
         seed: request.seed,
-        max_attempts: 32,
+        max_attempts: MAX_ATTEMPTS_PER_REQUEST,
     };
-    let plan = waterfall::plan(&native_request, &candidates, |ids| {
-        health
-            .status(ids)
-            .into_iter()
-            .map(|s| waterfall::Health {
-                healthy: s.healthy,
-                last_failure: s.last_failure_ms,
-            })
-            .collect()
-    })
-    .unwrap();
+    let query = CandidateQuery {
+        model: &request.model,
+        endpoint: request.endpoint,
+        max_multiplier: request.max_multiplier,
+        groups: request.groups.as_deref(),
+    };
+    let mut candidates: Vec<waterfall::Candidate<'_>> = Vec::new();
+    let (mut cursor, mut limit, mut offered) = (0, 8, 0);
+    loop {
+        let page = candidate_page(snapshot, &query, cursor, limit).unwrap();
+        let reader = health.reader();
+        for listed in &page.candidates {
+            let candidate = waterfall::Candidate {
+                provider_id: &listed.provider.id,
+                enabled: true,
+                max_retries: listed.provider.max_retries,
+                groups: &listed.provider.groups,
+                redirect: listed.entry.redirect.as_deref(),
+                multiplier: listed.entry.multiplier.nanos(),
+                channels: listed
+                    .provider
+                    .channels
+                    .iter()
+                    .filter(|c| c.usable())
+                    .map(|c| {
+                        let status = reader.get(&c.id);
+                        waterfall::Channel {
+                            id: &c.id,
+                            weight: c.weight,
+                            enabled: true,
+                            health: waterfall::Health {
+                                healthy: status.healthy,
+                                last_failure: status.last_failure_ms,
+                            },
+                        }
+                    })
+                    .collect(),
+            };
+            offered += waterfall::healthy_attempts(&native_request, &candidate);
+            candidates.push(candidate);
+        }
+        match page.next {
+            Some(next) if offered < MAX_ATTEMPTS_PER_REQUEST => {
+                cursor = next;
+                limit *= 2;
+            }
+            _ => break,
+        }
+    }
+    let plan = waterfall::plan(&native_request, &candidates).unwrap();
     let attempts: Vec<Attempt> = plan
         .attempts
         .iter()
