@@ -2,7 +2,9 @@
 //! stores of 10, 100 and 1,000 providers with 5 channels each, against the same waterfall
 //! called natively on the same snapshot in the same run (DESIGN §8).
 //!
-//! Run: `cargo bench -p monoize-tests --bench routing`.
+//! Run: `cargo bench -p monoize-tests --bench routing`. Each figure is the best of five rounds
+//! (the round least disturbed by other work on a shared machine); see [`settings`] for running
+//! one size under a profiler.
 
 #![allow(
     clippy::print_stdout,
@@ -110,7 +112,44 @@ fn per_call(total: Duration, iterations: u32) -> f64 {
     total.as_secs_f64() * 1e6 / f64::from(iterations)
 }
 
+/// The best of `ROUNDS` rounds of `iterations` calls, in µs per call: on a shared machine the
+/// best round is the one least disturbed by other work. `round` makes the calls for the seeds
+/// from its argument on and answers how long they took.
+fn best_round(iterations: u32, mut round: impl FnMut(std::ops::Range<u64>) -> Duration) -> f64 {
+    (0..ROUNDS)
+        .map(|index| {
+            let first = u64::from(index) * u64::from(iterations);
+            per_call(round(first..first + u64::from(iterations)), iterations)
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Rounds per measurement.
+const ROUNDS: u32 = 5;
+
+/// `MONOIZE_BENCH_SIZES` (comma-separated provider counts, default `10,100,1000`) and
+/// `MONOIZE_BENCH_SCALE` (a factor on the iteration counts, default 1): for profiling one size
+/// under a slow tool such as callgrind.
+fn settings() -> (Vec<usize>, f64) {
+    let sizes = std::env::var("MONOIZE_BENCH_SIZES")
+        .ok()
+        .map(|sizes| {
+            sizes
+                .split(',')
+                .filter_map(|size| size.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_else(|| vec![10, 100, 1000]);
+    let scale = std::env::var("MONOIZE_BENCH_SCALE")
+        .ok()
+        .and_then(|scale| scale.parse().ok())
+        .unwrap_or(1.0);
+    (sizes, scale)
+}
+
 fn main() {
+    let (sizes, scale) = settings();
+    let scaled = |iterations: f64| ((iterations * scale) as u32).max(1);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -128,43 +167,45 @@ fn main() {
     };
 
     println!(
-        "routing bench: default router, {CHANNELS_PER_PROVIDER} channels per provider, mean per route"
+        "routing bench: default router, {CHANNELS_PER_PROVIDER} channels per provider, \
+         µs per route, best of {ROUNDS} rounds"
     );
     println!(
         "{:>9} {:>8} {:>22} {:>18} {:>14}",
         "providers", "attempts", "sandbox (inst+route+val)", "native (route+val)", "sandbox/native"
     );
-    for providers in [10usize, 100, 1000] {
+    for providers in sizes {
         let snapshot = monoize_tests::synthetic_snapshot(providers, CHANNELS_PER_PROVIDER, MODEL);
         let shared = SharedSnapshot::new(RoutingSnapshot::new(snapshot.providers().to_vec()));
         let phase = RoutePhase::new(router.clone(), shared, health.clone());
-        let iterations: u32 = if providers >= 1000 { 300 } else { 3000 };
+        let iterations = scaled(if providers >= 1000 { 600.0 } else { 2000.0 });
 
-        let attempts = runtime
-            .block_on(phase.plan(&request(0)))
-            .unwrap()
-            .attempts
-            .len();
-        let native_attempts = route_natively(&snapshot, &health, &request(0)).len();
-        assert_eq!(
-            attempts, native_attempts,
-            "both paths plan the same attempts"
-        );
-
-        let started = Instant::now();
-        runtime.block_on(async {
-            for seed in 0..u64::from(iterations) {
-                black_box(phase.plan(&request(seed)).await.unwrap());
-            }
-        });
-        let sandbox = per_call(started.elapsed(), iterations);
-
-        let started = Instant::now();
-        for seed in 0..u64::from(iterations) {
-            black_box(route_natively(&snapshot, &health, &request(seed)));
+        for seed in 0..16 {
+            let sandboxed = runtime.block_on(phase.plan(&request(seed))).unwrap();
+            let native = route_natively(&snapshot, &health, &request(seed));
+            assert_eq!(
+                sandboxed.attempts, native,
+                "both paths plan the same, seed {seed}"
+            );
         }
-        let native = per_call(started.elapsed(), iterations);
+        let attempts = route_natively(&snapshot, &health, &request(0)).len();
 
+        let sandbox = best_round(iterations, |seeds| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for seed in seeds {
+                    black_box(phase.plan(&request(seed)).await.unwrap());
+                }
+                started.elapsed()
+            })
+        });
+        let native = best_round(iterations, |seeds| {
+            let started = Instant::now();
+            for seed in seeds {
+                black_box(route_natively(&snapshot, &health, &request(seed)));
+            }
+            started.elapsed()
+        });
         println!(
             "{providers:>9} {attempts:>8} {:>19.1} µs {:>15.1} µs {:>13.1}x",
             sandbox,
@@ -176,15 +217,14 @@ fn main() {
     // The fixed cost of the sandbox: instantiate a fresh instance and make one trivial call.
     let empty = SharedSnapshot::new(RoutingSnapshot::new(Vec::new()));
     let phase = RoutePhase::new(router, empty, health);
-    let iterations = 3000u32;
-    let started = Instant::now();
-    runtime.block_on(async {
-        for seed in 0..u64::from(iterations) {
-            black_box(phase.plan(&request(seed)).await.unwrap_err());
-        }
+    let floor = best_round(scaled(2000.0), |seeds| {
+        runtime.block_on(async {
+            let started = Instant::now();
+            for seed in seeds {
+                black_box(phase.plan(&request(seed)).await.unwrap_err());
+            }
+            started.elapsed()
+        })
     });
-    println!(
-        "sandbox floor (instantiate + a call that finds no provider): {:.1} µs",
-        per_call(started.elapsed(), iterations)
-    );
+    println!("sandbox floor (instantiate + a call that finds no provider): {floor:.1} µs");
 }
