@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::{
-    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
+    PoolingAllocationConfig,
 };
 
 use super::PluginError;
@@ -139,7 +140,10 @@ fn pool_config(limits: &PluginLimits) -> PoolingAllocationConfig {
         // (found through the kernel's page map) rather than unmapping them, so the next call on
         // the slot starts without page faults. A router's stack, data and heap fit in this.
         .linear_memory_keep_resident(MEMORY_KEPT_RESIDENT)
-        .table_keep_resident(TABLE_KEPT_RESIDENT);
+        .table_keep_resident(TABLE_KEPT_RESIDENT)
+        // Without the page map (`PAGEMAP_SCAN`, Linux 6.7+) the whole kept region would be
+        // rewritten after every call; where the kernel lacks it, that is what happens.
+        .pagemap_scan(Enabled::Auto);
     pool
 }
 
