@@ -116,6 +116,31 @@ async fn the_route_phase_refuses_an_illegal_plan_and_keeps_serving() {
     assert_eq!(channels(&plan.attempts), ["on"]);
 }
 
+#[tokio::test]
+async fn the_default_router_reads_further_pages_past_unhealthy_providers() {
+    // One channel each: every provider offers one attempt, so filling 32 attempts takes pages of
+    // 8, 16 and 32 candidates; the first 20 providers cool down, so the plan starts at p0020.
+    let engine = engine();
+    let router = default_router(&engine);
+    let store = monoize_tests::synthetic_snapshot(100, 1, "m");
+    let health = healthy();
+    for provider in 0..20 {
+        health.trip(&format!("p{provider:04}-c0"), None);
+    }
+    let attempts = plan(&router, &store, &health, &request("m")).await.unwrap();
+    let expected: Vec<String> = (20..52).map(|p| format!("p{p:04}")).collect();
+    assert_eq!(providers(&attempts), expected);
+
+    // With nothing healthy at all, every page is read and the panic fallback plans the first
+    // 32 channels that failed least recently: here all tripped in order, so p0000 first.
+    for provider in 20..100 {
+        health.trip(&format!("p{provider:04}-c0"), None);
+    }
+    let attempts = plan(&router, &store, &health, &request("m")).await.unwrap();
+    assert_eq!(attempts.len(), 32);
+    assert_eq!(attempts[0].provider_id, "p0000");
+}
+
 async fn assert_fails_then_default_serves(
     engine: &PluginEngine,
     path: &str,

@@ -17,12 +17,14 @@ struct CheapestFirst;
 
 impl Router for CheapestFirst {
     fn route(request: RouteRequest) -> Result<Plan, RouteError> {
-        let mut candidates = routing_store::candidates(&request.model, request.endpoint);
+        // The cheapest may come last in priority order: every candidate is needed.
+        let mut candidates = routing_store::all_candidates(&request)
+            .map_err(|reason| monoize_waterfall::sdk::refusal(reason, &request))?;
         // The store answers in priority order (ties by id) and the sort is stable, so providers
         // at the same multiplier stay in priority order.
-        candidates.sort_by_key(|candidate| candidate.entry.multiplier);
+        candidates.sort_by_key(|candidate| candidate.multiplier);
         // The waterfall walks the candidates in this order and plans only what the host accepts.
-        monoize_waterfall::sdk::route(&request, &candidates)
+        monoize_waterfall::sdk::route_over(&request, &candidates)
     }
 }
 

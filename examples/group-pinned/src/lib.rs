@@ -25,17 +25,21 @@ struct GroupPinned;
 
 impl Router for GroupPinned {
     fn route(request: RouteRequest) -> Result<Plan, RouteError> {
-        let mut candidates = routing_store::candidates(&request.model, request.endpoint);
-        if let Some(key_groups) = request
+        let Some(key_groups) = request
             .groups
             .as_deref()
             .filter(|groups| !groups.is_empty())
-        {
-            // Stable: within a tier the store's priority order (ties by id) stays.
-            candidates.sort_by_key(|candidate| tier(key_groups, &candidate.groups));
-        }
-        // The waterfall walks the candidates in this order, and drops those outside the groups.
-        monoize_waterfall::sdk::route(&request, &candidates)
+        else {
+            // Nothing to pin: the plain waterfall, which reads only the pages it needs.
+            return monoize_waterfall::sdk::route(&request);
+        };
+        // A dedicated provider may come last in priority order: every candidate is needed.
+        let mut candidates = routing_store::all_candidates(&request)
+            .map_err(|reason| monoize_waterfall::sdk::refusal(reason, &request))?;
+        // Stable: within a tier the store's priority order (ties by id) stays.
+        candidates.sort_by_key(|candidate| tier(key_groups, &candidate.groups));
+        // The waterfall walks the candidates in this order.
+        monoize_waterfall::sdk::route_over(&request, &candidates)
     }
 }
 

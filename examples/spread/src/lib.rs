@@ -12,6 +12,9 @@
 //! 5. Each provider gets at most `max_retries + 1` attempts (all when negative), and the plan at
 //!    most the request's `max_attempts` (the most the host will try: it cuts a longer plan).
 //!
+//! The host answers the candidates already filtered by 1 and 2, each usable channel with its
+//! health; a spread needs all of them, so it reads every page (`routing_store::all_candidates`).
+//!
 //! Route errors: `unknown-model` when no provider lists the model on this endpoint,
 //! `not-permitted` when the ceiling or the groups exclude all that do, `no-available-channel`
 //! when none of the rest is enabled with a usable channel. Same request, seed and store: same
@@ -25,7 +28,7 @@ use std::cmp::Ordering;
 
 use fastrand::Rng;
 use monoize_plugin::router::{
-    Attempt, Candidate, Channel, ChannelHealth, Plan, RouteError, RouteRequest, Router, health,
+    Attempt, Candidate, CandidateChannel, NoCandidate, Plan, RouteError, RouteRequest, Router,
     routing_store,
 };
 
@@ -36,82 +39,77 @@ struct Spread;
 
 impl Router for Spread {
     fn route(request: RouteRequest) -> Result<Plan, RouteError> {
-        let candidates = routing_store::candidates(&request.model, request.endpoint);
-        plan(&request, &candidates, |ids| {
-            health::channels(&request.model, ids)
-        })
+        // A spread weighs every usable channel against every other: it needs all candidates.
+        match routing_store::all_candidates(&request) {
+            Ok(candidates) => plan(&request, &candidates),
+            Err(reason) => Err(refusal(&request, reason)),
+        }
     }
 }
 
 monoize_plugin::register_router!(Spread);
 
-/// Plans `request` over `candidates` (as `routing_store::candidates` answers them), asking
-/// `health` once for the health of the channel ids it is given, one answer per id in order.
-/// Separate from [`Router::route`] so that it runs natively in unit tests.
-fn plan(
-    request: &RouteRequest,
-    candidates: &[Candidate],
-    health: impl FnOnce(&[&str]) -> Vec<ChannelHealth>,
-) -> Result<Plan, RouteError> {
-    if candidates.is_empty() {
-        return Err(RouteError::UnknownModel(format!(
-            "no provider serves model {} on this endpoint",
-            excerpt(&request.model)
-        )));
+/// The route error for the host's reason that no candidate passes `request`.
+fn refusal(request: &RouteRequest, reason: NoCandidate) -> RouteError {
+    let model = excerpt(&request.model);
+    match reason {
+        NoCandidate::UnknownModel => {
+            RouteError::UnknownModel(format!("no provider serves model {model} on this endpoint"))
+        }
+        NoCandidate::NotPermitted => RouteError::NotPermitted(format!(
+            "the key's groups or multiplier ceiling exclude every provider of model {model}"
+        )),
+        NoCandidate::NoUsableChannel => RouteError::NoAvailableChannel(format!(
+            "no permitted provider of model {model} is enabled with an enabled channel of \
+             weight > 0"
+        )),
     }
+}
+
+/// Plans `request` over `candidates` (as `routing_store::all_candidates` answers them, each
+/// channel with its health). Separate from [`Router::route`] so that it runs natively in unit
+/// tests.
+fn plan(request: &RouteRequest, candidates: &[Candidate]) -> Result<Plan, RouteError> {
+    if candidates.is_empty() {
+        return Err(refusal(request, NoCandidate::UnknownModel));
+    }
+    // The host answers only what the request may use; checked again, since the host would
+    // refuse the whole plan for one attempt outside the ceiling or the groups.
     let permitted: Vec<&Candidate> = candidates
         .iter()
         .filter(|candidate| permits(request, candidate))
         .collect();
     if permitted.is_empty() {
-        return Err(RouteError::NotPermitted(format!(
-            "the key's groups or multiplier ceiling exclude every provider of model {}",
-            excerpt(&request.model)
-        )));
+        return Err(refusal(request, NoCandidate::NotPermitted));
     }
 
     // The pool, each channel with its sort key, in provider then channel order.
     let mut rng = Rng::with_seed(request.seed);
     let mut pool: Vec<Slot<'_>> = Vec::new();
     for (provider, candidate) in permitted.iter().enumerate() {
-        if !candidate.enabled {
-            continue;
-        }
-        for channel in candidate.channels.iter().filter(|c| usable(c)) {
+        for channel in candidate.channels.iter().filter(|c| c.weight > 0) {
             pool.push(Slot {
                 provider,
                 channel,
                 key: weighted_key(&mut rng, channel.weight),
-                last_failure: None,
-                healthy: true,
             });
         }
     }
     if pool.is_empty() {
-        return Err(RouteError::NoAvailableChannel(format!(
-            "no permitted provider of model {} is enabled with an enabled channel of weight > 0",
-            excerpt(&request.model)
-        )));
-    }
-
-    // Health, asked once for the whole pool; a missing answer reads as healthy.
-    let ids: Vec<&str> = pool.iter().map(|slot| slot.channel.id.as_str()).collect();
-    let answers = health(&ids);
-    for (slot, answer) in pool.iter_mut().zip(answers) {
-        slot.healthy = answer.healthy;
-        slot.last_failure = answer.last_failure;
+        return Err(refusal(request, NoCandidate::NoUsableChannel));
     }
 
     // Healthy first, by key; then unhealthy, least recently failed first, then by key. The
     // sort is stable, so equal keys keep provider and channel order.
     pool.sort_by(|a, b| {
-        b.healthy
-            .cmp(&a.healthy)
+        b.channel
+            .healthy
+            .cmp(&a.channel.healthy)
             .then_with(|| {
-                if a.healthy {
+                if a.channel.healthy {
                     Ordering::Equal
                 } else {
-                    a.last_failure.cmp(&b.last_failure)
+                    a.channel.last_failure.cmp(&b.channel.last_failure)
                 }
             })
             .then_with(|| b.key.total_cmp(&a.key))
@@ -138,11 +136,11 @@ fn plan(
         attempts.push(Attempt {
             provider_id: candidate.provider_id.clone(),
             channel_id: slot.channel.id.clone(),
-            upstream_model: match &candidate.entry.redirect {
+            upstream_model: match &candidate.redirect {
                 Some(redirect) if !redirect.is_empty() => redirect.clone(),
                 _ => request.model.clone(),
             },
-            multiplier: candidate.entry.multiplier,
+            multiplier: candidate.multiplier,
         });
     }
     Ok(Plan { attempts })
@@ -152,11 +150,10 @@ fn plan(
 struct Slot<'a> {
     /// Index of its provider in the permitted list.
     provider: usize,
-    channel: &'a Channel,
+    /// The channel, with its health.
+    channel: &'a CandidateChannel,
     /// `ln(u) / weight`: higher comes first.
     key: f64,
-    healthy: bool,
-    last_failure: Option<i64>,
 }
 
 /// Whether the key's multiplier ceiling and groups allow `candidate` — the host's rule, which
@@ -164,7 +161,7 @@ struct Slot<'a> {
 fn permits(request: &RouteRequest, candidate: &Candidate) -> bool {
     if request
         .max_multiplier
-        .is_some_and(|ceiling| candidate.entry.multiplier > ceiling)
+        .is_some_and(|ceiling| candidate.multiplier > ceiling)
     {
         return false;
     }
@@ -173,11 +170,6 @@ fn permits(request: &RouteRequest, candidate: &Candidate) -> bool {
         Some([]) => candidate.groups.is_empty(),
         Some(groups) => candidate.groups.iter().any(|group| groups.contains(group)),
     }
-}
-
-/// Whether a channel may be planned at all.
-fn usable(channel: &Channel) -> bool {
-    channel.enabled && channel.weight > 0
 }
 
 /// The Efraimidis–Spirakis key of a channel of `weight` (> 0): `ln(u) / weight` with `u` uniform
@@ -207,33 +199,27 @@ fn excerpt(model: &str) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
-    use monoize_plugin::router::{DECIMAL_ONE, EndpointKind, ModelEntry, ProviderType};
+    use monoize_plugin::router::{DECIMAL_ONE, EndpointKind};
 
     use super::*;
 
-    fn channel(id: &str, weight: u32, enabled: bool) -> Channel {
-        Channel {
+    fn channel(id: &str, weight: u32) -> CandidateChannel {
+        CandidateChannel {
             id: id.to_owned(),
-            name: id.to_owned(),
             weight,
-            enabled,
+            healthy: true,
+            last_failure: None,
         }
     }
 
-    fn provider(id: &str, channels: Vec<Channel>) -> Candidate {
+    fn provider(id: &str, channels: Vec<CandidateChannel>) -> Candidate {
         Candidate {
             provider_id: id.to_owned(),
-            provider_name: id.to_owned(),
-            provider_type: ProviderType::ChatCompletion,
-            enabled: true,
             priority: 0,
             max_retries: -1,
             groups: Vec::new(),
-            entry: ModelEntry {
-                model: "m".to_owned(),
-                redirect: None,
-                multiplier: DECIMAL_ONE,
-            },
+            redirect: None,
+            multiplier: DECIMAL_ONE,
             channels,
         }
     }
@@ -250,17 +236,6 @@ mod tests {
         }
     }
 
-    fn healthy(ids: &[&str]) -> Vec<ChannelHealth> {
-        ids.iter()
-            .map(|id| ChannelHealth {
-                channel_id: (*id).to_owned(),
-                healthy: true,
-                consecutive_failures: 0,
-                last_failure: None,
-            })
-            .collect()
-    }
-
     fn channels_of(plan: &Plan) -> Vec<&str> {
         plan.attempts
             .iter()
@@ -272,12 +247,12 @@ mod tests {
     fn the_first_channel_follows_weights_across_providers() {
         // Priorities do not matter: `heavy` (weight 3, second provider) comes first in ~3/4.
         let candidates = [
-            provider("a", vec![channel("light", 1, true)]),
-            provider("b", vec![channel("heavy", 3, true)]),
+            provider("a", vec![channel("light", 1)]),
+            provider("b", vec![channel("heavy", 3)]),
         ];
         let heavy_first = (0..4_000)
             .filter(|seed| {
-                let plan = plan(&request(*seed), &candidates, healthy).unwrap();
+                let plan = plan(&request(*seed), &candidates).unwrap();
                 assert_eq!(plan.attempts.len(), 2);
                 plan.attempts[0].channel_id == "heavy"
             })
@@ -290,91 +265,65 @@ mod tests {
         let candidates = [
             provider(
                 "a",
-                (0..6)
-                    .map(|i| channel(&format!("a{i}"), i + 1, true))
-                    .collect(),
+                (0..6).map(|i| channel(&format!("a{i}"), i + 1)).collect(),
             ),
             provider(
                 "b",
-                (0..6)
-                    .map(|i| channel(&format!("b{i}"), i + 1, true))
-                    .collect(),
+                (0..6).map(|i| channel(&format!("b{i}"), i + 1)).collect(),
             ),
         ];
         for seed in 0..50 {
             // The SDK's records have no `PartialEq`: compare their debug forms.
-            let first = format!("{:?}", plan(&request(seed), &candidates, healthy));
-            let again = format!("{:?}", plan(&request(seed), &candidates, healthy));
+            let first = format!("{:?}", plan(&request(seed), &candidates));
+            let again = format!("{:?}", plan(&request(seed), &candidates));
             assert_eq!(first, again, "seed {seed}");
         }
     }
 
     #[test]
-    fn unusable_channels_and_disabled_providers_are_never_planned() {
-        let mut off = provider("off", vec![channel("o1", 1, true)]);
-        off.enabled = false;
-        let candidates = [
-            off,
-            provider(
-                "p",
-                vec![
-                    channel("zero", 0, true),
-                    channel("disabled", 5, false),
-                    channel("ok", 1, true),
-                ],
-            ),
-        ];
-        let plan = plan(&request(1), &candidates, healthy).unwrap();
+    fn zero_weight_channels_are_never_planned() {
+        let candidates = [provider("p", vec![channel("zero", 0), channel("ok", 1)])];
+        let plan = plan(&request(1), &candidates).unwrap();
         assert_eq!(channels_of(&plan), ["ok"]);
     }
 
     #[test]
     fn unhealthy_channels_go_last_least_recently_failed_first() {
+        let failed = |id: &str, at: i64| CandidateChannel {
+            healthy: false,
+            last_failure: Some(at),
+            ..channel(id, 100)
+        };
         let candidates = [provider(
             "p",
             vec![
-                channel("late", 100, true),
-                channel("early", 100, true),
-                channel("well", 1, true),
+                failed("late", 200),
+                failed("early", 100),
+                channel("well", 1),
             ],
         )];
-        let plan = plan(&request(3), &candidates, |ids| {
-            let mut answers = healthy(ids);
-            for answer in &mut answers {
-                match answer.channel_id.as_str() {
-                    "late" => (answer.healthy, answer.last_failure) = (false, Some(200)),
-                    "early" => (answer.healthy, answer.last_failure) = (false, Some(100)),
-                    _ => {}
-                }
-            }
-            answers
-        })
-        .unwrap();
+        let plan = plan(&request(3), &candidates).unwrap();
         assert_eq!(channels_of(&plan), ["well", "early", "late"]);
     }
 
     #[test]
     fn ceiling_groups_budget_and_redirect() {
-        let mut dear = provider("dear", vec![channel("d1", 1, true)]);
-        dear.entry.multiplier = 2 * DECIMAL_ONE;
-        let mut grouped = provider("grouped", vec![channel("g1", 1, true)]);
+        let mut dear = provider("dear", vec![channel("d1", 1)]);
+        dear.multiplier = 2 * DECIMAL_ONE;
+        let mut grouped = provider("grouped", vec![channel("g1", 1)]);
         grouped.groups = vec!["a".to_owned()];
         let mut thrifty = provider(
             "thrifty",
-            vec![
-                channel("t1", 1, true),
-                channel("t2", 1, true),
-                channel("t3", 1, true),
-            ],
+            vec![channel("t1", 1), channel("t2", 1), channel("t3", 1)],
         );
         thrifty.max_retries = 1;
-        thrifty.entry.redirect = Some("vendor-m".to_owned());
+        thrifty.redirect = Some("vendor-m".to_owned());
         let candidates = [dear, grouped, thrifty];
 
         let mut req = request(5);
         req.max_multiplier = Some(DECIMAL_ONE);
         req.groups = Some(Vec::new());
-        let plan = plan(&req, &candidates, healthy).unwrap();
+        let plan = plan(&req, &candidates).unwrap();
         assert_eq!(plan.attempts.len(), 2, "thrifty's budget is two attempts");
         assert!(plan.attempts.iter().all(|a| a.provider_id == "thrifty"));
         assert!(plan.attempts.iter().all(|a| a.upstream_model == "vendor-m"));
@@ -383,19 +332,19 @@ mod tests {
     #[test]
     fn route_errors() {
         assert!(matches!(
-            plan(&request(0), &[], healthy),
+            plan(&request(0), &[]),
             Err(RouteError::UnknownModel(_))
         ));
         let mut req = request(0);
         req.groups = Some(vec!["zzz".to_owned()]);
-        let candidates = [provider("p", vec![channel("c", 1, true)])];
+        let candidates = [provider("p", vec![channel("c", 1)])];
         assert!(matches!(
-            plan(&req, &candidates, healthy),
+            plan(&req, &candidates),
             Err(RouteError::NotPermitted(_))
         ));
-        let candidates = [provider("p", vec![channel("c", 0, true)])];
+        let candidates = [provider("p", vec![channel("c", 0)])];
         assert!(matches!(
-            plan(&request(0), &candidates, healthy),
+            plan(&request(0), &candidates),
             Err(RouteError::NoAvailableChannel(_))
         ));
     }
@@ -403,18 +352,18 @@ mod tests {
     #[test]
     fn the_plan_is_capped_at_the_requests_max_attempts() {
         let candidates: Vec<Candidate> = (0..100)
-            .map(|p| provider(&format!("p{p}"), vec![channel(&format!("c{p}"), 1, true)]))
+            .map(|p| provider(&format!("p{p}"), vec![channel(&format!("c{p}"), 1)]))
             .collect();
         let uncapped = {
             let mut req = request(9);
             req.max_attempts = u32::MAX;
-            plan(&req, &candidates, healthy).unwrap()
+            plan(&req, &candidates).unwrap()
         };
         assert_eq!(uncapped.attempts.len(), 100);
         for max_attempts in [0, 1, 2, 5, 32, 99, 100, 101] {
             let mut req = request(9);
             req.max_attempts = max_attempts;
-            let capped = plan(&req, &candidates, healthy).unwrap();
+            let capped = plan(&req, &candidates).unwrap();
             let len = (max_attempts as usize).clamp(1, 100);
             // The same order, cut: the first attempts of the uncapped plan.
             assert_eq!(

@@ -94,21 +94,68 @@ impl HealthRegistry {
 
     /// The health of each of `channel_ids`, in order.
     pub fn status<S: AsRef<str>>(&self, channel_ids: &[S]) -> Vec<ChannelHealth> {
-        let channels = self.lock();
-        let now = Instant::now();
+        let reader = self.reader();
         channel_ids
             .iter()
             .map(|id| {
                 let id = id.as_ref();
-                let state = channels.get(id).copied().unwrap_or_default();
+                let status = reader.get(id);
                 ChannelHealth {
                     channel_id: id.to_owned(),
-                    healthy: state.unhealthy_until.is_none_or(|until| until <= now),
-                    consecutive_failures: state.consecutive_failures,
-                    last_failure_ms: state.last_failure_ms,
+                    healthy: status.healthy,
+                    consecutive_failures: status.consecutive_failures,
+                    last_failure_ms: status.last_failure_ms,
                 }
             })
             .collect()
+    }
+
+    /// The registry held for reading many channels under one lock. Drop it soon: writers wait.
+    pub fn reader(&self) -> HealthReader<'_> {
+        HealthReader {
+            channels: self.lock(),
+            now: Instant::now(),
+        }
+    }
+}
+
+/// The health of one channel, without its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthStatus {
+    /// False while it cools down.
+    pub healthy: bool,
+    /// Retryable failures since its last success.
+    pub consecutive_failures: u32,
+    /// When it last failed, in ms since the Unix epoch.
+    pub last_failure_ms: Option<i64>,
+}
+
+impl HealthStatus {
+    /// A channel with no failure on record.
+    pub const HEALTHY: HealthStatus = HealthStatus {
+        healthy: true,
+        consecutive_failures: 0,
+        last_failure_ms: None,
+    };
+}
+
+/// The registry under its lock ([`HealthRegistry::reader`]).
+pub struct HealthReader<'a> {
+    channels: MutexGuard<'a, HashMap<String, ChannelState>>,
+    now: Instant,
+}
+
+impl HealthReader<'_> {
+    /// The health of `channel_id`; a channel with no record is healthy.
+    pub fn get(&self, channel_id: &str) -> HealthStatus {
+        match self.channels.get(channel_id) {
+            None => HealthStatus::HEALTHY,
+            Some(state) => HealthStatus {
+                healthy: state.unhealthy_until.is_none_or(|until| until <= self.now),
+                consecutive_failures: state.consecutive_failures,
+                last_failure_ms: state.last_failure_ms,
+            },
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Routing, as the host sees it: the in-memory snapshot of the routing tables that routers
-//! read, the passive health of channels, and the validation that every plan passes before the
-//! host acts on it. The routing *policy* is not here: it is the router plugin's.
+//! read, the candidate queries answered from it, the passive health of channels, and the
+//! validation that every plan passes before the host acts on it. The routing *policy* is not here: it is the router plugin's.
 
+pub mod candidates;
 pub mod health;
 pub mod snapshot;
 pub mod validate;
@@ -9,7 +10,8 @@ pub mod validate;
 use crate::db::routing::ProviderType;
 use crate::money::Multiplier;
 
-pub use health::{ChannelHealth, HealthPolicy, HealthRegistry};
+pub use candidates::{CandidatePage, CandidateQuery, NoCandidate, candidate_page};
+pub use health::{ChannelHealth, HealthPolicy, HealthRegistry, HealthStatus};
 pub use snapshot::{RoutingSnapshot, SharedSnapshot};
 pub use validate::{PlanViolation, validate_plan};
 

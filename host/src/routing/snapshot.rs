@@ -9,8 +9,6 @@ use std::sync::{Arc, RwLock};
 use crate::db::routing::{ProviderType, RoutingRows};
 use crate::money::Multiplier;
 
-use super::EndpointKind;
-
 /// A channel's upstream key. Its `Debug` never shows it; only the forwarder reads it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ChannelKey(String);
@@ -48,6 +46,13 @@ pub struct Channel {
     pub weight: u32,
     /// Whether it may be tried.
     pub enabled: bool,
+}
+
+impl Channel {
+    /// Whether a plan may use it: enabled, with a weight above zero.
+    pub fn usable(&self) -> bool {
+        self.enabled && self.weight > 0
+    }
 }
 
 /// A provider's entry for one model.
@@ -108,12 +113,30 @@ impl Provider {
     }
 }
 
+/// A provider's listing of one model: the provider and its entry for the model.
+#[derive(Debug, Clone, Copy)]
+pub struct Listed<'a> {
+    /// The provider.
+    pub provider: &'a Provider,
+    /// Its entry for the model.
+    pub entry: &'a ModelEntry,
+}
+
+/// Where a listing is: the provider's position in the snapshot, and its entry's in the provider.
+#[derive(Debug, Clone, Copy)]
+struct Listing {
+    provider: usize,
+    entry: usize,
+}
+
 /// The routing tables, indexed for the questions routing asks.
 #[derive(Debug, Default)]
 pub struct RoutingSnapshot {
     providers: Vec<Provider>,
     provider_index: HashMap<String, usize>,
-    providers_by_model: HashMap<String, Vec<usize>>,
+    /// Per model, its listings in provider order: a route finds its candidates and their
+    /// entries without scanning other providers or their other models.
+    providers_by_model: HashMap<String, Vec<Listing>>,
 }
 
 impl RoutingSnapshot {
@@ -125,13 +148,18 @@ impl RoutingSnapshot {
             .enumerate()
             .map(|(index, provider)| (provider.id.clone(), index))
             .collect();
-        let mut providers_by_model: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut providers_by_model: HashMap<String, Vec<Listing>> = HashMap::new();
         for (index, provider) in providers.iter().enumerate() {
-            for entry in &provider.models {
-                providers_by_model
-                    .entry(entry.model.clone())
-                    .or_default()
-                    .push(index);
+            for (position, entry) in provider.models.iter().enumerate() {
+                let listings = providers_by_model.entry(entry.model.clone()).or_default();
+                // A provider lists a model once; should it twice, its first entry answers, as
+                // `Provider::entry` does.
+                if listings.last().is_none_or(|last| last.provider != index) {
+                    listings.push(Listing {
+                        provider: index,
+                        entry: position,
+                    });
+                }
             }
         }
         RoutingSnapshot {
@@ -203,20 +231,22 @@ impl RoutingSnapshot {
             .map(|&index| &self.providers[index])
     }
 
-    /// The providers that list `model` and speak `endpoint`'s format, in priority order,
-    /// disabled ones included.
-    pub fn candidates<'a>(
-        &'a self,
-        model: &str,
-        endpoint: EndpointKind,
-    ) -> impl Iterator<Item = &'a Provider> + 'a {
+    /// Every provider that lists `model`, whatever its wire format, with its entry for it, in
+    /// priority order, disabled ones included.
+    pub fn listings<'a>(&'a self, model: &str) -> impl ExactSizeIterator<Item = Listed<'a>> + 'a {
         self.providers_by_model
             .get(model)
             .map(Vec::as_slice)
             .unwrap_or_default()
             .iter()
-            .map(|&index| &self.providers[index])
-            .filter(move |provider| endpoint.accepts(provider.provider_type))
+            .map(|listing| {
+                // Both positions were taken from these very vectors when the snapshot was built.
+                let provider = &self.providers[listing.provider];
+                Listed {
+                    provider,
+                    entry: &provider.models[listing.entry],
+                }
+            })
     }
 
     /// The sorted distinct logical models that an enabled provider serves through an enabled

@@ -2,6 +2,7 @@
 //! own view of the routing tables before anything is sent. A router can reorder and choose;
 //! it can never widen access.
 
+use super::snapshot::{ModelEntry, Provider};
 use super::{Attempt, RouteRequest, RoutingSnapshot, groups_permit};
 
 /// Why a plan was refused: the first illegal attempt and what is wrong with it.
@@ -61,18 +62,26 @@ pub fn validate_plan(
     request: &RouteRequest,
     attempts: &[Attempt],
 ) -> Result<(), PlanViolation> {
-    attempts
-        .iter()
-        .enumerate()
-        .try_for_each(|(index, attempt)| validate_attempt(snapshot, request, index, attempt))
+    // Consecutive attempts mostly share a provider: its checks hold for all of them.
+    let mut previous: Option<(&Provider, &ModelEntry)> = None;
+    for (index, attempt) in attempts.iter().enumerate() {
+        let (provider, entry) = match previous {
+            Some((provider, entry)) if provider.id == attempt.provider_id => (provider, entry),
+            _ => validate_provider(snapshot, request, index, attempt)?,
+        };
+        previous = Some((provider, entry));
+        validate_channel(request, index, attempt, provider, entry)?;
+    }
+    Ok(())
 }
 
-fn validate_attempt(
-    snapshot: &RoutingSnapshot,
+/// The attempt's provider and its entry for the model, if the request may use them.
+fn validate_provider<'s>(
+    snapshot: &'s RoutingSnapshot,
     request: &RouteRequest,
     index: usize,
     attempt: &Attempt,
-) -> Result<(), PlanViolation> {
+) -> Result<(&'s Provider, &'s ModelEntry), PlanViolation> {
     let provider_id = || attempt.provider_id.clone();
     let provider =
         snapshot
@@ -105,6 +114,18 @@ fn validate_attempt(
             provider_id: provider_id(),
         });
     }
+    Ok((provider, entry))
+}
+
+/// Whether the attempt's channel, multiplier and upstream model are its provider's.
+fn validate_channel(
+    request: &RouteRequest,
+    index: usize,
+    attempt: &Attempt,
+    provider: &Provider,
+    entry: &ModelEntry,
+) -> Result<(), PlanViolation> {
+    let provider_id = || attempt.provider_id.clone();
     let channel =
         provider
             .channel(&attempt.channel_id)

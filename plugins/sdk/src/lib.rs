@@ -29,9 +29,9 @@
 //!
 //! impl Router for FirstChannel {
 //!     fn route(request: RouteRequest) -> Result<Plan, RouteError> {
-//!         let candidates = router::routing_store::candidates(&request.model, request.endpoint);
+//!         let page = router::routing_store::candidates(&request, 0, 8);
 //!         // ... choose attempts ...
-//!         # let _ = candidates;
+//!         # let _ = page;
 //!         Ok(Plan { attempts: Vec::new() })
 //!     }
 //! }

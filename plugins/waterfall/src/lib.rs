@@ -3,8 +3,8 @@
 //! routers that build on it run the very same code.
 //!
 //! Without features the crate depends on `fastrand` alone. The feature `sdk` adds [`sdk`]: the
-//! waterfall over `monoize-plugin`'s router types (candidates in, plan or route error out,
-//! health asked through the SDK), for routers that reorder or filter candidates and then let the
+//! waterfall over `monoize-plugin`'s router types (candidates read from the host page by page,
+//! plan or route error out), for routers that reorder or filter candidates and then let the
 //! waterfall do the rest. It registers nothing: the default router (`monoize-routing`) and every
 //! custom router register their own `route` export.
 //!
@@ -27,7 +27,11 @@
 //!    longer plan anyway). Nothing is reordered for it: a capped plan is exactly the first
 //!    `max_attempts` attempts of the uncapped one.
 //!
-//! Health is asked once per plan, for every usable channel of every eligible provider.
+//! Each channel carries its health ([`Channel::health`]), as the host answers it with the
+//! candidates. Because a provider's channels are ordered with draws that come after those of the
+//! providers before it, the candidates after the point where the plan is full change nothing:
+//! once the candidates read so far offer [`healthy_attempts`] summing to `max_attempts`, a
+//! router need not read the rest ([`sdk::route`] stops there).
 //!
 //! **Panic fallback.** When that leaves no attempt only because every usable channel is
 //! unhealthy, a blip must not become an outage (Envoy's panic threshold): the unhealthy channels
@@ -44,9 +48,8 @@
 //!   [`Error::NoAvailableChannel`]. A disabled provider is capacity the operator switched off,
 //!   not something the key lacks the right to, so the client is told nothing is available.
 //!
-//! Nothing here panics, whatever the input: an empty or enormous model name, odd characters, a
-//! health answer of the wrong length (a missing answer reads as healthy), weights summing past
-//! `u32::MAX`.
+//! Nothing here panics, whatever the input: an empty or enormous model name, odd characters,
+//! weights summing past `u32::MAX`.
 
 use core::fmt;
 
@@ -80,7 +83,7 @@ pub struct Request<'a> {
     pub max_attempts: usize,
 }
 
-/// A provider that lists the requested model, with its entry for it and all its channels.
+/// A provider that lists the requested model, with its entry for it and its channels.
 #[derive(Clone, Debug)]
 pub struct Candidate<'a> {
     /// The provider's id.
@@ -95,7 +98,7 @@ pub struct Candidate<'a> {
     pub redirect: Option<&'a str>,
     /// Its price multiplier for the model.
     pub multiplier: Decimal,
-    /// All of its channels, disabled ones included, in the store's order.
+    /// Its channels in the store's order; unusable ones (disabled, weight 0) are skipped.
     pub channels: Vec<Channel<'a>>,
 }
 
@@ -108,6 +111,8 @@ pub struct Channel<'a> {
     pub weight: u32,
     /// A disabled channel is never planned.
     pub enabled: bool,
+    /// Its health, as the host reports it.
+    pub health: Health,
 }
 
 impl Channel<'_> {
@@ -185,73 +190,58 @@ impl fmt::Display for Error {
 impl core::error::Error for Error {}
 
 /// Plans the attempts for `request` over `candidates` (in priority order, as the store answers
-/// them), asking `health` once for the health of the channel ids it is given, one answer per id
-/// in the same order. `health` is not called when there is no usable channel.
+/// them), reading each channel's health from the channel.
 ///
 /// See the [crate documentation](crate) for the policy.
-pub fn plan<'a>(
-    request: &Request<'a>,
-    candidates: &[Candidate<'a>],
-    health: impl FnOnce(&[&'a str]) -> Vec<Health>,
-) -> Result<Plan<'a>, Error> {
+pub fn plan<'a>(request: &Request<'a>, candidates: &[Candidate<'a>]) -> Result<Plan<'a>, Error> {
     if candidates.is_empty() {
         return Err(Error::UnknownModel);
     }
-    let permitted: Vec<&Candidate<'a>> = candidates
-        .iter()
-        .filter(|candidate| permits(request, candidate))
-        .collect();
-    if permitted.is_empty() {
-        return Err(Error::NotPermitted);
-    }
-
+    let max_attempts = request.max_attempts.max(1);
     let mut rng = Rng::with_seed(request.seed);
-    let mut lanes = Vec::new();
-    let mut ids: Vec<&'a str> = Vec::new();
-    for candidate in permitted.into_iter().filter(|candidate| candidate.enabled) {
+    let mut permitted = false;
+    let mut usable = false;
+    let mut attempts = Vec::new();
+    // The lanes the panic fallback would plan; only needed while no channel was healthy.
+    let mut unhealthy_lanes: Vec<Lane<'_, 'a>> = Vec::new();
+    for candidate in candidates {
+        if !permits(request, candidate) {
+            continue;
+        }
+        permitted = true;
+        if !candidate.enabled {
+            continue;
+        }
         let channels = weighted_order(&candidate.channels, &mut rng);
         if channels.is_empty() {
             continue;
         }
-        ids.extend(channels.iter().map(|channel| channel.id));
-        lanes.push(Lane {
+        usable = true;
+        let lane = Lane {
             candidate,
             channels,
-        });
-    }
-    if ids.is_empty() {
-        return Err(Error::NoAvailableChannel);
-    }
-
-    let answers = health(&ids);
-    let mut answers = answers.into_iter();
-    let mut next_health = || answers.next().unwrap_or(Health::HEALTHY);
-    let lanes: Vec<(Lane<'_, 'a>, Vec<Health>)> = lanes
-        .into_iter()
-        .map(|lane| {
-            let health = lane.channels.iter().map(|_| next_health()).collect();
-            (lane, health)
-        })
-        .collect();
-
-    let max_attempts = request.max_attempts.max(1);
-    let mut attempts = Vec::new();
-    for (lane, health) in &lanes {
+        };
         let room = max_attempts.saturating_sub(attempts.len());
-        if room == 0 {
-            break;
-        }
-        let healthy = lane
-            .channels
-            .iter()
-            .zip(health)
-            .filter(|(_, health)| health.healthy)
-            .map(|(channel, _)| channel);
         attempts.extend(
-            healthy
+            lane.channels
+                .iter()
+                .filter(|channel| channel.health.healthy)
                 .take(lane.budget().min(room))
                 .map(|channel| lane.attempt(request, channel)),
         );
+        if attempts.len() >= max_attempts {
+            // Later candidates could only add attempts past the cut.
+            break;
+        }
+        if attempts.is_empty() {
+            unhealthy_lanes.push(lane);
+        }
+    }
+    if !permitted {
+        return Err(Error::NotPermitted);
+    }
+    if !usable {
+        return Err(Error::NoAvailableChannel);
     }
     if !attempts.is_empty() {
         return Ok(Plan {
@@ -262,15 +252,15 @@ pub fn plan<'a>(
 
     // Every usable channel is unhealthy: plan them anyway, least recently failed first.
     let mut fallback: Vec<(Option<TimestampMs>, Attempt<'a>)> = Vec::new();
-    for (lane, health) in &lanes {
-        let mut channels: Vec<(&Channel<'a>, &Health)> = lane.channels.iter().zip(health).collect();
+    for lane in &unhealthy_lanes {
+        let mut channels: Vec<&Channel<'a>> = lane.channels.iter().collect();
         // Stable sorts: ties keep the weighted order, then the provider order.
-        channels.sort_by_key(|(_, health)| health.last_failure);
+        channels.sort_by_key(|channel| channel.health.last_failure);
         fallback.extend(
             channels
                 .into_iter()
                 .take(lane.budget())
-                .map(|(channel, health)| (health.last_failure, lane.attempt(request, channel))),
+                .map(|channel| (channel.health.last_failure, lane.attempt(request, channel))),
         );
     }
     fallback.sort_by_key(|(last_failure, _)| *last_failure);
@@ -280,6 +270,22 @@ pub fn plan<'a>(
         attempts: fallback.into_iter().map(|(_, attempt)| attempt).collect(),
         fallback: true,
     })
+}
+
+/// How many attempts `candidate` adds to a plan that is not the panic fallback: none when the
+/// request may not use it, else its healthy usable channels, at most its retry budget. Once the
+/// candidates read so far sum to the request's `max_attempts`, the ones after them change
+/// nothing in the plan.
+pub fn healthy_attempts(request: &Request<'_>, candidate: &Candidate<'_>) -> usize {
+    if !candidate.enabled || !permits(request, candidate) {
+        return 0;
+    }
+    let healthy = candidate
+        .channels
+        .iter()
+        .filter(|channel| channel.usable() && channel.health.healthy)
+        .count();
+    healthy.min(retry_budget(candidate.max_retries))
 }
 
 /// Whether the request's multiplier ceiling and groups allow `candidate`.
@@ -296,6 +302,12 @@ fn permits(request: &Request<'_>, candidate: &Candidate<'_>) -> bool {
     }
 }
 
+/// How many attempts a provider of `max_retries` may get: `max_retries + 1`, or all (as many
+/// as it has channels) for a negative one.
+pub fn retry_budget(max_retries: i32) -> usize {
+    usize::try_from(max_retries).map_or(usize::MAX, |retries| retries.saturating_add(1))
+}
+
 /// An eligible provider with its usable channels in weighted order.
 struct Lane<'c, 'a> {
     candidate: &'c Candidate<'a>,
@@ -303,10 +315,9 @@ struct Lane<'c, 'a> {
 }
 
 impl<'a> Lane<'_, 'a> {
-    /// How many attempts the provider may get: `max_retries + 1`, or all for a negative one.
+    /// How many attempts the provider may get.
     fn budget(&self) -> usize {
-        usize::try_from(self.candidate.max_retries)
-            .map_or(usize::MAX, |retries| retries.saturating_add(1))
+        retry_budget(self.candidate.max_retries)
     }
 
     fn attempt(&self, request: &Request<'a>, channel: &Channel<'a>) -> Attempt<'a> {
@@ -366,6 +377,7 @@ mod tests {
             id,
             weight,
             enabled,
+            health: Health::HEALTHY,
         }
     }
 
@@ -396,7 +408,29 @@ mod tests {
     }
 
     fn route<'a>(request: &Request<'a>, candidates: &[Candidate<'a>]) -> Result<Plan<'a>, Error> {
-        plan(request, candidates, all_healthy)
+        plan(request, candidates)
+    }
+
+    /// Plans with each candidate's channel health set from `health`, asked with the ids of its
+    /// channels (one answer per id; a missing one reads as healthy).
+    fn plan_with<'a>(
+        request: &Request<'a>,
+        candidates: &[Candidate<'a>],
+        health: impl Fn(&[&str]) -> Vec<Health>,
+    ) -> Result<Plan<'a>, Error> {
+        let mut candidates = candidates.to_vec();
+        for candidate in &mut candidates {
+            let ids: Vec<&str> = candidate
+                .channels
+                .iter()
+                .map(|channel| channel.id)
+                .collect();
+            let mut answers = health(&ids).into_iter();
+            for channel in &mut candidate.channels {
+                channel.health = answers.next().unwrap_or(Health::HEALTHY);
+            }
+        }
+        plan(request, &candidates)
     }
 
     fn channels_of(planned: &Plan<'_>) -> Vec<String> {
@@ -461,13 +495,10 @@ mod tests {
             "p",
             vec![channel("off", 5, false), channel("zero", 0, true)],
         )];
-        let mut asked = false;
-        let result = plan(&request("m"), &unusable, |ids| {
-            asked = true;
-            all_healthy(ids)
-        });
-        assert_eq!(result, Err(Error::NoAvailableChannel));
-        assert!(!asked, "no usable channel: no health call");
+        assert_eq!(
+            route(&request("m"), &unusable),
+            Err(Error::NoAvailableChannel)
+        );
     }
 
     #[test]
@@ -601,7 +632,7 @@ mod tests {
             ],
         );
         candidate.max_retries = 1;
-        let planned = plan(&request("m"), &[candidate], |ids| {
+        let planned = plan_with(&request("m"), &[candidate], |ids| {
             ids.iter()
                 .map(|id| Health {
                     healthy: *id != "1",
@@ -616,31 +647,12 @@ mod tests {
     }
 
     #[test]
-    fn health_is_asked_once_for_every_usable_channel_of_eligible_providers() {
-        let mut off = provider("off", vec![channel("x", 1, true)]);
-        off.enabled = false;
-        let candidates = [
-            provider("a", vec![channel("a1", 1, true), channel("a0", 0, true)]),
-            off,
-            provider("b", vec![channel("b1", 2, true), channel("b2", 3, false)]),
-        ];
-        let mut calls = Vec::new();
-        let planned = plan(&request("m"), &candidates, |ids| {
-            calls.push(ids.to_vec());
-            all_healthy(ids)
-        })
-        .unwrap();
-        assert_eq!(calls, [vec!["a1", "b1"]]);
-        assert_eq!(channels_of(&planned), ["a/a1", "b/b1"]);
-    }
-
-    #[test]
     fn unhealthy_channels_are_skipped() {
         let candidates = [
             provider("a", vec![channel("a1", 1, true)]),
             provider("b", vec![channel("b1", 1, true)]),
         ];
-        let planned = plan(&request("m"), &candidates, |ids| {
+        let planned = plan_with(&request("m"), &candidates, |ids| {
             ids.iter()
                 .map(|id| Health {
                     healthy: *id != "a1",
@@ -669,7 +681,7 @@ mod tests {
             "b2" => Some(50),
             _ => None,
         };
-        let planned = plan(&request("m"), &candidates, |ids| {
+        let planned = plan_with(&request("m"), &candidates, |ids| {
             ids.iter()
                 .map(|id| Health {
                     healthy: false,
@@ -689,7 +701,7 @@ mod tests {
             provider("a", vec![channel("a1", 1, true)]),
             provider("b", vec![channel("b1", 1, true)]),
         ];
-        let planned = plan(&request("m"), &candidates, |ids| {
+        let planned = plan_with(&request("m"), &candidates, |ids| {
             vec![
                 Health {
                     healthy: false,
@@ -709,7 +721,7 @@ mod tests {
             provider("a", vec![channel("a1", 1, true)]),
             provider("b", vec![channel("b1", 1, true)]),
         ];
-        let planned = plan(&request("m"), &candidates, |ids| {
+        let planned = plan_with(&request("m"), &candidates, |ids| {
             ids.iter()
                 .map(|id| Health {
                     healthy: *id == "b1",
@@ -720,28 +732,6 @@ mod tests {
         .unwrap();
         assert!(!planned.fallback);
         assert_eq!(channels_of(&planned), ["b/b1"]);
-    }
-
-    #[test]
-    fn short_or_long_health_answers_do_not_panic() {
-        let candidates = [provider(
-            "p",
-            vec![channel("1", 1, true), channel("2", 1, true)],
-        )];
-        let planned = plan(&request("m"), &candidates, |_| Vec::new()).unwrap();
-        assert_eq!(planned.attempts.len(), 2, "missing answers read as healthy");
-        let planned = plan(&request("m"), &candidates, |ids| {
-            vec![
-                Health {
-                    healthy: false,
-                    last_failure: None
-                };
-                ids.len() + 5
-            ]
-        })
-        .unwrap();
-        assert!(planned.fallback);
-        assert_eq!(planned.attempts.len(), 2);
     }
 
     #[test]
@@ -940,12 +930,7 @@ mod tests {
             for seed in [0, 1, 2, 7, 42, 1_000, u64::MAX] {
                 let mut req = request("m");
                 req.seed = seed;
-                let mut asked = Vec::new();
-                let uncapped = plan(&req, &candidates, |ids| {
-                    asked.push(ids.to_vec());
-                    health(ids)
-                })
-                .unwrap();
+                let uncapped = plan_with(&req, &candidates, &health).unwrap();
                 assert_eq!(uncapped.fallback, down == all_down);
                 assert!(
                     uncapped.attempts.len() > 8,
@@ -953,11 +938,7 @@ mod tests {
                 );
                 for cap in 1..=uncapped.attempts.len() + 2 {
                     req.max_attempts = cap;
-                    let capped = plan(&req, &candidates, |ids| {
-                        asked.push(ids.to_vec());
-                        health(ids)
-                    })
-                    .unwrap();
+                    let capped = plan_with(&req, &candidates, &health).unwrap();
                     let len = cap.min(uncapped.attempts.len());
                     assert_eq!(
                         capped.attempts,
@@ -966,8 +947,6 @@ mod tests {
                     );
                     assert_eq!(capped.fallback, uncapped.fallback);
                 }
-                // The cap changes nothing about the health question.
-                assert!(asked.windows(2).all(|pair| pair[0] == pair[1]));
             }
         }
     }
@@ -980,12 +959,12 @@ mod tests {
             for seed in 0..20 {
                 let mut req = request("m");
                 req.seed = seed;
-                let first = plan(&req, &candidates, &health).unwrap().attempts[0];
+                let first = plan_with(&req, &candidates, &health).unwrap().attempts[0];
                 req.max_attempts = 1;
-                let planned = plan(&req, &candidates, &health).unwrap();
+                let planned = plan_with(&req, &candidates, &health).unwrap();
                 assert_eq!(planned.attempts, [first], "seed {seed}");
                 req.max_attempts = 0;
-                let planned = plan(&req, &candidates, &health).unwrap();
+                let planned = plan_with(&req, &candidates, &health).unwrap();
                 assert_eq!(planned.attempts, [first], "0 reads as 1");
             }
         }
@@ -1012,6 +991,41 @@ mod tests {
     }
 
     #[test]
+    fn candidates_after_a_full_prefix_change_nothing() {
+        let all_down: &'static [char] = &['0', '1', '2', '3', '4'];
+        let healths: [&'static [char]; 3] = [&[], &['0', '3'], all_down];
+        for down in healths {
+            let health = health_where(down);
+            let mut candidates = capped_store();
+            for candidate in &mut candidates {
+                let ids: Vec<&str> = candidate.channels.iter().map(|c| c.id).collect();
+                for (channel, answer) in candidate.channels.iter_mut().zip(health(&ids)) {
+                    channel.health = answer;
+                }
+            }
+            for seed in [0, 3, 42] {
+                for cap in 1..=20 {
+                    let mut req = request("m");
+                    req.seed = seed;
+                    req.max_attempts = cap;
+                    let whole = plan(&req, &candidates).unwrap();
+                    let mut offered = 0;
+                    let full = candidates.iter().position(|candidate| {
+                        offered += healthy_attempts(&req, candidate);
+                        offered >= cap
+                    });
+                    if let Some(last) = full {
+                        let prefix = plan(&req, &candidates[..=last]).unwrap();
+                        assert_eq!(prefix, whole, "seed {seed}, cap {cap}, down {down:?}");
+                    } else {
+                        assert!(whole.attempts.len() < cap || whole.fallback);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn odd_model_names_do_not_panic() {
         let huge = "x".repeat(64 * 1024);
         let names: [&str; 5] = ["", &huge, "模型-ü-🚀", "a\0b\u{7}\n\r\t", "\u{202e}rtl"];
@@ -1026,15 +1040,12 @@ mod tests {
                 seed: u64::MAX,
                 max_attempts: 32,
             };
-            assert_eq!(
-                plan(&req, &candidates, all_healthy),
-                Err(Error::NotPermitted)
-            );
+            assert_eq!(plan(&req, &candidates), Err(Error::NotPermitted));
             let req = Request {
                 max_multiplier: None,
                 ..req
             };
-            let planned = plan(&req, &candidates, all_healthy).unwrap();
+            let planned = plan(&req, &candidates).unwrap();
             assert_eq!(planned.attempts[1].upstream_model, name);
             assert_eq!(planned.attempts.len(), 2);
         }

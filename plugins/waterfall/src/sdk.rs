@@ -1,11 +1,12 @@
 //! The waterfall over the plugin SDK's router types (feature `sdk`).
 //!
-//! [`route`] takes the request and the candidates as `routing_store::candidates` answers them,
-//! converts them to the plain types of this crate, asks the host for health once, runs
-//! [`plan`](crate::plan) and converts the answer back: a [`Plan`] or a [`RouteError`] carrying a
-//! message for the operator's log. It is exactly what the default router does, so a custom
-//! router can change what the waterfall sees — reorder the candidates, drop some, adjust the
-//! request — and leave the rest to it:
+//! [`route`] is the default router: it reads the request's candidates from the host page by
+//! page — stopping as soon as the pages read offer `max_attempts` healthy attempts, since the
+//! providers after them could change nothing — converts them to the plain types of this crate,
+//! runs [`plan`](crate::plan) and converts the answer back: a [`Plan`] or a [`RouteError`]
+//! carrying a message for the operator's log. A custom router that changes the order reads every
+//! candidate (`routing_store::all_candidates`), reorders or drops some, and hands them to
+//! [`route_over`]:
 //!
 //! ```ignore
 //! use monoize_plugin::router::{routing_store, Plan, RouteError, RouteRequest, Router};
@@ -14,9 +15,10 @@
 //!
 //! impl Router for Cheapest {
 //!     fn route(request: RouteRequest) -> Result<Plan, RouteError> {
-//!         let mut candidates = routing_store::candidates(&request.model, request.endpoint);
-//!         candidates.sort_by_key(|candidate| candidate.entry.multiplier); // stable
-//!         monoize_waterfall::sdk::route(&request, &candidates)
+//!         let mut candidates = routing_store::all_candidates(&request)
+//!             .map_err(|reason| monoize_waterfall::sdk::refusal(reason, &request))?;
+//!         candidates.sort_by_key(|candidate| candidate.multiplier); // stable
+//!         monoize_waterfall::sdk::route_over(&request, &candidates)
 //!     }
 //! }
 //!
@@ -29,7 +31,7 @@
 
 use monoize_plugin::log;
 use monoize_plugin::router::{
-    self, Candidate, EndpointKind, Plan, RouteError, RouteRequest, health,
+    self, Candidate, EndpointKind, NoCandidate, Plan, RouteError, RouteRequest, routing_store,
 };
 
 use crate::{Error, Health};
@@ -37,31 +39,59 @@ use crate::{Error, Health};
 /// How much of a model name goes into a message: a 64 KiB name must not become a 64 KiB line.
 const MODEL_EXCERPT_CHARS: usize = 80;
 
-/// Plans `request` over `candidates` (in the order the waterfall should walk them) with the
-/// waterfall, asking the host for the health of every usable channel once.
+/// The size of the first page [`route`] reads; each further page is twice the one before, so a
+/// large store costs a few calls.
+const FIRST_PAGE: u32 = 8;
+
+/// The largest page [`route`] reads.
+const MAX_PAGE: u32 = 512;
+
+/// Plans `request` with the waterfall over its candidates in the store's priority order,
+/// reading only the pages the plan needs.
 ///
 /// When every usable channel is unhealthy the plan is the panic fallback, and a warning goes to
 /// the host's log. Never panics.
-pub fn route(request: &RouteRequest, candidates: &[Candidate]) -> Result<Plan, RouteError> {
+pub fn route(request: &RouteRequest) -> Result<Plan, RouteError> {
+    let max_attempts = max_attempts(request);
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut offered = 0usize;
+    let mut cursor = 0;
+    let mut limit = FIRST_PAGE;
+    loop {
+        let page = routing_store::candidates(request, cursor, limit)
+            .map_err(|reason| refusal(reason, request))?;
+        offered = page
+            .candidates
+            .iter()
+            .map(healthy_attempts)
+            .fold(offered, usize::saturating_add);
+        candidates.extend(page.candidates);
+        match page.next {
+            Some(next) if next > cursor && offered < max_attempts => {
+                cursor = next;
+                limit = limit.saturating_mul(2).min(MAX_PAGE);
+            }
+            _ => break,
+        }
+    }
+    route_over(request, &candidates)
+}
+
+/// Plans `request` with the waterfall over `candidates`, in the order given (as
+/// `routing_store::candidates` answers them, or reordered). An empty list is
+/// [`RouteError::UnknownModel`]; a router that got its candidates from the host turns the host's
+/// reason for an empty answer into an error with [`refusal`] instead.
+pub fn route_over(request: &RouteRequest, candidates: &[Candidate]) -> Result<Plan, RouteError> {
     let plain: Vec<crate::Candidate<'_>> = candidates.iter().map(candidate).collect();
     let wanted = crate::Request {
         model: &request.model,
         max_multiplier: request.max_multiplier,
         groups: request.groups.as_deref(),
         seed: request.seed,
-        max_attempts: usize::try_from(request.max_attempts).unwrap_or(usize::MAX),
+        max_attempts: max_attempts(request),
     };
     let model = request.model.as_str();
-    let planned = crate::plan(&wanted, &plain, |ids| {
-        health::channels(model, ids)
-            .into_iter()
-            .map(|answer| Health {
-                healthy: answer.healthy,
-                last_failure: answer.last_failure,
-            })
-            .collect()
-    });
-    match planned {
+    match crate::plan(&wanted, &plain) {
         Ok(plan) => {
             if plan.fallback {
                 log::warn(&format!(
@@ -78,21 +108,54 @@ pub fn route(request: &RouteRequest, candidates: &[Candidate]) -> Result<Plan, R
     }
 }
 
+/// The route error for the host's reason that no candidate passes `request`'s filters.
+pub fn refusal(reason: NoCandidate, request: &RouteRequest) -> RouteError {
+    let error = match reason {
+        NoCandidate::UnknownModel => Error::UnknownModel,
+        NoCandidate::NotPermitted => Error::NotPermitted,
+        NoCandidate::NoUsableChannel => Error::NoAvailableChannel,
+    };
+    route_error(error, &request.model, request.endpoint)
+}
+
+/// `request.max_attempts` as a count, at least 1.
+fn max_attempts(request: &RouteRequest) -> usize {
+    usize::try_from(request.max_attempts)
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
+/// [`crate::healthy_attempts`] of a candidate as the host answers it: enabled and permitted,
+/// with usable channels only.
+fn healthy_attempts(found: &Candidate) -> usize {
+    let healthy = found
+        .channels
+        .iter()
+        .filter(|channel| channel.healthy && channel.weight > 0)
+        .count();
+    healthy.min(crate::retry_budget(found.max_retries))
+}
+
 fn candidate(found: &Candidate) -> crate::Candidate<'_> {
     crate::Candidate {
         provider_id: &found.provider_id,
-        enabled: found.enabled,
+        // The host answers only enabled providers, and only their usable channels.
+        enabled: true,
         max_retries: found.max_retries,
         groups: &found.groups,
-        redirect: found.entry.redirect.as_deref(),
-        multiplier: found.entry.multiplier,
+        redirect: found.redirect.as_deref(),
+        multiplier: found.multiplier,
         channels: found
             .channels
             .iter()
             .map(|channel| crate::Channel {
                 id: &channel.id,
                 weight: channel.weight,
-                enabled: channel.enabled,
+                enabled: true,
+                health: Health {
+                    healthy: channel.healthy,
+                    last_failure: channel.last_failure,
+                },
             })
             .collect(),
     }

@@ -1,7 +1,8 @@
 //! A broken router for the conformance suite: it must fail `legal-plans` and pass every other
 //! check. It plans with the default waterfall, then appends, for every provider the waterfall
 //! chose, that provider's disabled and zero-weight channels (at the provider's own multiplier and
-//! upstream model). Store F has such channels on a provider the waterfall chooses, so its plans
+//! upstream model), which it finds through `routing_store::providers` (candidates carry only
+//! usable channels). Store F has such channels on a provider the waterfall chooses, so its plans
 //! there are illegal; a store without them (the simple store, the large store) gets the plain
 //! waterfall. Only providers the waterfall already chose get extra attempts, so the ceiling and
 //! the groups still hold, and the result is as deterministic as the waterfall's. The plan stays
@@ -15,8 +16,7 @@ struct DisabledChannelRouter;
 
 impl Router for DisabledChannelRouter {
     fn route(request: RouteRequest) -> Result<Plan, RouteError> {
-        let candidates = routing_store::candidates(&request.model, request.endpoint);
-        let mut plan = monoize_waterfall::sdk::route(&request, &candidates)?;
+        let mut plan = monoize_waterfall::sdk::route(&request)?;
         // The providers chosen, each with one of its attempts as a template, in plan order.
         let mut chosen: Vec<Attempt> = Vec::new();
         for attempt in &plan.attempts {
@@ -24,15 +24,16 @@ impl Router for DisabledChannelRouter {
                 chosen.push(attempt.clone());
             }
         }
+        let providers = routing_store::providers();
         let mut unusable_attempts: Vec<Attempt> = Vec::new();
         for template in chosen {
-            let Some(candidate) = candidates
+            let Some(provider) = providers
                 .iter()
-                .find(|candidate| candidate.provider_id == template.provider_id)
+                .find(|provider| provider.id == template.provider_id)
             else {
                 continue;
             };
-            let unusable = candidate
+            let unusable = provider
                 .channels
                 .iter()
                 .filter(|channel| !channel.enabled || channel.weight == 0);

@@ -10,13 +10,13 @@ struct EmptyStoreTrapRouter;
 
 impl Router for EmptyStoreTrapRouter {
     fn route(request: RouteRequest) -> Result<Plan, RouteError> {
-        let candidates = routing_store::candidates(&request.model, request.endpoint);
+        let first = routing_store::candidates(&request, 0, 1);
         // `providers()` copies the whole store: ask only when there is no candidate.
-        if candidates.is_empty() && routing_store::providers().is_empty() {
+        if first.is_err() && routing_store::providers().is_empty() {
             // A bare `unreachable` instruction: the trap the host must turn into a failure.
             std::process::abort();
         }
-        monoize_waterfall::sdk::route(&request, &candidates)
+        monoize_waterfall::sdk::route(&request)
     }
 }
 

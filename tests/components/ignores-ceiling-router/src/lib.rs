@@ -3,18 +3,18 @@
 //! under a ceiling of 0.5 or 1 it still plans store F's dearer providers. Every other check
 //! routes without a ceiling, where it behaves exactly like the waterfall.
 
-use monoize_plugin::router::{Plan, RouteError, RouteRequest, Router, routing_store};
+use monoize_plugin::router::{Plan, RouteError, RouteRequest, Router};
 
 struct IgnoresCeilingRouter;
 
 impl Router for IgnoresCeilingRouter {
     fn route(request: RouteRequest) -> Result<Plan, RouteError> {
-        let candidates = routing_store::candidates(&request.model, request.endpoint);
+        // The candidates, too, are asked for without the ceiling.
         let blind = RouteRequest {
             max_multiplier: None,
             ..request
         };
-        monoize_waterfall::sdk::route(&blind, &candidates)
+        monoize_waterfall::sdk::route(&blind)
     }
 }
 

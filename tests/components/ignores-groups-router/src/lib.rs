@@ -3,18 +3,18 @@
 //! `["b"]` or `["zzz"]` still gets store F's providers of other groups. Every other check routes
 //! without groups, where it behaves exactly like the waterfall.
 
-use monoize_plugin::router::{Plan, RouteError, RouteRequest, Router, routing_store};
+use monoize_plugin::router::{Plan, RouteError, RouteRequest, Router};
 
 struct IgnoresGroupsRouter;
 
 impl Router for IgnoresGroupsRouter {
     fn route(request: RouteRequest) -> Result<Plan, RouteError> {
-        let candidates = routing_store::candidates(&request.model, request.endpoint);
+        // The candidates, too, are asked for without the groups.
         let blind = RouteRequest {
             groups: None,
             ..request
         };
-        monoize_waterfall::sdk::route(&blind, &candidates)
+        monoize_waterfall::sdk::route(&blind)
     }
 }
 

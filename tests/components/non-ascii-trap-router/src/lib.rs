@@ -3,7 +3,7 @@
 //! default waterfall for every other name — empty, 64 KiB long or full of control characters
 //! included, which are ASCII. No other check uses a non-ASCII name.
 
-use monoize_plugin::router::{Plan, RouteError, RouteRequest, Router, routing_store};
+use monoize_plugin::router::{Plan, RouteError, RouteRequest, Router};
 
 struct NonAsciiTrapRouter;
 
@@ -13,8 +13,7 @@ impl Router for NonAsciiTrapRouter {
             // A bare `unreachable` instruction: the trap the host must turn into a failure.
             std::process::abort();
         }
-        let candidates = routing_store::candidates(&request.model, request.endpoint);
-        monoize_waterfall::sdk::route(&request, &candidates)
+        monoize_waterfall::sdk::route(&request)
     }
 }
 

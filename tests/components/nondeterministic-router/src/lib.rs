@@ -9,14 +9,13 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
-use monoize_plugin::router::{Plan, RouteError, RouteRequest, Router, routing_store};
+use monoize_plugin::router::{Plan, RouteError, RouteRequest, Router};
 
 struct NondeterministicRouter;
 
 impl Router for NondeterministicRouter {
     fn route(request: RouteRequest) -> Result<Plan, RouteError> {
-        let candidates = routing_store::candidates(&request.model, request.endpoint);
-        let mut plan = monoize_waterfall::sdk::route(&request, &candidates)?;
+        let mut plan = monoize_waterfall::sdk::route(&request)?;
         let keys = RandomState::new();
         plan.attempts.sort_by_cached_key(|attempt| {
             keys.hash_one((&attempt.provider_id, &attempt.channel_id))

@@ -5,14 +5,13 @@
 //! none), so the checks that only validate plans pass; a model that some provider lists on
 //! another endpoint still gets the waterfall's route error, and an empty store gets one too.
 
-use monoize_plugin::router::{Plan, RouteError, RouteRequest, Router, routing_store};
+use monoize_plugin::router::{NoCandidate, Plan, RouteError, RouteRequest, Router, routing_store};
 
 struct UnknownModelOkRouter;
 
 impl Router for UnknownModelOkRouter {
     fn route(request: RouteRequest) -> Result<Plan, RouteError> {
-        let candidates = routing_store::candidates(&request.model, request.endpoint);
-        if candidates.is_empty() {
+        if let Err(NoCandidate::UnknownModel) = routing_store::candidates(&request, 0, 1) {
             let providers = routing_store::providers();
             let listed_anywhere = providers.iter().any(|provider| {
                 provider
@@ -26,7 +25,7 @@ impl Router for UnknownModelOkRouter {
                 });
             }
         }
-        monoize_waterfall::sdk::route(&request, &candidates)
+        monoize_waterfall::sdk::route(&request)
     }
 }
 
