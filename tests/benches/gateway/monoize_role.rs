@@ -162,6 +162,8 @@ struct PhaseFigures {
     mean: Duration,
     cpu_per_call: Duration,
     concurrent_per_second: f64,
+    /// Calls that failed (a plugin past its time bound on a busy machine, say).
+    failures: usize,
 }
 
 /// Calls each phase of the pipeline on its own, through the same public entry points the
@@ -288,17 +290,23 @@ async fn phases(monoize: &Monoize, calls: usize) -> anyhow::Result<Vec<String>> 
         .await,
     );
     let mut lines = vec![format!(
-        "phase {:<40} {:>9} {:>9} {:>12} {:>12}",
-        "(each alone; mock not involved)", "p50 µs", "mean µs", "CPU µs/call", "calls/s @32"
+        "phase {:<40} {:>9} {:>9} {:>12} {:>12} {:>8}",
+        "(each alone; mock not involved)",
+        "p50 µs",
+        "mean µs",
+        "CPU µs/call",
+        "calls/s @32",
+        "failed"
     )];
     for figure in &figures {
         lines.push(format!(
-            "phase {:<40} {:>9.1} {:>9.1} {:>12.1} {:>12.0}",
+            "phase {:<40} {:>9.1} {:>9.1} {:>12.1} {:>12.0} {:>8}",
             figure.name,
             micros(figure.p50),
             micros(figure.mean),
             micros(figure.cpu_per_call),
             figure.concurrent_per_second,
+            figure.failures,
         ));
     }
     Ok(lines)
@@ -308,20 +316,25 @@ fn micros(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e6
 }
 
-/// Runs `call` `calls` times in a row (after a warm-up), then `calls` times by 32 callers.
+/// Runs `call` `calls` times in a row (after a warm-up), then `calls` times by 32 callers;
+/// failed calls are counted, not measured.
 async fn measure<F, Fut>(name: &'static str, calls: usize, call: F) -> PhaseFigures
 where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
+    let failures = Arc::new(AtomicUsize::new(0));
     for _ in 0..calls / 10 {
-        assert!(call().await, "{name} failed");
+        call().await;
     }
     let mut latencies = Vec::with_capacity(calls);
     for _ in 0..calls {
         let began = Instant::now();
-        assert!(call().await, "{name} failed");
-        latencies.push(began.elapsed());
+        if call().await {
+            latencies.push(began.elapsed());
+        } else {
+            failures.fetch_add(1, Ordering::Relaxed);
+        }
     }
     latencies.sort_unstable();
     let total: Duration = latencies.iter().sum();
@@ -330,13 +343,15 @@ where
     let began = Instant::now();
     let callers: Vec<_> = (0..32)
         .map(|_| {
-            let (call, left) = (call.clone(), Arc::clone(&left));
+            let (call, left, failures) = (call.clone(), Arc::clone(&left), Arc::clone(&failures));
             tokio::spawn(async move {
                 while left
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                     .is_ok()
                 {
-                    assert!(call().await, "{name} failed");
+                    if !call().await {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             })
         })
@@ -349,11 +364,16 @@ where
     let elapsed = began.elapsed();
     let cpu = crate::process_cpu().saturating_sub(cpu_before);
     let count = u32::try_from(calls.max(1)).unwrap_or(u32::MAX);
+    let measured = u32::try_from(latencies.len().max(1)).unwrap_or(u32::MAX);
     PhaseFigures {
         name,
-        p50: latencies.get(calls / 2).copied().unwrap_or_default(),
-        mean: total / count,
+        p50: latencies
+            .get(latencies.len() / 2)
+            .copied()
+            .unwrap_or_default(),
+        mean: total / measured,
         cpu_per_call: cpu / count,
         concurrent_per_second: calls as f64 / elapsed.as_secs_f64().max(1e-9),
+        failures: failures.load(Ordering::Relaxed),
     }
 }
