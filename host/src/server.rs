@@ -53,6 +53,11 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
             () = shutdown.as_mut() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // A stream is written event by event: with Nagle's algorithm on, each small
+                    // write after the first waits for the client's delayed ACK (~40 ms).
+                    if let Err(error) = stream.set_nodelay(true) {
+                        tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+                    }
                     let service = service_fn({
                         let state = Arc::clone(&state);
                         move |request| respond(Arc::clone(&state), request, peer)

@@ -1,0 +1,500 @@
+//! Gateway load benchmark (issue #9, DESIGN §8): requests/s, p50/p99 latency and the server's
+//! CPU time per request, for the mock upstream alone, for a minimal hyper pass-through proxy
+//! in front of it (the baseline), and for Monoize in front of it with the whole pipeline in the
+//! path — key auth, the embedded router plugin, the embedded billing plugin's authorize and
+//! settle, and the ledger write committed before the last byte leaves — on JSON and SSE
+//! answers, at 1 and 32 connections, all in one run, with the ratios Monoize/proxy.
+//!
+//! Run: `cargo bench -p monoize-tests --bench gateway`. Knobs (environment): `GATEWAY_BENCH_SECS`
+//! (seconds per row, default 3), `GATEWAY_BENCH_FILTER` (only rows whose label contains it,
+//! e.g. `monoize json 32`), `GATEWAY_BENCH_PHASE_CALLS` (default 2000).
+//!
+//! How CPU is attributed: the mock, the proxy and Monoize each run in a child process of their
+//! own (this binary re-executed with `GATEWAY_BENCH_ROLE`), and the load generator runs in the
+//! parent. A child reports its own CPU clock (`CLOCK_PROCESS_CPUTIME_ID`: every thread, the
+//! blocking pool, SQLite's writer and wasmtime's epoch ticker included, nanosecond precision)
+//! when asked over its stdin, just before and just after each row; the difference divided by
+//! the requests served is the server's CPU µs per request, with nothing of the client's or the
+//! mock's in it. The parent's own CPU clock gives the client's share the same way. Memory is
+//! the server process's own `VmHWM` (peak) and `VmRSS` from `/proc/self/status`.
+//!
+//! The servers share the machine's cores with the load generator and the mock, as any loopback
+//! bench does; the proxy and Monoize rows of one configuration run back to back, so they see
+//! the same conditions and their ratio is what to read.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark prints its table and stops at the first failure"
+)]
+
+#[path = "gateway/load.rs"]
+mod load;
+#[path = "gateway/monoize_role.rs"]
+mod monoize_role;
+#[path = "gateway/servers.rs"]
+mod servers;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+
+const ROLE_VAR: &str = "GATEWAY_BENCH_ROLE";
+const UPSTREAM_VAR: &str = "GATEWAY_BENCH_UPSTREAM";
+const AUTHORIZATION: &str = "Bearer sk-bench-0123456789abcdef0123456789abcdef";
+const PATH: &str = "/v1/chat/completions";
+
+/// The CPU time this process has used so far, all threads.
+pub fn process_cpu() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// `(VmHWM, VmRSS)` of this process in KiB.
+fn memory() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn main() {
+    assert_eq!(
+        monoize_role::KEY,
+        AUTHORIZATION.trim_start_matches("Bearer ")
+    );
+    match std::env::var(ROLE_VAR) {
+        Ok(role) => child(&role),
+        Err(_) => parent(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A child: one server, answering control commands on stdin, one reply per command ending with
+// a line `end`. It exits when its stdin closes.
+
+enum Running {
+    Plain(SocketAddr),
+    Monoize(Box<monoize_role::Monoize>),
+}
+
+fn child(role: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream: Option<SocketAddr> = std::env::var(UPSTREAM_VAR)
+        .ok()
+        .and_then(|text| text.parse().ok());
+    let running = runtime.block_on(async {
+        match role {
+            "mock" => {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let address = listener.local_addr().unwrap();
+                tokio::spawn(servers::mock(listener));
+                Running::Plain(address)
+            }
+            "proxy" => {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let address = listener.local_addr().unwrap();
+                tokio::spawn(servers::proxy(listener, upstream.unwrap()));
+                Running::Plain(address)
+            }
+            "monoize" => Running::Monoize(Box::new(
+                monoize_role::start(upstream.unwrap()).await.unwrap(),
+            )),
+            other => panic!("unknown role {other}"),
+        }
+    });
+    let address = match &running {
+        Running::Plain(address) => *address,
+        Running::Monoize(monoize) => monoize.address,
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready {address}").unwrap();
+    out.flush().unwrap();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.unwrap();
+        let mut words = line.split_whitespace();
+        let reply = match (words.next(), &running) {
+            (Some("cpu"), _) => vec![format!("cpu {}", process_cpu().as_nanos())],
+            (Some("mem"), _) => {
+                let (hwm, rss) = memory();
+                vec![format!("mem {hwm} {rss}")]
+            }
+            (Some("stats"), Running::Monoize(monoize)) => vec![monoize.stats().unwrap()],
+            (Some("phases"), Running::Monoize(monoize)) => {
+                let calls = words.next().and_then(|n| n.parse().ok()).unwrap_or(2000);
+                runtime.block_on(monoize.phases(calls)).unwrap()
+            }
+            _ => vec![format!("unknown command {line}")],
+        };
+        for reply_line in reply {
+            writeln!(out, "{reply_line}").unwrap();
+        }
+        writeln!(out, "end").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parent: starts the servers, drives the load, prints the table.
+
+struct Server {
+    name: &'static str,
+    process: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    address: SocketAddr,
+}
+
+impl Server {
+    fn spawn(name: &'static str, upstream: Option<SocketAddr>) -> Server {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .env(ROLE_VAR, name)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(upstream) = upstream {
+            command.env(UPSTREAM_VAR, upstream.to_string());
+        }
+        let mut process = command.spawn().unwrap();
+        let stdin = process.stdin.take().unwrap();
+        let mut stdout = BufReader::new(process.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("{name} did not start: {line:?}"))
+            .parse()
+            .unwrap();
+        Server {
+            name,
+            process,
+            stdin,
+            stdout,
+            address,
+        }
+    }
+
+    fn ask(&mut self, command: &str) -> Vec<String> {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                self.stdout.read_line(&mut line).unwrap() > 0,
+                "{} went away",
+                self.name
+            );
+            let line = line.trim_end().to_owned();
+            if line == "end" {
+                return lines;
+            }
+            lines.push(line);
+        }
+    }
+
+    fn numbers(&mut self, command: &str) -> Vec<u64> {
+        let reply = self.ask(command);
+        reply
+            .first()
+            .map(|line| {
+                line.split_whitespace()
+                    .skip(1)
+                    .filter_map(|word| word.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn cpu(&mut self) -> Duration {
+        let nanos = self.numbers("cpu").first().copied().unwrap_or(0);
+        Duration::from_nanos(nanos)
+    }
+
+    /// `(VmHWM, VmRSS)` in MiB.
+    fn memory(&mut self) -> (f64, f64) {
+        let numbers = self.numbers("mem");
+        let mib = |index: usize| numbers.get(index).copied().unwrap_or(0) as f64 / 1024.0;
+        (mib(0), mib(1))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Our own child, by its handle; closing stdin would end it too.
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Json,
+    Sse,
+}
+
+impl Answer {
+    fn name(self) -> &'static str {
+        match self {
+            Answer::Json => "json",
+            Answer::Sse => "sse",
+        }
+    }
+
+    fn body(self) -> Bytes {
+        let stream = match self {
+            Answer::Json => "",
+            Answer::Sse => r#","stream":true"#,
+        };
+        Bytes::from(format!(
+            r#"{{"model":"{}","messages":[{{"role":"user","content":"Say hello."}}]{stream}}}"#,
+            servers::MODEL
+        ))
+    }
+}
+
+struct Row {
+    server: &'static str,
+    answer: Answer,
+    connections: usize,
+    outcome: load::Outcome,
+    server_cpu: Duration,
+    client_cpu: Duration,
+}
+
+impl Row {
+    fn cpu_per_request(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e6 / self.outcome.latencies.len().max(1) as f64
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(default)
+}
+
+fn parent() {
+    let seconds = env_number("GATEWAY_BENCH_SECS", 3);
+    let phase_calls = env_number("GATEWAY_BENCH_PHASE_CALLS", 2000);
+    let filter = std::env::var("GATEWAY_BENCH_FILTER").unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut mock = Server::spawn("mock", None);
+    let mut proxy = Server::spawn("proxy", Some(mock.address));
+    let mut monoize = Server::spawn("monoize", Some(mock.address));
+    println!(
+        "gateway: {seconds} s per row, closed-loop keep-alive HTTP/1.1 clients, {} cores, \
+         load average {} (pids: mock {}, proxy {}, monoize {})",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        load_average(),
+        mock.process.id(),
+        proxy.process.id(),
+        monoize.process.id(),
+    );
+    let mut rows = Vec::new();
+    let mut monoize_served = 0usize;
+    let mut warmed = [false; 3];
+    for answer in [Answer::Json, Answer::Sse] {
+        for connections in [1, 32] {
+            for (index, server) in [&mut mock, &mut proxy, &mut monoize]
+                .into_iter()
+                .enumerate()
+            {
+                let label = format!("{} {} {connections}", server.name, answer.name());
+                if !label.contains(&filter) {
+                    continue;
+                }
+                let mut load = load::Load {
+                    target: server.address,
+                    path: PATH,
+                    body: answer.body(),
+                    authorization: AUTHORIZATION,
+                    stream: answer == Answer::Sse,
+                    connections,
+                    duration: Duration::from_millis(if warmed[index] { 300 } else { 1000 }),
+                    max_requests: 2_000_000,
+                };
+                warmed[index] = true;
+                let warm_up = runtime.block_on(load::run(&load));
+                load.duration = Duration::from_secs(seconds);
+                let (server_before, client_before) = (server.cpu(), process_cpu());
+                let outcome = runtime.block_on(load::run(&load));
+                let (server_after, client_after) = (server.cpu(), process_cpu());
+                if server.name == "monoize" {
+                    monoize_served += warm_up.latencies.len() + outcome.latencies.len();
+                }
+                rows.push(Row {
+                    server: server.name,
+                    answer,
+                    connections,
+                    outcome,
+                    server_cpu: server_after.saturating_sub(server_before),
+                    client_cpu: client_after.saturating_sub(client_before),
+                });
+            }
+        }
+    }
+    print_table(&rows);
+    print_ratios(&rows);
+    let memory: Vec<_> = [&mut mock, &mut proxy, &mut monoize]
+        .into_iter()
+        .map(|server| (server.name, server.memory()))
+        .collect();
+    println!();
+    for (name, (hwm, rss)) in &memory {
+        println!("memory {name:<8} VmHWM {hwm:>6.1} MiB   VmRSS after load {rss:>6.1} MiB");
+    }
+    let stats = monoize.ask("stats");
+    let stats: Vec<&str> = stats
+        .first()
+        .map(|line| line.split_whitespace().collect())
+        .unwrap_or_default();
+    let charges: i64 = stats.get(1).and_then(|n| n.parse().ok()).unwrap_or(-1);
+    let consistent = stats.get(2) == Some(&"true");
+    println!(
+        "ledger: {charges} charges for {monoize_served} requests Monoize served; \
+         balance equals the ledger sum: {}{}",
+        if consistent { "yes" } else { "NO" },
+        if charges == monoize_served as i64 && consistent {
+            ""
+        } else {
+            "   <-- MISMATCH"
+        }
+    );
+    print_targets(&rows, memory.last().map_or(0.0, |(_, (hwm, _))| *hwm));
+    println!();
+    for line in monoize.ask(&format!("phases {phase_calls}")) {
+        println!("{}", line.trim_start_matches("phase "));
+    }
+    println!("load average at the end: {}", load_average());
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<8} {:<5} {:>5} {:>8} {:>6} {:>9} {:>8} {:>8} {:>12} {:>12}",
+        "server",
+        "body",
+        "conns",
+        "requests",
+        "errors",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "srv µs/req",
+        "client µs/req"
+    );
+    for row in rows {
+        println!(
+            "{:<8} {:<5} {:>5} {:>8} {:>6} {:>9.0} {:>8.3} {:>8.3} {:>12.1} {:>12.1}",
+            row.server,
+            row.answer.name(),
+            row.connections,
+            row.outcome.latencies.len(),
+            row.outcome.errors,
+            row.outcome.per_second(),
+            millis(row.outcome.percentile(0.50)),
+            millis(row.outcome.percentile(0.99)),
+            row.cpu_per_request(row.server_cpu),
+            row.cpu_per_request(row.client_cpu),
+        );
+    }
+}
+
+fn find<'a>(rows: &'a [Row], server: &str, answer: Answer, connections: usize) -> Option<&'a Row> {
+    rows.iter()
+        .find(|row| row.server == server && row.answer == answer && row.connections == connections)
+}
+
+fn print_ratios(rows: &[Row]) {
+    println!();
+    for answer in [Answer::Json, Answer::Sse] {
+        for connections in [1, 32] {
+            let (Some(proxy), Some(monoize)) = (
+                find(rows, "proxy", answer, connections),
+                find(rows, "monoize", answer, connections),
+            ) else {
+                continue;
+            };
+            println!(
+                "monoize/proxy {:<4} {connections:>2} conns: req/s {:.2}x   added p50 {:+.3} ms   \
+                 added p99 {:+.3} ms   CPU/req {:.1}x ({:+.0} µs)",
+                answer.name(),
+                monoize.outcome.per_second() / proxy.outcome.per_second().max(1e-9),
+                millis(monoize.outcome.percentile(0.5)) - millis(proxy.outcome.percentile(0.5)),
+                millis(monoize.outcome.percentile(0.99)) - millis(proxy.outcome.percentile(0.99)),
+                monoize.cpu_per_request(monoize.server_cpu)
+                    / proxy.cpu_per_request(proxy.server_cpu).max(1e-9),
+                monoize.cpu_per_request(monoize.server_cpu)
+                    - proxy.cpu_per_request(proxy.server_cpu),
+            );
+        }
+    }
+}
+
+fn print_targets(rows: &[Row], monoize_hwm: f64) {
+    let mut worst_ratio = f64::INFINITY;
+    let mut worst_added = f64::NEG_INFINITY;
+    for answer in [Answer::Json, Answer::Sse] {
+        for connections in [1, 32] {
+            if let (Some(proxy), Some(monoize)) = (
+                find(rows, "proxy", answer, connections),
+                find(rows, "monoize", answer, connections),
+            ) {
+                worst_ratio = worst_ratio
+                    .min(monoize.outcome.per_second() / proxy.outcome.per_second().max(1e-9));
+                if connections == 1 {
+                    worst_added = worst_added.max(
+                        millis(monoize.outcome.percentile(0.5))
+                            - millis(proxy.outcome.percentile(0.5)),
+                    );
+                }
+            }
+        }
+    }
+    let verdict = |met: bool| if met { "met" } else { "MISSED" };
+    println!(
+        "targets: req/s >= 0.5x proxy (worst {worst_ratio:.2}x): {};  added p50 at 1 conn \
+         <= 0.3 ms (worst {worst_added:+.3} ms): {};  RSS <= 100 MB (VmHWM {monoize_hwm:.1} MiB): {}",
+        verdict(worst_ratio >= 0.5),
+        verdict(worst_added <= 0.3),
+        verdict(monoize_hwm <= 100.0 * 1e6 / (1024.0 * 1024.0)),
+    );
+}
