@@ -278,7 +278,7 @@ fn check_plugin(args: &CheckArgs, config: &Config) -> Result<(), CliError> {
                 Ok(conformance::router::check(&engine, &name, &bytes, args.reference).await)
             }
             World::Billing => Err(CliError::NoSuite("billing")),
-            World::Dashboard => Err(CliError::NoSuite("dashboard")),
+            World::Dashboard => Ok(conformance::dashboard::check(&engine, &name, &bytes).await),
         }
     })?;
     let text = if args.json {

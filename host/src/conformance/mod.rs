@@ -3,6 +3,7 @@
 //! against fixtures written into an in-memory database. The suites check contracts, not one
 //! policy; `--reference` adds the semantics the default plugins promise.
 
+pub mod dashboard;
 pub mod fixtures;
 pub mod router;
 
@@ -123,6 +124,57 @@ impl Report {
             "skipped": self.skipped(),
             "checks": checks,
         })
+    }
+}
+
+/// What a check answers: `Err` with the reason it failed.
+pub(crate) type CheckOutcome = Result<(), String>;
+
+/// A world's suite over a loaded plugin.
+pub(crate) trait Suite {
+    /// Runs the check `name` (never `loads`, which loading the plugin decided).
+    async fn run(&self, name: &str) -> CheckOutcome;
+}
+
+/// The runner every world's suite shares: `loads` passes when `loaded` is a suite, and then
+/// every other check of `names` runs in order; when the component did not load, `loads` fails
+/// with the reason and the rest are skipped.
+pub(crate) async fn run_checks<S: Suite>(
+    world: &'static str,
+    plugin: &str,
+    names: &[&'static str],
+    loaded: Result<S, String>,
+) -> Report {
+    let mut checks = Vec::with_capacity(names.len());
+    match loaded {
+        Ok(suite) => {
+            for &name in names {
+                let outcome = if name == "loads" {
+                    Outcome::Passed
+                } else {
+                    match suite.run(name).await {
+                        Ok(()) => Outcome::Passed,
+                        Err(reason) => Outcome::Failed(reason),
+                    }
+                };
+                checks.push(CheckResult { name, outcome });
+            }
+        }
+        Err(reason) => {
+            for &name in names {
+                let outcome = if name == "loads" {
+                    Outcome::Failed(reason.clone())
+                } else {
+                    Outcome::Skipped("the component did not load".to_owned())
+                };
+                checks.push(CheckResult { name, outcome });
+            }
+        }
+    }
+    Report {
+        world,
+        plugin: plugin.to_owned(),
+        checks,
     }
 }
 
