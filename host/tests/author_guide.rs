@@ -366,7 +366,7 @@ fn the_authors_guide_takes_a_copied_router_from_an_empty_directory_to_serving_tr
         "/api/dashboard/model-metadata/gpt-4o",
         session,
         json!({"input_cost_per_token_nano": "1", "output_cost_per_token_nano": "2"}),
-        200,
+        201,
     );
     // The built-in waterfall would send everything to `preferred` (priority 0); the
     // cheapest-first router sends it to `cheap` (multiplier 0.5).
