@@ -1059,7 +1059,7 @@ impl Suite {
                 Ok(hashes)
             })
             .await?;
-        forbidden.extend(stored.into_iter().map(|(hash, what)| (hash, what)));
+        forbidden.extend(stored);
         forbidden.push(("$argon2".to_owned(), "a password hash"));
         let bodies = self
             .bodies
