@@ -544,7 +544,9 @@ fn user_create_refuses_duplicates_and_bad_input_with_one_plain_line() {
         &env,
     );
     assert!(created.status.success(), "{created:?}");
-    let cases: [(&[&str], &str, &[(&str, &str)], &str); 4] = [
+    // Arguments, stdin, environment, and a word the one line of stderr must contain.
+    type Case<'a> = (&'a [&'a str], &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 4] = [
         (
             &["--username", "alice", "--role", "admin"],
             "",

@@ -18,10 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{
-    CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue,
-    TRANSFER_ENCODING,
-};
+use hyper::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
@@ -251,8 +248,14 @@ fn is_json(headers: &hyper::HeaderMap) -> bool {
         })
 }
 
-/// Headers the plugin may not set: the host frames the body and declares it JSON.
-const HOST_HEADERS: [HeaderName; 4] = [CONTENT_TYPE, CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION];
+/// Whether `name` is a header the plugin may not set: the host frames the body and declares
+/// it JSON.
+fn host_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "content-type" | "content-length" | "transfer-encoding" | "connection"
+    )
+}
 
 /// The plugin's answer as HTTP: its status and body, its headers except framing ones, and
 /// `content-type: application/json`. A status outside 100–599 breaks the contract.
@@ -286,7 +289,7 @@ fn response_of(
             tracing::warn!(request_id, plugin, header = %name, "dropping a malformed header");
             continue;
         };
-        if HOST_HEADERS.contains(&name) {
+        if host_header(&name) {
             continue;
         }
         response.headers_mut().append(name, value);

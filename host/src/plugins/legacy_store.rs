@@ -25,10 +25,8 @@ impl Host for PluginState {
         id: String,
     ) -> Result<bool, StoreError> {
         let table = table_from_wit(table);
-        let database = self.database()?;
-        self.host_wait(database.write(move |tx| found(legacy::delete(tx, table, &id))))
+        self.database_write(move |tx| found(legacy::delete(tx, table, &id)))
             .await
-            .map_err(super::billing_store::store_error)
     }
 }
 
