@@ -544,9 +544,7 @@ fn user_create_refuses_duplicates_and_bad_input_with_one_plain_line() {
         &env,
     );
     assert!(created.status.success(), "{created:?}");
-    // Arguments, stdin, environment, and a word the one line of stderr must contain.
-    type Case<'a> = (&'a [&'a str], &'a str, &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case<'_>; 4] = [
+    let cases: [(&[&str], &str, &[(&str, &str)], &str); 4] = [
         (
             &["--username", "alice", "--role", "admin"],
             "",

@@ -18,7 +18,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use hyper::header::{
+    CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue,
+    TRANSFER_ENCODING,
+};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
@@ -248,14 +251,8 @@ fn is_json(headers: &hyper::HeaderMap) -> bool {
         })
 }
 
-/// Whether `name` is a header the plugin may not set: the host frames the body and declares
-/// it JSON.
-fn host_header(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "content-type" | "content-length" | "transfer-encoding" | "connection"
-    )
-}
+/// Headers the plugin may not set: the host frames the body and declares it JSON.
+const HOST_HEADERS: [HeaderName; 4] = [CONTENT_TYPE, CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION];
 
 /// The plugin's answer as HTTP: its status and body, its headers except framing ones, and
 /// `content-type: application/json`. A status outside 100–599 breaks the contract.
@@ -289,7 +286,7 @@ fn response_of(
             tracing::warn!(request_id, plugin, header = %name, "dropping a malformed header");
             continue;
         };
-        if host_header(&name) {
+        if HOST_HEADERS.contains(&name) {
             continue;
         }
         response.headers_mut().append(name, value);

@@ -110,7 +110,7 @@ impl Host for PluginState {
         }
         let expires = clock::format_unix_millis(expires_at);
         let row = self
-            .database_write(move |tx| {
+            .dashboard_write(move |tx| {
                 if users::get(tx, &user_id)?.is_none() {
                     return Err(DbError::NotFound(format!("user {user_id}")));
                 }
@@ -126,7 +126,7 @@ impl Host for PluginState {
     }
 
     async fn delete_session(&mut self, token_hash: String) -> Result<bool, StoreError> {
-        self.database_write(move |tx| sessions::delete_by_token_hash(tx, &token_hash))
+        self.dashboard_write(move |tx| sessions::delete_by_token_hash(tx, &token_hash))
             .await
     }
 
@@ -230,32 +230,20 @@ impl PluginState {
             .map_err(store_error)
     }
 
-    /// Runs `write`, a change to users or keys, in one transaction, crediting the wait to the
-    /// time bound, then empties the gateway's verified-key cache, which must not outlive the
-    /// change (a disabled user, a disabled or deleted key).
+    /// Runs `write` in one transaction, crediting the wait to the time bound, then empties
+    /// the gateway's verified-key cache: every dashboard-store write touches a user, a session
+    /// or a key, and the cache must not outlive it.
     async fn dashboard_write<T, F>(&mut self, write: F) -> Result<T, StoreError>
     where
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, DbError> + Send + 'static,
         T: Send + 'static,
     {
-        let outcome = self.database_write(write).await;
+        let database = self.database()?;
+        let outcome = self.host_wait(database.write(write)).await;
         if let Some(authenticator) = &self.capabilities.authenticator {
             authenticator.invalidate_all();
         }
-        outcome
-    }
-
-    /// Runs `write` in one transaction, crediting the wait to the time bound (for writes the
-    /// gateway's key cache does not depend on: sessions, the registry, the legacy tables).
-    pub(super) async fn database_write<T, F>(&mut self, write: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, DbError> + Send + 'static,
-        T: Send + 'static,
-    {
-        let database = self.database()?;
-        self.host_wait(database.write(write))
-            .await
-            .map_err(store_error)
+        outcome.map_err(store_error)
     }
 }
 

@@ -25,8 +25,10 @@ impl Host for PluginState {
         id: String,
     ) -> Result<bool, StoreError> {
         let table = table_from_wit(table);
-        self.database_write(move |tx| found(legacy::delete(tx, table, &id)))
+        let database = self.database()?;
+        self.host_wait(database.write(move |tx| found(legacy::delete(tx, table, &id))))
             .await
+            .map_err(super::billing_store::store_error)
     }
 }
 

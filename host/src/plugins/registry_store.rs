@@ -4,6 +4,7 @@
 use crate::db::DbError;
 use crate::db::registry::{self, ModelMetadataRow, ModelRecordRow, NewModelRecord};
 
+use super::billing_store::store_error;
 use super::store::PluginState;
 use super::wit::latest::registry_store::{self as wit, Host};
 use super::wit::latest::types::StoreError;
@@ -35,7 +36,7 @@ impl Host for PluginState {
             priority: fields.priority,
         };
         let row = self
-            .database_write(move |tx| registry::insert(tx, &new).map_err(record_conflict))
+            .registry_write(move |tx| registry::insert(tx, &new).map_err(record_conflict))
             .await?;
         Ok(record_to_wit(row))
     }
@@ -47,7 +48,7 @@ impl Host for PluginState {
     ) -> Result<wit::RegistryRecord, StoreError> {
         check_fields(&fields)?;
         let row = self
-            .database_write(move |tx| {
+            .registry_write(move |tx| {
                 let mut record = registry::get(tx, &id)?
                     .ok_or_else(|| DbError::NotFound(format!("model record {id}")))?;
                 record.logical_model = fields.logical_model;
@@ -63,7 +64,7 @@ impl Host for PluginState {
     }
 
     async fn delete_record(&mut self, id: String) -> Result<bool, StoreError> {
-        self.database_write(move |tx| found(registry::delete(tx, &id)))
+        self.registry_write(move |tx| found(registry::delete(tx, &id)))
             .await
     }
 
@@ -88,14 +89,28 @@ impl Host for PluginState {
     ) -> Result<wit::ModelMetadata, StoreError> {
         let row = metadata_from_wit(metadata)?;
         let stored = self
-            .database_write(move |tx| registry::upsert_metadata(tx, &row))
+            .registry_write(move |tx| registry::upsert_metadata(tx, &row))
             .await?;
         Ok(metadata_to_wit(stored))
     }
 
     async fn delete_metadata(&mut self, model_id: String) -> Result<bool, StoreError> {
-        self.database_write(move |tx| found(registry::delete_metadata(tx, &model_id)))
+        self.registry_write(move |tx| found(registry::delete_metadata(tx, &model_id)))
             .await
+    }
+}
+
+impl PluginState {
+    /// Runs `write` in one transaction, crediting the wait to the time bound.
+    async fn registry_write<T, F>(&mut self, write: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, DbError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let database = self.database()?;
+        self.host_wait(database.write(write))
+            .await
+            .map_err(store_error)
     }
 }
 
