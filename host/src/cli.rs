@@ -181,9 +181,6 @@ pub enum CliError {
         /// The operating system's error.
         source: std::io::Error,
     },
-    /// The world has no conformance suite in this version.
-    #[error("there is no {0} conformance suite in this version of monoize (only router)")]
-    NoSuite(&'static str),
     /// A user could not be created.
     #[error(transparent)]
     User(#[from] BootstrapError),
@@ -280,7 +277,7 @@ fn check_plugin(args: &CheckArgs, config: &Config) -> Result<(), CliError> {
             World::Billing => {
                 Ok(conformance::billing::check(&engine, &name, &bytes, args.reference).await)
             }
-            World::Dashboard => Err(CliError::NoSuite("dashboard")),
+            World::Dashboard => Ok(conformance::dashboard::check(&engine, &name, &bytes).await),
         }
     })?;
     let text = if args.json {

@@ -127,3 +127,67 @@ async fn every_example_router_passes_the_contract_checks() {
         assert!(report.all_passed(), "{path}:\n{}", report.to_text());
     }
 }
+
+// The dashboard suite: the role and secret-hiding rules of the dashboard API.
+
+mod dashboard {
+    use monoize::conformance::Report;
+    use monoize::conformance::dashboard::{self, CHECKS};
+    use monoize::plugins::PluginLimits;
+    use monoize::plugins::embedded::{DASHBOARD, paths};
+    use monoize_tests::{component, engine_with};
+
+    async fn check(bytes: &[u8]) -> Report {
+        // The production limits, as the server loads a dashboard plugin.
+        dashboard::check(&engine_with(PluginLimits::default()), "under-test", bytes).await
+    }
+
+    #[tokio::test]
+    async fn the_default_dashboard_passes_every_check() {
+        let report = check(DASHBOARD).await;
+        assert!(report.all_passed(), "{}", report.to_text());
+        assert_eq!(report.checks.len(), CHECKS.len());
+        assert!(
+            report
+                .to_text()
+                .ends_with(&format!("{} passed, 0 failed\n", CHECKS.len()))
+        );
+        assert_eq!(report.to_json()["world"], "dashboard");
+    }
+
+    #[tokio::test]
+    async fn a_router_is_not_a_dashboard_and_fails_loads() {
+        let report = check(monoize::plugins::embedded::ROUTING).await;
+        assert_eq!(report.failures(), ["loads"], "{}", report.to_text());
+        assert_eq!(report.skipped(), CHECKS.len() - 1);
+    }
+
+    /// Each broken dashboard fixture and the one check it is built to fail.
+    const BROKEN_FIXTURES: &[(&str, &str)] = &[
+        (paths::USER_LISTS_USERS_DASHBOARD, "user-forbidden"),
+        (paths::FOREIGN_KEY_DASHBOARD, "other-users-keys"),
+        (paths::ODD_INPUT_TRAP_DASHBOARD, "bad-input"),
+        (paths::LEAKS_HASH_DASHBOARD, "secrets-hidden"),
+    ];
+
+    #[tokio::test]
+    async fn each_broken_dashboard_fails_exactly_its_check() {
+        for &(path, check_name) in BROKEN_FIXTURES {
+            let report = check(&component(path)).await;
+            assert_eq!(
+                report.failures(),
+                [check_name],
+                "{path}:\n{}",
+                report.to_text()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_trap_is_reported_as_one() {
+        let report = check(&component(paths::ODD_INPUT_TRAP_DASHBOARD)).await;
+        let text = report.to_text();
+        assert!(text.contains("FAIL bad-input: "), "{text}");
+        assert!(text.contains("trap"), "{text}");
+    }
+}

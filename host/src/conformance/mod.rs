@@ -4,6 +4,7 @@
 //! policy; `--reference` adds the semantics the default plugins promise.
 
 pub mod billing;
+pub mod dashboard;
 pub mod fixtures;
 pub mod router;
 
