@@ -270,15 +270,16 @@ fn check_plugin(args: &CheckArgs, config: &Config) -> Result<(), CliError> {
     };
     let report = runtime()?.block_on(async {
         let engine = PluginEngine::new(&settings)?;
-        match args.world {
+        let report = match args.world {
             World::Router => {
-                Ok(conformance::router::check(&engine, &name, &bytes, args.reference).await)
+                conformance::router::check(&engine, &name, &bytes, args.reference).await
             }
             World::Billing => {
-                Ok(conformance::billing::check(&engine, &name, &bytes, args.reference).await)
+                conformance::billing::check(&engine, &name, &bytes, args.reference).await
             }
-            World::Dashboard => Ok(conformance::dashboard::check(&engine, &name, &bytes).await),
-        }
+            World::Dashboard => conformance::dashboard::check(&engine, &name, &bytes).await,
+        };
+        Ok::<_, CliError>(report)
     })?;
     let text = if args.json {
         format!("{}\n", report.to_json())
