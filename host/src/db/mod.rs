@@ -7,6 +7,7 @@
 //! [`Database::write`].
 
 pub mod api_keys;
+mod checkpoint;
 pub mod clock;
 pub mod ledger;
 pub mod legacy;
@@ -126,6 +127,9 @@ pub struct Database {
 }
 
 struct Shared {
+    /// The WAL checkpoint thread of a file database (`None` in memory). Declared before the
+    /// writer so that its connection closes first, like the readers'.
+    _checkpointer: Option<checkpoint::Checkpointer>,
     /// Empty for a memory database: reads then use the writer. Declared before the writer
     /// so that it is dropped first: the last connection to close checkpoints the WAL and
     /// removes it, which only a read-write connection can do.
@@ -257,7 +261,7 @@ fn open_memory() -> Result<Database, DbError> {
     let mut connection = Connection::open_in_memory()?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
     schema::migrate(&mut connection)?;
-    Ok(Database::from_connections(connection, Vec::new()))
+    Ok(Database::from_connections(connection, Vec::new(), None))
 }
 
 fn open_file(path: &Path) -> Result<Database, DbError> {
@@ -273,12 +277,22 @@ fn open_file(path: &Path) -> Result<Database, DbError> {
     let readers = (0..READER_CONNECTIONS)
         .map(|_| open_reader(path).map(Mutex::new).map_err(open_error))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Database::from_connections(writer, readers))
+    let checkpointer = checkpoint::Checkpointer::start(path)?;
+    Ok(Database::from_connections(
+        writer,
+        readers,
+        Some(checkpointer),
+    ))
 }
 
 impl Database {
-    fn from_connections(writer: Connection, readers: Vec<Mutex<Connection>>) -> Database {
+    fn from_connections(
+        writer: Connection,
+        readers: Vec<Mutex<Connection>>,
+        checkpointer: Option<checkpoint::Checkpointer>,
+    ) -> Database {
         let shared = Shared {
+            _checkpointer: checkpointer,
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
@@ -329,6 +343,9 @@ fn configure_writer(connection: &Connection) -> rusqlite::Result<()> {
     }
     connection.pragma_update(None, "foreign_keys", "ON")?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;
+    // The checkpoint thread does it, off the commit path (see `checkpoint`).
+    let _pages: i64 =
+        connection.pragma_update_and_check(None, "wal_autocheckpoint", 0, |row| row.get(0))?;
     connection.busy_timeout(BUSY_TIMEOUT)
 }
 
@@ -542,6 +559,39 @@ mod tests {
         assert!(dir.path().join("w.db-wal").exists());
         drop(database);
         assert!(!dir.path().join("w.db-wal").exists());
+    }
+
+    #[test]
+    fn the_wal_is_checkpointed_into_the_file_off_the_commit_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let database = open(&Dsn::File(path.clone())).unwrap();
+        let before = fs::metadata(&path).unwrap().len();
+        database
+            .write_blocking(|tx| {
+                for n in 0..500 {
+                    let name = format!("user_{n}");
+                    users::insert(tx, &users::NewUser::new(&name, "h", users::Role::User))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        // The writer never checkpoints (autocheckpoint is off), so only the checkpoint thread
+        // can carry the new pages into the database file.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while fs::metadata(&path).unwrap().len() <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint reached the database file"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let autocheckpoint: i64 = database
+            .write_blocking(|tx| {
+                Ok(tx.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))?)
+            })
+            .unwrap();
+        assert_eq!(autocheckpoint, 0);
     }
 
     #[test]
