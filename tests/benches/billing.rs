@@ -38,6 +38,9 @@ use monoize::routing::{Attempt, EndpointKind};
 const USERS: usize = 64;
 const CONCURRENCY: usize = 256;
 const CHARGES: usize = 20_000;
+/// How long each open-loop rate is offered: long enough for its p99 to rest on hundreds of
+/// waits and to span a dozen WAL checkpoints.
+const OPEN_LOOP_SECS: usize = 3;
 const MODEL: &str = "gpt-4o";
 const START: NanoUsd = NanoUsd(1_000_000_000_000);
 /// What each charge costs: (800 × 2,500 + 200 × 1,250 + 250 × 10,000) × 1.25 nano-USD, the
@@ -200,9 +203,11 @@ async fn run(path: Path, commit: Commit, plugin: &BillingPlugin) -> Measurement 
     }
 }
 
-/// Offers `CHARGES` store charges at `rate` per second, in one burst per millisecond, each on a
-/// task of its own, through group commit; the wait of each is from its offer to its commit.
+/// Offers store charges at `rate` per second for [`OPEN_LOOP_SECS`], in one burst per
+/// millisecond, each on a task of its own, through group commit; the wait of each is from its
+/// offer to its commit.
 async fn run_at_rate(rate: usize) -> Measurement {
+    let charges = rate * OPEN_LOOP_SECS;
     let dir = tempfile::tempdir().unwrap();
     let (database, users) = database(&dir, "rate.db");
     let store = BillingStore::new(database).unwrap();
@@ -210,10 +215,10 @@ async fn run_at_rate(rate: usize) -> Measurement {
     let mut ticks = tokio::time::interval(Duration::from_millis(1));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(CHARGES);
-    while tasks.len() < CHARGES {
+    let mut tasks = Vec::with_capacity(charges);
+    while tasks.len() < charges {
         ticks.tick().await;
-        for _ in 0..per_tick.min(CHARGES - tasks.len()) {
+        for _ in 0..per_tick.min(charges - tasks.len()) {
             let index = tasks.len();
             let store = store.clone();
             let charge = Charge {
@@ -229,16 +234,16 @@ async fn run_at_rate(rate: usize) -> Measurement {
             }));
         }
     }
-    let mut waits = Vec::with_capacity(CHARGES);
+    let mut waits = Vec::with_capacity(charges);
     for task in tasks {
         waits.push(task.await.unwrap());
     }
     let elapsed = started.elapsed();
     waits.sort();
     let stats = store.commit_stats();
-    assert_eq!(stats.writes, CHARGES as u64);
+    assert_eq!(stats.writes, charges as u64);
     Measurement {
-        charges: CHARGES,
+        charges,
         elapsed,
         waits,
         stats,
@@ -286,7 +291,10 @@ fn main() {
                 grouped.percentile(0.99).as_secs_f64() / per_charge.percentile(0.99).as_secs_f64(),
             );
         }
-        println!("open loop (store path, group commit): charges offered at a fixed rate");
+        println!(
+            "open loop (store path, group commit): charges offered at a fixed rate for \
+             {OPEN_LOOP_SECS} s each"
+        );
         for rate in [5_000, 10_000, 20_000] {
             let measured = run_at_rate(rate).await;
             print_row("store", &format!("offered {}k/s", rate / 1_000), &measured);

@@ -19,6 +19,9 @@
 //! fails, nothing of it was committed and each write is retried in a transaction of its own, so
 //! every caller still gets its own answer.
 //!
+//! After a commit, and before any caller hears of it, the writer puts each new balance into the
+//! account cache ([`super::cache`]), in commit order, so the cache never goes back in time.
+//!
 //! A caller's future resolves only after the transaction holding its write has committed (in
 //! WAL mode the commit is in the operating system's hands then: it survives the process being
 //! killed). Once queued, a write is committed even if its caller stops waiting: a charge whose
@@ -30,8 +33,13 @@ use std::thread;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::Account;
+use super::cache::ReadCache;
 use crate::db::ledger::{self, Adjustment, Appended, Charge};
 use crate::db::{Database, DbError, savepoint};
+
+/// The accounts the billing store serves from memory; `None` caches an unknown user.
+pub type AccountCache = ReadCache<Option<Account>>;
 
 /// The most writes one transaction commits: large enough that a burst shares a few commits,
 /// small enough that one transaction (and the latency of the first write in it) stays short.
@@ -57,6 +65,14 @@ pub enum LedgerWrite {
 }
 
 impl LedgerWrite {
+    /// Whose balance it changes.
+    pub fn user_id(&self) -> &str {
+        match self {
+            LedgerWrite::Charge(charge) => &charge.user_id,
+            LedgerWrite::Adjust { user_id, .. } => user_id,
+        }
+    }
+
     fn apply(&self, tx: &rusqlite::Transaction<'_>) -> Result<Appended, DbError> {
         match self {
             LedgerWrite::Charge(charge) => ledger::charge(tx, charge),
@@ -102,6 +118,7 @@ struct Job {
 pub struct LedgerWriter {
     mode: Mode,
     counters: Arc<Counters>,
+    accounts: Arc<AccountCache>,
 }
 
 #[derive(Clone)]
@@ -126,30 +143,38 @@ impl std::fmt::Debug for LedgerWriter {
 }
 
 impl LedgerWriter {
-    /// Starts the group-commit writer thread over `database`. The thread ends when the last
-    /// clone of the writer is dropped, after committing what was queued.
-    pub fn grouped(database: Database) -> Result<LedgerWriter, DbError> {
+    /// Starts the group-commit writer thread over `database`, keeping the balances in
+    /// `accounts` current. The thread ends when the last clone of the writer is dropped, after
+    /// committing what was queued.
+    pub fn grouped(
+        database: Database,
+        accounts: Arc<AccountCache>,
+    ) -> Result<LedgerWriter, DbError> {
         let (sender, queue) = mpsc::channel(QUEUE_CAPACITY);
         let counters = Arc::new(Counters::default());
         let thread_counters = Arc::clone(&counters);
+        let thread_accounts = Arc::clone(&accounts);
         thread::Builder::new()
             .name("monoize-ledger".to_owned())
-            .spawn(move || run(&database, queue, &thread_counters))
+            .spawn(move || run(&database, queue, &thread_counters, &thread_accounts))
             .map_err(|error| {
                 DbError::Internal(format!("cannot start the ledger writer thread: {error}"))
             })?;
         Ok(LedgerWriter {
             mode: Mode::Grouped(sender),
             counters,
+            accounts,
         })
     }
 
     /// A writer that commits every write in its own transaction: the baseline that group
-    /// commit is measured against, not for production.
-    pub fn per_write(database: Database) -> LedgerWriter {
+    /// commit is measured against, not for production. Writes commit in any order here, so a
+    /// written user's cached account is forgotten rather than updated.
+    pub fn per_write(database: Database, accounts: Arc<AccountCache>) -> LedgerWriter {
         LedgerWriter {
             mode: Mode::PerWrite(database),
             counters: Arc::default(),
+            accounts,
         }
     }
 
@@ -167,13 +192,16 @@ impl LedgerWriter {
             }
             Mode::PerWrite(database) => {
                 let counters = Arc::clone(&self.counters);
-                database
+                let user_id = write.user_id().to_owned();
+                let outcome = database
                     .write(move |tx| {
                         let outcome = write.apply(tx);
                         counters.count(1);
                         outcome
                     })
-                    .await
+                    .await;
+                self.accounts.forget(&user_id);
+                outcome
             }
         }
     }
@@ -189,7 +217,12 @@ impl LedgerWriter {
 
 /// The writer thread: waits for a write, takes every other one already queued (up to
 /// [`MAX_BATCH`]), commits them together, answers each caller, and starts over.
-fn run(database: &Database, mut queue: mpsc::Receiver<Job>, counters: &Counters) {
+fn run(
+    database: &Database,
+    mut queue: mpsc::Receiver<Job>,
+    counters: &Counters,
+    accounts: &AccountCache,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(job) = queue.blocking_recv() {
         batch.push(job);
@@ -199,14 +232,14 @@ fn run(database: &Database, mut queue: mpsc::Receiver<Job>, counters: &Counters)
                 Err(_) => break,
             }
         }
-        commit(database, &mut batch, counters);
+        commit(database, &mut batch, counters, accounts);
     }
 }
 
 /// Commits `batch` in one transaction and answers (and empties) it: as it is when every write
 /// succeeds, else with each write in its own savepoint; if the transaction itself fails, retries
 /// each write alone.
-fn commit(database: &Database, batch: &mut Vec<Job>, counters: &Counters) {
+fn commit(database: &Database, batch: &mut Vec<Job>, counters: &Counters, accounts: &AccountCache) {
     let mut a_write_failed = false;
     let straight = database.write_blocking(|tx| {
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -234,6 +267,7 @@ fn commit(database: &Database, batch: &mut Vec<Job>, counters: &Counters) {
     match grouped {
         Ok(outcomes) => {
             counters.count(batch.len());
+            remember_balances(accounts, &outcomes);
             for (job, outcome) in batch.drain(..).zip(outcomes) {
                 // A caller that stopped waiting has nothing to be told.
                 let _ = job.reply.send(outcome);
@@ -244,10 +278,26 @@ fn commit(database: &Database, batch: &mut Vec<Job>, counters: &Counters) {
             for job in batch.drain(..) {
                 let outcome = database.write_blocking(|tx| job.write.apply(tx));
                 counters.count(1);
+                remember_balances(accounts, std::slice::from_ref(&outcome));
                 let _ = job.reply.send(outcome);
             }
         }
     }
+}
+
+/// Puts the balance after each recorded write into `accounts`, as one cache write.
+fn remember_balances(accounts: &AccountCache, outcomes: &[Result<Appended, DbError>]) {
+    accounts.modify(outcomes.iter().filter_map(|outcome| match outcome {
+        Ok(Appended::Recorded(row)) => Some((
+            row.user_id.as_str(),
+            move |account: &mut Option<Account>| {
+                if let Some(account) = account {
+                    account.balance = row.balance_after_nano_usd;
+                }
+            },
+        )),
+        _ => None,
+    }));
 }
 
 #[cfg(test)]
@@ -278,7 +328,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let database = crate::db::open(&crate::config::Dsn::File(dir.path().join("g.db"))).unwrap();
         let alice = user(&database, "alice");
-        let writer = LedgerWriter::grouped(database.clone()).unwrap();
+        let writer = LedgerWriter::grouped(database.clone(), Arc::default()).unwrap();
         let tasks: Vec<_> = (0..400)
             .map(|index| {
                 let writer = writer.clone();
@@ -317,7 +367,7 @@ mod tests {
     async fn a_repeated_request_in_one_batch_is_charged_once() {
         let database = Database::open_in_memory().unwrap();
         let alice = user(&database, "alice");
-        let writer = LedgerWriter::grouped(database.clone()).unwrap();
+        let writer = LedgerWriter::grouped(database.clone(), Arc::default()).unwrap();
         let (first, second) = tokio::join!(
             writer.write(charge(&alice, "same", 5)),
             writer.write(charge(&alice, "same", 5))
@@ -335,7 +385,7 @@ mod tests {
     async fn the_per_write_baseline_commits_each_write_alone() {
         let database = Database::open_in_memory().unwrap();
         let alice = user(&database, "alice");
-        let writer = LedgerWriter::per_write(database);
+        let writer = LedgerWriter::per_write(database, Arc::default());
         for index in 0..3 {
             writer
                 .write(charge(&alice, &format!("r{index}"), 1))

@@ -5,6 +5,7 @@
 //! The billing *policy* (who may spend, what a request costs) is not here: it is the billing
 //! plugin's.
 
+pub mod cache;
 pub mod commit;
 pub mod store;
 

@@ -1,11 +1,15 @@
 //! The billing store: what `monoize:plugin/billing-store` offers a plugin, over the database.
-//! Reads go to the read connections; every balance change goes through the group-commit
-//! writer ([`super::commit`]) as one transaction with exactly one ledger row.
+//! Accounts and prices are served from memory ([`super::cache`]) and read from the read
+//! connections when not there; every balance change goes through the group-commit writer
+//! ([`super::commit`]) as one transaction with exactly one ledger row.
+
+use std::sync::Arc;
 
 use crate::db::ledger::{self, Adjustment, Appended, Charge, LedgerRow};
 use crate::db::{Database, DbError, MAX_LIST_LIMIT, registry, users};
 
-use super::commit::{CommitStats, LedgerWrite, LedgerWriter};
+use super::cache::ReadCache;
+use super::commit::{AccountCache, CommitStats, LedgerWrite, LedgerWriter};
 use super::{Account, Pricing};
 
 /// The longest `meta_json` a ledger row takes; a ledger row is an audit record, not storage.
@@ -16,21 +20,50 @@ pub const MAX_META_BYTES: usize = 16 * 1024;
 pub struct BillingStore {
     database: Database,
     writer: LedgerWriter,
+    accounts: Arc<AccountCache>,
+    prices: Arc<ReadCache<Option<Pricing>>>,
 }
 
 impl BillingStore {
     /// A store over `database` whose balance changes are group-committed by a writer thread
     /// of its own (see [`super::commit`]).
     pub fn new(database: Database) -> Result<BillingStore, DbError> {
-        let writer = LedgerWriter::grouped(database.clone())?;
-        Ok(BillingStore { database, writer })
+        let accounts = Arc::<AccountCache>::default();
+        let writer = LedgerWriter::grouped(database.clone(), Arc::clone(&accounts))?;
+        Ok(BillingStore::with_writer(database, writer, accounts))
     }
 
     /// A store that commits every balance change in its own transaction: the baseline group
     /// commit is measured against, not for production.
     pub fn with_commit_per_write(database: Database) -> BillingStore {
-        let writer = LedgerWriter::per_write(database.clone());
-        BillingStore { database, writer }
+        let accounts = Arc::<AccountCache>::default();
+        let writer = LedgerWriter::per_write(database.clone(), Arc::clone(&accounts));
+        BillingStore::with_writer(database, writer, accounts)
+    }
+
+    fn with_writer(
+        database: Database,
+        writer: LedgerWriter,
+        accounts: Arc<AccountCache>,
+    ) -> BillingStore {
+        BillingStore {
+            database,
+            writer,
+            accounts,
+            prices: Arc::default(),
+        }
+    }
+
+    /// Forgets every account served from memory: call it after any write to `users` that
+    /// does not go through this store (a user's `balance_unlimited` changed, a user deleted).
+    pub fn forget_accounts(&self) {
+        self.accounts.clear();
+    }
+
+    /// Forgets every price served from memory: call it after any write to
+    /// `model_metadata_records`.
+    pub fn forget_prices(&self) {
+        self.prices.clear();
     }
 
     /// The database underneath.
@@ -45,32 +78,44 @@ impl BillingStore {
 
     /// The billing state of `user_id`; `None` for an unknown user.
     pub async fn account(&self, user_id: &str) -> Result<Option<Account>, DbError> {
-        let user_id = user_id.to_owned();
+        if let Some(account) = self.accounts.get(user_id) {
+            return Ok(account);
+        }
+        let ticket = self.accounts.ticket();
+        let id = user_id.to_owned();
         let user = self
             .database
-            .read(move |connection| users::get(connection, &user_id))
+            .read(move |connection| users::get(connection, &id))
             .await?;
-        Ok(user.map(|user| Account {
+        let account = user.map(|user| Account {
             user_id: user.id,
             balance: user.balance_nano_usd,
             unlimited: user.balance_unlimited,
-        }))
+        });
+        self.accounts.insert(user_id, account.clone(), ticket);
+        Ok(account)
     }
 
     /// The prices of `model_id` (`model_metadata_records`); `None` without a metadata row.
     pub async fn pricing(&self, model_id: &str) -> Result<Option<Pricing>, DbError> {
-        let model_id = model_id.to_owned();
+        if let Some(pricing) = self.prices.get(model_id) {
+            return Ok(pricing);
+        }
+        let ticket = self.prices.ticket();
+        let id = model_id.to_owned();
         let metadata = self
             .database
-            .read(move |connection| registry::get_metadata(connection, &model_id))
+            .read(move |connection| registry::get_metadata(connection, &id))
             .await?;
-        Ok(metadata.map(|row| Pricing {
+        let pricing = metadata.map(|row| Pricing {
             model_id: row.model_id,
             input: row.input_cost_per_token_nano,
             output: row.output_cost_per_token_nano,
             cache_read_input: row.cache_read_input_cost_per_token_nano,
             reasoning_output: row.output_cost_per_reasoning_token_nano,
-        }))
+        });
+        self.prices.insert(model_id, pricing.clone(), ticket);
+        Ok(pricing)
     }
 
     /// Charges a served request (see [`ledger::charge`]) and answers once it is committed.
@@ -230,6 +275,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn dbo3_1_a_cached_account_follows_every_committed_balance_change() {
+        let (store, user) = store_with_user(false);
+        assert_eq!(
+            store.account(&user).await.unwrap().unwrap().balance,
+            NanoUsd::ZERO
+        );
+        store
+            .adjust(&user, Adjustment::Add(NanoUsd(100)), "")
+            .await
+            .unwrap();
+        store.charge(charge(&user, "r1", 30, "{}")).await.unwrap();
+        store.charge(charge(&user, "r1", 30, "{}")).await.unwrap();
+        let cached = store.account(&user).await.unwrap().unwrap();
+        assert_eq!(cached.balance, NanoUsd(70));
+        let id = user.clone();
+        let stored = store
+            .database()
+            .read_blocking(move |c| users::balance(c, &id))
+            .unwrap()
+            .0;
+        assert_eq!(cached.balance, stored);
+        // A write outside the store is seen once the store is told.
+        let id = user.clone();
+        store
+            .database()
+            .write_blocking(move |tx| {
+                let mut row = users::get(tx, &id)?.unwrap();
+                row.balance_unlimited = true;
+                users::update(tx, &row)
+            })
+            .unwrap();
+        store.forget_accounts();
+        assert!(store.account(&user).await.unwrap().unwrap().unlimited);
+    }
+
+    #[tokio::test]
     async fn account_and_pricing_read_what_is_stored() {
         let (store, user) = store_with_user(false);
         let account = store.account(&user).await.unwrap().unwrap();
@@ -257,6 +338,9 @@ mod tests {
                 )
             })
             .unwrap();
+        // Written behind the store's back: served from memory until it is told.
+        assert_eq!(store.pricing("m").await.unwrap(), None);
+        store.forget_prices();
         assert_eq!(
             store.pricing("m").await.unwrap(),
             Some(Pricing {

@@ -11,7 +11,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use super::DbError;
 
 /// The schema version this build writes.
-pub const LATEST_VERSION: i64 = 2;
+pub const LATEST_VERSION: i64 = 3;
 
 /// Every table startup guarantees: DBT1, DBT2, DBT3, then the legacy tables of DBT4.
 pub const REQUIRED_TABLES: [&str; 12] = [
@@ -37,10 +37,16 @@ struct Migration {
 
 /// Version 1 is the tables of [`CREATE_TABLES`], which every migration run creates where
 /// missing; each later version is one step here.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 2,
-    apply: add_user_billing_columns,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 2,
+        apply: add_user_billing_columns,
+    },
+    Migration {
+        version: 3,
+        apply: drop_ledger_user_created_index,
+    },
+];
 
 /// The file's schema version (`PRAGMA user_version`; 0 for a new or pre-Monoize-2 file).
 pub fn version(connection: &Connection) -> Result<i64, DbError> {
@@ -116,6 +122,15 @@ fn add_user_billing_columns(transaction: &Transaction<'_>) -> Result<(), DbError
              CHECK (balance_unlimited IN (0, 1));",
         )?;
     }
+    Ok(())
+}
+
+/// Version 3: drops `billing_ledger_user_created (user_id, created_at)`. Rows are numbered in
+/// the order they are written, so `billing_ledger_user_id (user_id, id)` already orders a
+/// user's rows by time, and no query filters on `created_at`. The index was a third B-tree
+/// written by every charge: a page more in every group commit's WAL, for nothing.
+fn drop_ledger_user_created_index(transaction: &Transaction<'_>) -> Result<(), DbError> {
+    transaction.execute_batch("DROP INDEX IF EXISTS billing_ledger_user_created;")?;
     Ok(())
 }
 
@@ -206,8 +221,8 @@ CREATE TABLE IF NOT EXISTS billing_ledger (
     created_at             TEXT NOT NULL,
     CHECK (kind <> 'request_charge' OR request_id IS NOT NULL)
 );
+-- A user's rows in the order they were written: ids grow with time (see migration 3).
 CREATE INDEX IF NOT EXISTS billing_ledger_user_id ON billing_ledger (user_id, id);
-CREATE INDEX IF NOT EXISTS billing_ledger_user_created ON billing_ledger (user_id, created_at);
 CREATE TRIGGER IF NOT EXISTS billing_ledger_no_update BEFORE UPDATE ON billing_ledger
 BEGIN
     SELECT RAISE(ABORT, 'billing_ledger is append-only: rows cannot be updated');
@@ -445,7 +460,29 @@ mod tests {
             ],
         );
         assert!(indexes(&c, "api_keys").contains(&"api_keys_key_prefix".to_owned()));
-        assert!(indexes(&c, "billing_ledger").contains(&"billing_ledger_user_created".to_owned()));
+        let ledger_indexes = indexes(&c, "billing_ledger");
+        assert!(ledger_indexes.contains(&"billing_ledger_user_id".to_owned()));
+        assert!(!ledger_indexes.contains(&"billing_ledger_user_created".to_owned()));
+    }
+
+    #[test]
+    fn dbo3_1_migration_3_drops_the_redundant_ledger_index_and_keeps_the_rows() {
+        let mut c = fresh();
+        c.execute_batch(
+            "CREATE INDEX billing_ledger_user_created ON billing_ledger (user_id, created_at);
+             INSERT INTO billing_ledger (user_id, kind, delta_nano_usd, balance_after_nano_usd, \
+                 meta_json, created_at) VALUES ('u1', 'admin_adjustment', '5', '5', '{}', \
+                 '2025-01-01T00:00:00.000Z');",
+        )
+        .unwrap();
+        c.pragma_update(None, "user_version", 2).unwrap();
+        migrate(&mut c).unwrap();
+        assert_eq!(version(&c).unwrap(), LATEST_VERSION);
+        assert!(!indexes(&c, "billing_ledger").contains(&"billing_ledger_user_created".to_owned()));
+        let rows: i64 = c
+            .query_row("SELECT count(*) FROM billing_ledger", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
     }
 
     #[test]

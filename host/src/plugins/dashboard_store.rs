@@ -231,8 +231,9 @@ impl PluginState {
     }
 
     /// Runs `write`, a change to users or keys, in one transaction, crediting the wait to the
-    /// time bound, then empties the gateway's verified-key cache, which must not outlive the
-    /// change (a disabled user, a disabled or deleted key).
+    /// time bound, then empties the gateway's verified-key cache and the billing store's
+    /// accounts, which must not outlive the change (a disabled user, a disabled or deleted
+    /// key, an account made unlimited).
     async fn dashboard_write<T, F>(&mut self, write: F) -> Result<T, StoreError>
     where
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, DbError> + Send + 'static,
@@ -241,6 +242,9 @@ impl PluginState {
         let outcome = self.database_write(write).await;
         if let Some(authenticator) = &self.capabilities.authenticator {
             authenticator.invalidate_all();
+        }
+        if let Some(billing) = &self.capabilities.billing {
+            billing.forget_accounts();
         }
         outcome
     }

@@ -89,13 +89,26 @@ impl Host for PluginState {
         let row = metadata_from_wit(metadata)?;
         let stored = self
             .database_write(move |tx| registry::upsert_metadata(tx, &row))
-            .await?;
-        Ok(metadata_to_wit(stored))
+            .await;
+        self.forget_prices();
+        Ok(metadata_to_wit(stored?))
     }
 
     async fn delete_metadata(&mut self, model_id: String) -> Result<bool, StoreError> {
-        self.database_write(move |tx| found(registry::delete_metadata(tx, &model_id)))
-            .await
+        let deleted = self
+            .database_write(move |tx| found(registry::delete_metadata(tx, &model_id)))
+            .await;
+        self.forget_prices();
+        deleted
+    }
+}
+
+impl PluginState {
+    /// Prices are served from memory by the billing store: a metadata write must reach it.
+    fn forget_prices(&self) {
+        if let Some(billing) = &self.capabilities.billing {
+            billing.forget_prices();
+        }
     }
 }
 
