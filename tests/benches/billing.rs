@@ -64,6 +64,8 @@ struct Measurement {
     elapsed: Duration,
     waits: Vec<Duration>,
     stats: CommitStats,
+    /// The WAL file's length at the end (open loop only): it must stay bounded.
+    wal_mib: Option<u64>,
 }
 
 impl Measurement {
@@ -200,6 +202,7 @@ async fn run(path: Path, commit: Commit, plugin: &BillingPlugin) -> Measurement 
         elapsed,
         waits,
         stats,
+        wal_mib: None,
     }
 }
 
@@ -239,6 +242,7 @@ async fn run_at_rate(rate: usize) -> Measurement {
         waits.push(task.await.unwrap());
     }
     let elapsed = started.elapsed();
+    let wal_mib = std::fs::metadata(dir.path().join("rate.db-wal")).map_or(0, |m| m.len() >> 20);
     waits.sort();
     let stats = store.commit_stats();
     assert_eq!(stats.writes, charges as u64);
@@ -247,17 +251,21 @@ async fn run_at_rate(rate: usize) -> Measurement {
         elapsed,
         waits,
         stats,
+        wal_mib: Some(wal_mib),
     }
 }
 
 fn print_row(path: &str, commit: &str, m: &Measurement) {
     println!(
-        "{path:<8} {commit:<22} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>10.1}",
+        "{path:<8} {commit:<22} {:>10.0} {:>9.2} {:>9.2} {:>10.2} {:>8} {:>10.1} {:>8}",
         m.per_second(),
         m.percentile(0.50).as_secs_f64() * 1e3,
         m.percentile(0.99).as_secs_f64() * 1e3,
+        m.percentile(0.999).as_secs_f64() * 1e3,
         m.stats.transactions,
         m.stats.writes as f64 / m.stats.transactions.max(1) as f64,
+        m.wal_mib
+            .map_or_else(|| "-".to_owned(), |mib| mib.to_string()),
     );
 }
 
@@ -275,8 +283,16 @@ fn main() {
             std::thread::available_parallelism().map_or(0, usize::from)
         );
         println!(
-            "{:<8} {:<22} {:>10} {:>9} {:>9} {:>8} {:>10}",
-            "path", "commit", "charges/s", "p50 ms", "p99 ms", "commits", "charges/tx"
+            "{:<8} {:<22} {:>10} {:>9} {:>9} {:>10} {:>8} {:>10} {:>8}",
+            "path",
+            "commit",
+            "charges/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "commits",
+            "charges/tx",
+            "WAL MiB"
         );
         for (path, name) in [(Path::Store, "store"), (Path::Settle, "settle")] {
             // Warm-up: caches, the pool, the page cache.

@@ -233,6 +233,8 @@ fn run(
             }
         }
         commit(database, &mut batch, counters, accounts);
+        // Its callers have their answers: the WAL may start over before the next batch.
+        database.checkpoint_if_due();
     }
 }
 

@@ -15,9 +15,21 @@
 //! `KEEP_SIZE`, so the file's length, which is all SQLite reads of it, does not change) take
 //! that lock off the commit path. The billing bench's p99 commit wait at 20k charges/s went from
 //! ~11 ms to ~1–3 ms with it.
+//!
+//! Left alone, that WAL would also grow without end: a passive checkpoint copies the frames it
+//! finds, but the writer appends more while it runs, so the WAL is never wholly copied back and
+//! SQLite never starts it over (145 MB/s of WAL at 20k charges/s). So once the WAL holds
+//! [`WAL_RESTART_FRAMES`], this thread runs passes back to back until one finds little to copy
+//! (each copies only what was appended during the one before), then raises a flag; the writer,
+//! between two group commits, runs one passive checkpoint itself ([`WalRestart::writer_pass`]).
+//! Nothing is appended while it runs, so it copies the little that is left, and the next
+//! transaction starts the WAL over from its first, already allocated, block. That pass is the
+//! one pause this costs the writer: a few milliseconds, mostly an fsync, once per 128 MiB of WAL.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -28,9 +40,57 @@ use super::{BUSY_TIMEOUT, DbError};
 /// How often the WAL is checkpointed.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
-/// How far past the WAL's end its blocks are kept allocated: more than the WAL grows in one
-/// [`CHECKPOINT_INTERVAL`] at the billing bench's highest rate (a few MiB).
+/// The most the WAL's blocks are kept allocated past its end: more than the WAL grows in one
+/// [`CHECKPOINT_INTERVAL`] at the billing bench's highest rate (~36 MiB). The headroom follows
+/// the growth: four intervals' worth, at least [`WAL_MIN_HEADROOM_BYTES`], so an idle
+/// database does not hold 64 MiB it never writes.
 pub const WAL_HEADROOM_BYTES: u64 = 64 << 20;
+
+/// The least headroom kept allocated past the WAL's end.
+pub const WAL_MIN_HEADROOM_BYTES: u64 = 1 << 20;
+
+/// The WAL length, in frames (a page each), past which it is made to start over: 128 MiB of
+/// 4 KiB pages. Each start-over costs the writer one short checkpoint (a few ms, mostly its
+/// fsync), so it should be rare: at the billing bench's 20k charges/s the WAL grows ~145 MB/s.
+pub const WAL_RESTART_FRAMES: i64 = 32_768;
+
+/// A catch-up pass that copied this few frames leaves the writer only a short pass.
+const SMALL_PASS_FRAMES: i64 = 256;
+
+/// The most catch-up passes of one tick: they shrink geometrically, so a few suffice unless
+/// the writer outpaces them.
+const MAX_CATCH_UP_PASSES: usize = 6;
+
+/// Between this thread and the writer: a flag raised when the WAL should start over, lowered
+/// by the writer's own pass, and a lock that keeps their passes apart (SQLite runs one
+/// checkpoint at a time and a second one fails busy). While the flag is up this thread leaves
+/// the WAL to the writer. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct WalRestart {
+    due: Arc<AtomicBool>,
+    passes: Arc<Mutex<()>>,
+}
+
+impl WalRestart {
+    /// Whether the writer should run its pass.
+    pub fn is_due(&self) -> bool {
+        self.due.load(Ordering::Acquire)
+    }
+
+    /// The writer's pass, on its connection between two transactions, once
+    /// [`WalRestart::is_due`]: checkpoints what is left of the WAL, so that the next write
+    /// transaction starts it over. If this thread is in a pass, the flag stays up for the
+    /// writer's next turn.
+    pub fn writer_pass(&self, writer: &Connection) {
+        let Ok(_pass) = self.passes.try_lock() else {
+            return;
+        };
+        self.due.store(false, Ordering::Release);
+        if let Err(error) = checkpoint(writer) {
+            tracing::warn!(%error, "the writer's WAL checkpoint failed");
+        }
+    }
+}
 
 /// The checkpoint thread of one file database. Dropping it stops the thread and closes its
 /// connection before returning, so the database's last connection to close is still the
@@ -39,11 +99,14 @@ pub const WAL_HEADROOM_BYTES: u64 = 64 << 20;
 pub struct Checkpointer {
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    restart: WalRestart,
 }
 
 impl Checkpointer {
-    /// Opens a connection to `path` and starts checkpointing it every [`CHECKPOINT_INTERVAL`].
-    pub fn start(path: &Path) -> Result<Checkpointer, DbError> {
+    /// Opens a connection to `path` and starts checkpointing it every [`CHECKPOINT_INTERVAL`],
+    /// making the WAL start over past `restart_frames` frames ([`WAL_RESTART_FRAMES`] but in
+    /// tests).
+    pub fn start(path: &Path, restart_frames: i64) -> Result<Checkpointer, DbError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection =
             Connection::open_with_flags(path, flags).map_err(|source| DbError::Open {
@@ -56,6 +119,8 @@ impl Checkpointer {
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         let wal = PathBuf::from(wal);
+        let restart = WalRestart::default();
+        let raise = restart.clone();
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = thread::Builder::new()
             .name("monoize-checkpoint".to_owned())
@@ -64,7 +129,7 @@ impl Checkpointer {
                 preallocation.extend(&wal);
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_INTERVAL)
                 {
-                    if let Err(error) = checkpoint(&connection) {
+                    if let Err(error) = tick(&connection, &raise, restart_frames) {
                         tracing::warn!(%error, "WAL checkpoint failed");
                     }
                     preallocation.extend(&wal);
@@ -76,19 +141,73 @@ impl Checkpointer {
         Ok(Checkpointer {
             stop: Some(stop),
             thread: Some(thread),
+            restart,
         })
+    }
+
+    /// The flag the writer checks between transactions.
+    pub fn restart(&self) -> &WalRestart {
+        &self.restart
     }
 }
 
 /// Copies what it can of the WAL back into the database file without waiting for anyone.
-fn checkpoint(connection: &Connection) -> rusqlite::Result<()> {
-    connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+fn checkpoint(connection: &Connection) -> rusqlite::Result<Pass> {
+    connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok(Pass {
+            frames: row.get(1)?,
+            copied: row.get(2)?,
+        })
+    })
 }
 
-/// Keeps the WAL's blocks allocated [`WAL_HEADROOM_BYTES`] past its end. Best effort: a file
+/// What one passive checkpoint reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pass {
+    /// Frames in the WAL (SQLite's `mxFrame`).
+    frames: i64,
+    /// Of them, copied back into the database file so far (`nBackfill`).
+    copied: i64,
+}
+
+/// One tick of the checkpoint thread: a pass, and, when the WAL is long, more passes until
+/// one finds little left (each copies only what was appended during the one before, a fraction
+/// of it), then the flag for the writer, whose own pass has only that little left to copy.
+fn tick(
+    connection: &Connection,
+    restart: &WalRestart,
+    restart_frames: i64,
+) -> rusqlite::Result<()> {
+    if restart.is_due() {
+        return Ok(());
+    }
+    let _passes = restart
+        .passes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut pass = checkpoint(connection)?;
+    if pass.frames < restart_frames {
+        return Ok(());
+    }
+    for _ in 0..MAX_CATCH_UP_PASSES {
+        let next = checkpoint(connection)?;
+        let copied_now = next.copied.saturating_sub(pass.copied);
+        pass = next;
+        if copied_now <= SMALL_PASS_FRAMES {
+            break;
+        }
+    }
+    restart.due.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Keeps the WAL's blocks allocated past its end, by four times its growth since the last
+/// tick (within [`WAL_MIN_HEADROOM_BYTES`]..=[`WAL_HEADROOM_BYTES`]). Best effort: a file
 /// system without `fallocate` only loses the latency it buys, and says so once.
 #[derive(Debug, Default)]
 struct Preallocation {
+    /// The WAL's length at the last tick.
+    last_length: u64,
     /// The allocation failed once; it is not tried again.
     unsupported: bool,
 }
@@ -98,31 +217,44 @@ impl Preallocation {
         if self.unsupported {
             return;
         }
-        if let Err(error) = allocate_ahead(wal) {
-            tracing::info!(%error, "cannot preallocate the WAL; commits may wait on its growth");
-            self.unsupported = true;
+        match allocate_ahead(wal, self.last_length) {
+            Ok(length) => self.last_length = length,
+            Err(error) => {
+                tracing::info!(%error, "cannot preallocate the WAL; commits may wait on its growth");
+                self.unsupported = true;
+            }
         }
     }
 }
 
+/// Allocates the WAL's blocks ahead of its end, from its growth since it was `last_length`
+/// long; answers its length now.
 #[cfg(target_os = "linux")]
-fn allocate_ahead(wal: &Path) -> std::io::Result<()> {
+fn allocate_ahead(wal: &Path, last_length: u64) -> std::io::Result<u64> {
     use rustix::fs::{FallocateFlags, fallocate};
     // Opened for each call: SQLite removes and recreates the file when it closes the database.
     let file = match std::fs::OpenOptions::new().write(true).open(wal) {
         Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(error) => return Err(error),
     };
     let length = file.metadata()?.len();
-    let end = length.saturating_add(WAL_HEADROOM_BYTES);
-    fallocate(&file, FallocateFlags::KEEP_SIZE, 0, end)?;
-    Ok(())
+    let headroom = length
+        .saturating_sub(last_length)
+        .saturating_mul(4)
+        .clamp(WAL_MIN_HEADROOM_BYTES, WAL_HEADROOM_BYTES);
+    fallocate(
+        &file,
+        FallocateFlags::KEEP_SIZE,
+        0,
+        length.saturating_add(headroom),
+    )?;
+    Ok(length)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn allocate_ahead(_wal: &Path) -> std::io::Result<()> {
-    Ok(())
+fn allocate_ahead(_wal: &Path, _last_length: u64) -> std::io::Result<u64> {
+    Ok(0)
 }
 
 impl Drop for Checkpointer {
@@ -167,14 +299,22 @@ mod tests {
         let allocated = loop {
             let metadata = std::fs::metadata(&wal).unwrap();
             let allocated = metadata.blocks() * 512;
-            if allocated >= WAL_HEADROOM_BYTES || Instant::now() > deadline {
+            if allocated >= metadata.len() + WAL_MIN_HEADROOM_BYTES || Instant::now() > deadline {
                 break (allocated, metadata.len());
             }
             std::thread::sleep(CHECKPOINT_INTERVAL / 5);
         };
-        assert!(allocated.0 >= WAL_HEADROOM_BYTES, "{allocated:?}");
         assert!(
-            allocated.1 < WAL_HEADROOM_BYTES,
+            allocated.0 >= allocated.1 + WAL_MIN_HEADROOM_BYTES,
+            "{allocated:?}"
+        );
+        // An idle database keeps the least headroom, not the most.
+        assert!(
+            allocated.0 <= allocated.1 + 4 * WAL_MIN_HEADROOM_BYTES,
+            "{allocated:?}"
+        );
+        assert!(
+            allocated.1 < WAL_MIN_HEADROOM_BYTES,
             "the WAL's length is SQLite's: {allocated:?}"
         );
         // The database reads back what it wrote, and its files go away on close as before.
@@ -184,5 +324,45 @@ mod tests {
         assert_eq!(count, 1);
         drop(database);
         assert!(!wal.exists());
+    }
+
+    #[test]
+    fn db3_a_wal_written_without_pause_still_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let restart_frames = 2048;
+        let database = crate::db::open_file_restarting_wal_at(&path, restart_frames).unwrap();
+        database
+            .write_blocking(|tx| Ok(tx.execute_batch("CREATE TABLE t (x BLOB);")?))
+            .unwrap();
+        let wal = dir.path().join("r.db-wal");
+        let page = 4096 + 24;
+        let bound = u64::try_from(4 * restart_frames * page).unwrap();
+        // The writer never waits for the checkpoints, as under steady load: without its own
+        // pass at the flag, the WAL would grow by every write. A write every 100 µs or so, for
+        // 16 checkpoint intervals.
+        let deadline = Instant::now() + 16 * CHECKPOINT_INTERVAL;
+        let mut written = 0u64;
+        while Instant::now() < deadline {
+            database
+                .write_blocking(|tx| Ok(tx.execute("INSERT INTO t VALUES (zeroblob(3000))", [])?))
+                .unwrap();
+            written += 1;
+            database.checkpoint_if_due();
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let length = std::fs::metadata(&wal).unwrap().len();
+        assert!(
+            written * 4096 > 2 * bound,
+            "too few writes to tell: {written}"
+        );
+        assert!(
+            length < bound,
+            "the WAL grew to {length} bytes after {written} writes"
+        );
+        let rows: u64 = database
+            .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |row| row.get(0))?))
+            .unwrap();
+        assert_eq!(rows, written);
     }
 }

@@ -129,7 +129,7 @@ pub struct Database {
 struct Shared {
     /// The WAL checkpoint thread of a file database (`None` in memory). Declared before the
     /// writer so that its connection closes first, like the readers'.
-    _checkpointer: Option<checkpoint::Checkpointer>,
+    checkpointer: Option<checkpoint::Checkpointer>,
     /// Empty for a memory database: reads then use the writer. Declared before the writer
     /// so that it is dropped first: the last connection to close checkpoints the WAL and
     /// removes it, which only a read-write connection can do.
@@ -215,6 +215,20 @@ impl Database {
         Ok(value)
     }
 
+    /// Between two write transactions: if the WAL has grown long enough to be started over,
+    /// lets it (see [`checkpoint`]). A busy writer calls it after answering each transaction;
+    /// it costs an atomic load when nothing is due. Never call it from inside a `read`/`write`
+    /// closure.
+    pub fn checkpoint_if_due(&self) {
+        if let Some(checkpointer) = &self.shared.checkpointer
+            && checkpointer.restart().is_due()
+        {
+            checkpointer
+                .restart()
+                .writer_pass(&lock(&self.shared.writer));
+        }
+    }
+
     /// The schema version recorded in the file (`PRAGMA user_version`).
     pub fn schema_version(&self) -> Result<i64, DbError> {
         self.read_blocking(schema::version)
@@ -265,6 +279,11 @@ fn open_memory() -> Result<Database, DbError> {
 }
 
 fn open_file(path: &Path) -> Result<Database, DbError> {
+    open_file_restarting_wal_at(path, checkpoint::WAL_RESTART_FRAMES)
+}
+
+/// [`open_file`] whose WAL starts over past `restart_frames` frames.
+fn open_file_restarting_wal_at(path: &Path, restart_frames: i64) -> Result<Database, DbError> {
     create_database_file(path)?;
     let open_error = |source| DbError::Open {
         path: path.to_owned(),
@@ -277,7 +296,7 @@ fn open_file(path: &Path) -> Result<Database, DbError> {
     let readers = (0..READER_CONNECTIONS)
         .map(|_| open_reader(path).map(Mutex::new).map_err(open_error))
         .collect::<Result<Vec<_>, _>>()?;
-    let checkpointer = checkpoint::Checkpointer::start(path)?;
+    let checkpointer = checkpoint::Checkpointer::start(path, restart_frames)?;
     Ok(Database::from_connections(
         writer,
         readers,
@@ -292,7 +311,7 @@ impl Database {
         checkpointer: Option<checkpoint::Checkpointer>,
     ) -> Database {
         let shared = Shared {
-            _checkpointer: checkpointer,
+            checkpointer,
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
