@@ -166,10 +166,58 @@ impl ClientRequest {
 
 /// The usage in a whole (non-stream) upstream response body, if it reports one.
 pub fn response_usage(endpoint: EndpointKind, body: &[u8]) -> Option<Usage> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let UsageField(usage) = serde_json::from_slice(body).ok()?;
+    let usage = usage.unwrap_or(serde_json::Value::Null);
     match endpoint {
-        EndpointKind::Messages => anthropic::usage(&value["usage"]),
-        _ => openai::usage(&value["usage"]),
+        EndpointKind::Messages => anthropic::usage(&usage),
+        _ => openai::usage(&usage),
+    }
+}
+
+/// The top-level `usage` of a JSON object (the last one, as a full parse would keep), every
+/// other field skipped without being built: a response's content is not the gateway's business.
+struct UsageField(Option<serde_json::Value>);
+
+impl<'de> Deserialize<'de> for UsageField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UsageVisitor;
+        impl<'de> Visitor<'de> for UsageVisitor {
+            type Value = UsageField;
+            fn expecting(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+                out.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UsageField, A::Error> {
+                let mut usage = None;
+                while let Some(IsUsage(is_usage)) = map.next_key()? {
+                    if is_usage {
+                        usage = Some(map.next_value::<serde_json::Value>()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(UsageField(usage))
+            }
+        }
+        deserializer.deserialize_map(UsageVisitor)
+    }
+}
+
+/// Whether an object key is `usage`, read without allocating.
+struct IsUsage(bool);
+
+impl<'de> Deserialize<'de> for IsUsage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = IsUsage;
+            fn expecting(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+                out.write_str("an object key")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<IsUsage, E> {
+                Ok(IsUsage(key == "usage"))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
@@ -262,6 +310,13 @@ impl StreamUsage {
     pub fn usage(&self) -> Option<Usage> {
         self.usage
     }
+}
+
+/// Whether JSON text `data` may hold the string `word` (a key or a value): it holds it
+/// literally, or it has a `\u` escape, which could spell it. Checked before parsing a stream
+/// event, so the events that cannot matter (most of them) are not parsed at all.
+fn may_mention(data: &str, word: &str) -> bool {
+    data.contains(word) || data.contains("\\u")
 }
 
 /// Reads a JSON number field as `u64`.
