@@ -536,17 +536,37 @@ pub async fn next_data(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Erro
 
 /// Reads all of `body`, at most `cap` bytes, each chunk within `idle`.
 pub async fn read_capped(mut body: Incoming, cap: usize, idle: Duration) -> Result<Bytes, String> {
+    // A body of one chunk (the usual case) is answered as that chunk, without a copy.
+    let mut first: Option<Bytes> = None;
     let mut collected = Vec::new();
     loop {
         match tokio::time::timeout(idle, next_data(&mut body)).await {
             Err(_) => return Err("the upstream body stalled".to_owned()),
             Ok(Err(error)) => return Err(format!("the upstream body failed: {error}")),
-            Ok(Ok(None)) => return Ok(Bytes::from(collected)),
+            Ok(Ok(None)) => {
+                return Ok(match first {
+                    Some(only) if collected.is_empty() => only,
+                    _ => Bytes::from(collected),
+                });
+            }
             Ok(Ok(Some(chunk))) => {
-                if collected.len().saturating_add(chunk.len()) > cap {
+                let held = first.as_ref().map_or(0, Bytes::len);
+                if held
+                    .saturating_add(collected.len())
+                    .saturating_add(chunk.len())
+                    > cap
+                {
                     return Err(format!("the upstream body exceeds {cap} bytes"));
                 }
-                collected.extend_from_slice(&chunk);
+                match first.take() {
+                    None if collected.is_empty() => first = Some(chunk),
+                    earlier => {
+                        if let Some(earlier) = earlier {
+                            collected.extend_from_slice(&earlier);
+                        }
+                        collected.extend_from_slice(&chunk);
+                    }
+                }
             }
         }
     }

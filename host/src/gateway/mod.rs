@@ -1,6 +1,6 @@
 //! The request pipeline: authenticate → authorize → route → forward → settle → log, one
 //! module per phase ([`auth`] with [`last_used`], and [`policy`], [`bill`], [`route`],
-//! [`forward`] and [`stream`], [`bill`], [`log`]), one per wire format under [`wire`], and the
+//! [`forward`] and [`stream`], [`bill`], [`log`]), request ids in `request_id`, one per wire format under [`wire`], and the
 //! gateway's error type in [`error`], turned into HTTP there and nowhere else. Each phase
 //! counts into [`crate::metrics`].
 
@@ -12,6 +12,7 @@ pub mod last_used;
 pub mod log;
 pub mod models;
 pub mod policy;
+mod request_id;
 pub mod route;
 pub mod stream;
 pub mod wire;
@@ -31,6 +32,7 @@ use self::bill::BillingContext;
 use self::error::{Dialect, GatewayError, set_request_id};
 use self::forward::{ForwardOutcome, Outbound, Timeouts, Upstream, UpstreamClientError};
 use self::log::RequestLog;
+use self::request_id::new_request_id;
 use self::route::RouteFailure;
 use self::wire::{ClientRequest, StreamUsage};
 use crate::app::AppState;
@@ -68,13 +70,6 @@ pub fn dialect_of(endpoint: EndpointKind) -> Dialect {
     match endpoint {
         EndpointKind::Messages => Dialect::Anthropic,
         _ => Dialect::OpenAi,
-    }
-}
-
-fn new_request_id() -> String {
-    match crate::db::new_id() {
-        Ok(id) => format!("req_{}", id.replace('-', "")),
-        Err(_) => format!("req_{}", crate::db::clock::now_unix_millis()),
     }
 }
 

@@ -159,6 +159,51 @@ where
     ChannelBody { receiver }
 }
 
+/// The most bytes of events gathered into one frame for the client.
+const MAX_FRAME_BYTES: usize = 64 << 10;
+
+/// What the upstream body has ready right now.
+enum Arrived {
+    /// A data chunk.
+    Data(Bytes),
+    /// Nothing yet.
+    Nothing,
+    /// The body is over.
+    End(StreamEnd),
+}
+
+/// The upstream's next chunk if it has already arrived, without waiting for one. Polling the
+/// body once is cancel-safe: a frame is taken only when it is ready.
+async fn arrived(body: &mut Incoming) -> Arrived {
+    std::future::poll_fn(|context| {
+        let next = std::pin::pin!(next_data(body));
+        Poll::Ready(match next.poll(context) {
+            Poll::Pending => Arrived::Nothing,
+            Poll::Ready(Ok(Some(data))) => Arrived::Data(data),
+            Poll::Ready(Ok(None)) => Arrived::End(StreamEnd::Completed),
+            Poll::Ready(Err(error)) => Arrived::End(upstream_failed(&error)),
+        })
+    })
+    .await
+}
+
+fn upstream_failed(error: &hyper::Error) -> StreamEnd {
+    tracing::info!(%error, "the upstream stream failed");
+    StreamEnd::UpstreamFailed
+}
+
+/// `parts` as one buffer (without a copy when there is only one).
+fn concat(mut parts: Vec<Bytes>) -> Bytes {
+    if parts.len() == 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    let mut joined = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+    for part in &parts {
+        joined.extend_from_slice(part);
+    }
+    joined.freeze()
+}
+
 async fn run_relay<F, Fut>(
     sender: mpsc::Sender<Result<Bytes, BoxError>>,
     first_chunk: Bytes,
@@ -176,8 +221,13 @@ async fn run_relay<F, Fut>(
     // The final event and all after it, delivered only once the charge is committed.
     let mut held: Vec<Bytes> = Vec::new();
     let end = loop {
-        if let Some(data) = chunk.take() {
-            let mut gone = false;
+        // What has already arrived leaves as one frame: nothing waits for more data, but a
+        // burst of events costs the client's connection one wake-up and one write, not one
+        // per event.
+        let mut out: Vec<Bytes> = Vec::new();
+        let mut out_bytes = 0usize;
+        let mut ended = None;
+        while let Some(data) = chunk.take() {
             for event in splitter.push(&data) {
                 let parsed = SseEvent::parse(&String::from_utf8_lossy(&event));
                 if usage.observe(&parsed) == EventAction::Drop {
@@ -188,14 +238,23 @@ async fn run_relay<F, Fut>(
                     held.push(event);
                     continue;
                 }
-                if sender.send(Ok(event)).await.is_err() {
-                    gone = true;
-                    break;
-                }
+                out_bytes = out_bytes.saturating_add(event.len());
+                out.push(event);
             }
-            if gone {
-                break StreamEnd::ClientGone;
+            if out_bytes >= MAX_FRAME_BYTES {
+                break;
             }
+            match arrived(&mut body).await {
+                Arrived::Data(data) => chunk = Some(data),
+                Arrived::Nothing => {}
+                Arrived::End(end) => ended = Some(end),
+            }
+        }
+        if !out.is_empty() && sender.send(Ok(concat(out))).await.is_err() {
+            break StreamEnd::ClientGone;
+        }
+        if let Some(end) = ended {
+            break end;
         }
         let next = tokio::select! {
             () = sender.closed() => break StreamEnd::ClientGone,
@@ -204,10 +263,7 @@ async fn run_relay<F, Fut>(
         match next {
             Ok(Ok(Some(data))) => chunk = Some(data),
             Ok(Ok(None)) => break StreamEnd::Completed,
-            Ok(Err(error)) => {
-                tracing::info!(%error, "the upstream stream failed");
-                break StreamEnd::UpstreamFailed;
-            }
+            Ok(Err(error)) => break upstream_failed(&error),
             Err(_) => {
                 tracing::info!("the upstream stream went silent past the idle timeout");
                 break StreamEnd::UpstreamFailed;
@@ -238,10 +294,8 @@ async fn run_relay<F, Fut>(
             .await;
         return;
     }
-    for event in held {
-        if sender.send(Ok(event)).await.is_err() {
-            return;
-        }
+    if !held.is_empty() && sender.send(Ok(concat(held))).await.is_err() {
+        return;
     }
     if end == StreamEnd::UpstreamFailed {
         // The client must see a cut stream as cut, not as a complete one.

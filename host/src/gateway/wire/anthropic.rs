@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{SseEvent, count};
+use super::{SseEvent, count, may_mention};
 use crate::billing::Usage;
 
 /// The usage in an Anthropic `usage` object. Anthropic's `input_tokens` leaves out the
@@ -34,6 +34,9 @@ pub fn usage(usage: &Value) -> Option<Usage> {
 /// Folds one stream event into `total`: `message_start` carries the input usage,
 /// `message_delta` the (cumulative) output tokens and, in newer API versions, input counts.
 pub fn observe_stream_event(event: &SseEvent, total: &mut Option<Usage>) {
+    if !may_mention(&event.data, "message_start") && !may_mention(&event.data, "message_delta") {
+        return;
+    }
     let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
         return;
     };

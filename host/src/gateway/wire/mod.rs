@@ -44,16 +44,6 @@ impl<'de> Deserialize<'de> for RawObject {
     }
 }
 
-impl Serialize for RawObject {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (name, value) in &self.0 {
-            map.serialize_entry(name, value)?;
-        }
-        map.end()
-    }
-}
-
 impl RawObject {
     fn get(&self, name: &str) -> Option<&RawValue> {
         self.0
@@ -61,16 +51,44 @@ impl RawObject {
             .find(|(field, _)| field == name)
             .map(|(_, value)| value.as_ref())
     }
+}
 
-    fn set(&mut self, name: &str, value: Box<RawValue>) {
-        match self.0.iter_mut().find(|(field, _)| field == name) {
-            Some((_, slot)) => *slot = value,
-            None => self.0.push((name.to_owned(), value)),
+/// A client's fields as they go upstream, written without copying them first: the first
+/// `model` replaced, every `max_multiplier` left out, the first `stream_options` replaced
+/// when there is a new one; a replaced field that was missing comes last.
+struct UpstreamFields<'a> {
+    fields: &'a [(String, Box<RawValue>)],
+    model: &'a str,
+    stream_options: Option<&'a RawValue>,
+}
+
+impl Serialize for UpstreamFields<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        let (mut model_written, mut options_written) = (false, false);
+        for (name, value) in self.fields {
+            match (name.as_str(), self.stream_options) {
+                ("max_multiplier", _) => {}
+                ("model", _) if !model_written => {
+                    model_written = true;
+                    map.serialize_entry(name, self.model)?;
+                }
+                ("stream_options", Some(options)) if !options_written => {
+                    options_written = true;
+                    map.serialize_entry(name, options)?;
+                }
+                _ => map.serialize_entry(name, value)?,
+            }
         }
-    }
-
-    fn remove(&mut self, name: &str) {
-        self.0.retain(|(field, _)| field != name);
+        if !model_written {
+            map.serialize_entry("model", self.model)?;
+        }
+        if let Some(options) = self.stream_options
+            && !options_written
+        {
+            map.serialize_entry("stream_options", options)?;
+        }
+        map.end()
     }
 }
 
@@ -143,22 +161,24 @@ impl ClientRequest {
         endpoint: EndpointKind,
         upstream_model: &str,
     ) -> Result<Bytes, GatewayError> {
-        let mut fields = RawObject(self.fields.0.clone());
-        fields.set(
-            "model",
-            raw(serde_json::Value::String(upstream_model.to_owned()).to_string())?,
-        );
-        fields.remove("max_multiplier");
-        if endpoint == EndpointKind::ChatCompletions && self.stream {
-            let mut options = fields
+        let stream_options = if endpoint == EndpointKind::ChatCompletions && self.stream {
+            let mut options = self
+                .fields
                 .get("stream_options")
                 .and_then(|value| serde_json::from_str::<serde_json::Value>(value.get()).ok())
                 .filter(serde_json::Value::is_object)
                 .unwrap_or_else(|| serde_json::json!({}));
             options["include_usage"] = serde_json::Value::Bool(true);
-            fields.set("stream_options", raw(options.to_string())?);
-        }
-        serde_json::to_vec(&fields)
+            Some(raw(options.to_string())?)
+        } else {
+            None
+        };
+        let upstream = UpstreamFields {
+            fields: &self.fields.0,
+            model: upstream_model,
+            stream_options: stream_options.as_deref(),
+        };
+        serde_json::to_vec(&upstream)
             .map(Bytes::from)
             .map_err(|error| GatewayError::Internal(error.to_string()))
     }
@@ -166,10 +186,58 @@ impl ClientRequest {
 
 /// The usage in a whole (non-stream) upstream response body, if it reports one.
 pub fn response_usage(endpoint: EndpointKind, body: &[u8]) -> Option<Usage> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let UsageField(usage) = serde_json::from_slice(body).ok()?;
+    let usage = usage.unwrap_or(serde_json::Value::Null);
     match endpoint {
-        EndpointKind::Messages => anthropic::usage(&value["usage"]),
-        _ => openai::usage(&value["usage"]),
+        EndpointKind::Messages => anthropic::usage(&usage),
+        _ => openai::usage(&usage),
+    }
+}
+
+/// The top-level `usage` of a JSON object (the last one, as a full parse would keep), every
+/// other field skipped without being built: a response's content is not the gateway's business.
+struct UsageField(Option<serde_json::Value>);
+
+impl<'de> Deserialize<'de> for UsageField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UsageVisitor;
+        impl<'de> Visitor<'de> for UsageVisitor {
+            type Value = UsageField;
+            fn expecting(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+                out.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UsageField, A::Error> {
+                let mut usage = None;
+                while let Some(IsUsage(is_usage)) = map.next_key()? {
+                    if is_usage {
+                        usage = Some(map.next_value::<serde_json::Value>()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(UsageField(usage))
+            }
+        }
+        deserializer.deserialize_map(UsageVisitor)
+    }
+}
+
+/// Whether an object key is `usage`, read without allocating.
+struct IsUsage(bool);
+
+impl<'de> Deserialize<'de> for IsUsage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = IsUsage;
+            fn expecting(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+                out.write_str("an object key")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<IsUsage, E> {
+                Ok(IsUsage(key == "usage"))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
@@ -264,6 +332,13 @@ impl StreamUsage {
     }
 }
 
+/// Whether JSON text `data` may hold the string `word` (a key or a value): it holds it
+/// literally, or it has a `\u` escape, which could spell it. Checked before parsing a stream
+/// event, so the events that cannot matter (most of them) are not parsed at all.
+fn may_mention(data: &str, word: &str) -> bool {
+    data.contains(word) || data.contains("\\u")
+}
+
 /// Reads a JSON number field as `u64`.
 fn count(value: &serde_json::Value, field: &str) -> Option<u64> {
     value.get(field).and_then(serde_json::Value::as_u64)
@@ -323,6 +398,53 @@ mod tests {
                 .unwrap()
                 .max_multiplier,
             Some("0.5".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn streamed_chat_bodies_keep_order_and_gain_stream_options_last() {
+        let body = br#"{"model":"a","max_multiplier":1,"stream":true,"model":"dup","n":1}"#;
+        let request = ClientRequest::parse(EndpointKind::ChatCompletions, body).unwrap();
+        let upstream = request
+            .upstream_body(EndpointKind::ChatCompletions, "real\"x")
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&upstream).unwrap(),
+            r#"{"model":"real\"x","stream":true,"model":"dup","n":1,"stream_options":{"include_usage":true}}"#
+        );
+    }
+
+    #[test]
+    fn response_usage_reads_only_the_top_level_usage() {
+        let body = br#"{"choices":[{"usage":{"prompt_tokens":99}}],"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+        let usage = response_usage(EndpointKind::ChatCompletions, body).unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (3, 2));
+        let escaped = br#"{"\u0075sage":{"input_tokens":4,"output_tokens":5}}"#;
+        let usage = response_usage(EndpointKind::Messages, escaped).unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (4, 5));
+        for body in [&b"{}"[..], b"[1]", b"{\"usage\":null}", b"{\"usage\":1} x"] {
+            assert_eq!(response_usage(EndpointKind::ChatCompletions, body), None);
+        }
+    }
+
+    #[test]
+    fn stream_usage_is_found_even_behind_escapes() {
+        let mut tracker = StreamUsage::new(EndpointKind::ChatCompletions, true);
+        let plain = SseEvent::parse("data: {\"choices\":[{\"delta\":{}}]}\n\n");
+        assert_eq!(tracker.observe(&plain), EventAction::Forward);
+        assert_eq!(tracker.usage(), None);
+        let escaped = SseEvent::parse(
+            "data: {\"choices\":[],\"\\u0075sage\":{\"prompt_tokens\":7,\"completion_tokens\":1}}\n\n",
+        );
+        assert_eq!(tracker.observe(&escaped), EventAction::Drop);
+        assert_eq!(tracker.usage().map(|usage| usage.prompt_tokens), Some(7));
+        let mut anthropic = StreamUsage::new(EndpointKind::Messages, false);
+        anthropic.observe(&SseEvent::parse(
+            "event: x\ndata: {\"type\":\"message_\\u0064elta\",\"usage\":{\"output_tokens\":9}}\n\n",
+        ));
+        assert_eq!(
+            anthropic.usage().map(|usage| usage.completion_tokens),
+            Some(9)
         );
     }
 

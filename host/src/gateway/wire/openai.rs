@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{SseEvent, count};
+use super::{SseEvent, count, may_mention};
 use crate::billing::Usage;
 
 /// The usage in an OpenAI `usage` object: chat completions and embeddings
@@ -36,7 +36,7 @@ pub fn usage(usage: &Value) -> Option<Usage> {
 /// The usage of a chat-completions stream chunk, and whether the chunk is the usage-only
 /// one (`choices` empty) that the host asked for.
 pub fn chat_stream_usage(event: &SseEvent) -> Option<(Usage, bool)> {
-    if event.data.trim() == "[DONE]" {
+    if event.data.trim() == "[DONE]" || !may_mention(&event.data, "usage") {
         return None;
     }
     let chunk: Value = serde_json::from_str(&event.data).ok()?;
@@ -48,6 +48,9 @@ pub fn chat_stream_usage(event: &SseEvent) -> Option<(Usage, bool)> {
 /// The usage of a responses stream, reported by its `response.completed` (or
 /// `response.incomplete`) event.
 pub fn responses_stream_usage(event: &SseEvent) -> Option<Usage> {
+    if !may_mention(&event.data, "usage") {
+        return None;
+    }
     let data: Value = serde_json::from_str(&event.data).ok()?;
     let kind = event
         .event
