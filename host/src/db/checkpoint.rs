@@ -55,7 +55,7 @@ pub const WAL_MIN_HEADROOM_BYTES: u64 = 1 << 20;
 pub const WAL_RESTART_FRAMES: i64 = 32_768;
 
 /// A catch-up pass that copied this few frames leaves the writer only a short pass.
-const SMALL_PASS_FRAMES: i64 = 256;
+const SMALL_PASS_FRAMES: i64 = 64;
 
 /// The most catch-up passes of one tick: they shrink geometrically, so a few suffice unless
 /// the writer outpaces them.
