@@ -25,7 +25,11 @@ const GUEST_TARGET: &str = "wasm32-wasip2";
 const EMBEDDED: &[(&str, &str, &str)] = &[
     ("ROUTING", "monoize_routing", "plugins/routing"),
     ("BILLING", "monoize_billing", "plugins/billing"),
-    ("DASHBOARD", "monoize_dashboard", "plugins/dashboard"),
+    (
+        "DASHBOARD",
+        "monoize_dashboard_plugin",
+        "plugins/dashboard-component",
+    ),
 ];
 
 /// Variables cargo sets for build scripts or that carry flags for the outer build; any of them

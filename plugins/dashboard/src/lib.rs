@@ -7,10 +7,13 @@
 //!   [`models`], [`ledger`], [`legacy`], and [`openapi`] for the document;
 //! - [`http`]: the error shape, answers and body fields; [`money`]: exact money and
 //!   multipliers; [`clock`]: RFC 3339 time;
-//! - [`store`]: the [`store::Store`] trait, everything the handlers reach in the host. The
-//!   component implements it with the host's imports (`component.rs`, default feature
-//!   `component`); the unit tests with an in-memory fake, natively:
+//! - [`store`]: the [`store::Store`] trait, everything the handlers reach in the host. [`Host`]
+//!   implements it with the host's imports and [`handle`] answers a request over it; the unit
+//!   tests implement it with an in-memory fake, natively:
 //!   `cargo test --manifest-path plugins/Cargo.toml -p monoize-dashboard`.
+//!
+//! This crate registers no export: the `dashboard` component is `plugins/dashboard-component`,
+//! a few lines over [`handle`], and a broken test dashboard wraps [`handle`] the same way.
 //!
 //! Status codes: a bad field is 400 naming it, no session 401, a role too low 403, a missing
 //! thing 404 (also another user's key), a taken name or a broken invariant 409, creates 201,
@@ -32,8 +35,9 @@ pub mod store;
 pub mod tokens;
 pub mod users;
 
-#[cfg(feature = "component")]
-mod component;
+mod host;
+
+pub use host::{Host, handle};
 
 #[cfg(test)]
 mod tests;

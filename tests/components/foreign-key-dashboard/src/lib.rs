@@ -1,8 +1,8 @@
 //! A broken dashboard for the conformance suite: the default dashboard, except that
 //! `GET /tokens/{id}` answers the key whoever owns it. Fails `other-users-keys`.
 
-use dashboard_fixture_base::default_handle;
-use dashboard_fixture_base::tokens::key_json;
+use monoize_dashboard::handle as default_handle;
+use monoize_dashboard::tokens::key_json;
 use monoize_plugin::dashboard::{Dashboard, HttpRequest, HttpResponse, dashboard_store};
 
 struct ForeignKey;

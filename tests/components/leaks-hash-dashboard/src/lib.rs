@@ -1,7 +1,7 @@
 //! A broken dashboard for the conformance suite: the default dashboard, except that
 //! `GET /auth/me` also answers the caller's stored password hash. Fails `secrets-hidden`.
 
-use dashboard_fixture_base::default_handle;
+use monoize_dashboard::handle as default_handle;
 use monoize_plugin::dashboard::{Dashboard, HttpRequest, HttpResponse, dashboard_store};
 use serde_json::Value;
 

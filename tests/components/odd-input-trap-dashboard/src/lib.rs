@@ -3,7 +3,7 @@
 
 #![allow(clippy::panic)]
 
-use dashboard_fixture_base::default_handle;
+use monoize_dashboard::handle as default_handle;
 use monoize_plugin::dashboard::{Dashboard, HttpRequest, HttpResponse};
 
 struct OddInputTrap;

@@ -1,7 +1,7 @@
 //! A broken dashboard for the conformance suite: the default dashboard, except that a `user`
 //! calling `GET /users` is treated as an `admin`. Fails `user-forbidden`.
 
-use dashboard_fixture_base::default_handle;
+use monoize_dashboard::handle as default_handle;
 use monoize_plugin::dashboard::{Dashboard, HttpRequest, HttpResponse, Role};
 
 struct UserListsUsers;
@@ -31,7 +31,7 @@ fn list_users() -> HttpResponse {
     let users = monoize_plugin::dashboard::dashboard_store::list_users().unwrap_or_default();
     let body: Vec<serde_json::Value> = users
         .iter()
-        .map(dashboard_fixture_base::users::user_json)
+        .map(monoize_dashboard::users::user_json)
         .collect();
     HttpResponse {
         status: 200,

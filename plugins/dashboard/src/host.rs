@@ -1,39 +1,6 @@
-//! Test support for the broken dashboard fixtures: the default dashboard plugin's handlers,
-//! compiled from its own sources (`plugins/dashboard/src`, mounted by path, not copied), over
-//! the host's imports ([`Host`]). A fixture wraps [`default_handle`] and breaks one rule.
-//!
-//! It does not depend on the `monoize-dashboard` crate: in a workspace build cargo unifies that
-//! crate's `component` feature on, and its registered `handle` export would clash with the
-//! fixture's. Only [`Host`] is written here, as in `plugins/dashboard/src/component.rs`.
-
-#[path = "../../../../plugins/dashboard/src/auth.rs"]
-pub mod auth;
-#[path = "../../../../plugins/dashboard/src/clock.rs"]
-pub mod clock;
-#[path = "../../../../plugins/dashboard/src/http.rs"]
-pub mod http;
-#[path = "../../../../plugins/dashboard/src/ledger.rs"]
-pub mod ledger;
-#[path = "../../../../plugins/dashboard/src/legacy.rs"]
-pub mod legacy;
-#[path = "../../../../plugins/dashboard/src/metadata.rs"]
-pub mod metadata;
-#[path = "../../../../plugins/dashboard/src/models.rs"]
-pub mod models;
-#[path = "../../../../plugins/dashboard/src/money.rs"]
-pub mod money;
-#[path = "../../../../plugins/dashboard/src/openapi.rs"]
-pub mod openapi;
-#[path = "../../../../plugins/dashboard/src/providers.rs"]
-pub mod providers;
-#[path = "../../../../plugins/dashboard/src/router.rs"]
-pub mod router;
-#[path = "../../../../plugins/dashboard/src/store.rs"]
-pub mod store;
-#[path = "../../../../plugins/dashboard/src/tokens.rs"]
-pub mod tokens;
-#[path = "../../../../plugins/dashboard/src/users.rs"]
-pub mod users;
+//! [`Store`] over the host's imports: what the `dashboard` component (`plugins/dashboard-component`)
+//! and the broken test dashboards run the handlers on. No policy lives here; it is all in
+//! [`crate::router`] and the resource modules.
 
 use monoize_plugin::dashboard::{
     HttpRequest, HttpResponse, billing_store, crypto, dashboard_store, legacy_store,
@@ -47,9 +14,9 @@ use crate::store::{
     UserPatch,
 };
 
-/// The default dashboard's answer to `request`.
-pub fn default_handle(request: &HttpRequest) -> HttpResponse {
-    router::handle(&Host, request)
+/// The default dashboard's answer to `request`, over the host's imports.
+pub fn handle(request: &HttpRequest) -> HttpResponse {
+    crate::router::handle(&Host, request)
 }
 
 /// The host, through the component's imports.
