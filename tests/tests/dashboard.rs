@@ -720,3 +720,35 @@ async fn a_login_fits_the_production_time_bound_because_host_waits_are_credited(
         .await;
     assert_eq!(wrong.status, 401, "{}", wrong.body);
 }
+
+#[tokio::test]
+async fn of_simultaneous_first_registrations_only_one_becomes_super_admin() {
+    // Each registration counts the users, hashes the password (milliseconds), then creates
+    // the user: all four see an empty table. The host's check inside the insert's own
+    // transaction lets only the first through as `super_admin`.
+    let server = start(|_| {}).await;
+    let register = |name: &'static str| {
+        server.call(
+            "POST",
+            "/auth/register",
+            None,
+            Some(json!({"username": name, "password": ADMIN_PASSWORD})),
+        )
+    };
+    let (a, b, c, d) = tokio::join!(
+        register("first_a"),
+        register("first_b"),
+        register("first_c"),
+        register("first_d")
+    );
+    let mut super_admins = 0;
+    for answer in [&a, &b, &c, &d] {
+        match answer.status {
+            201 if answer.body["user"]["role"] == "super_admin" => super_admins += 1,
+            201 => assert_eq!(answer.body["user"]["role"], "user", "{}", answer.body),
+            409 => assert_eq!(answer.body["error"]["code"], "conflict", "{}", answer.body),
+            other => panic!("{other}: {}", answer.body),
+        }
+    }
+    assert_eq!(super_admins, 1);
+}

@@ -118,6 +118,7 @@ impl DashboardPlugin {
             database: Some(services.database.clone()),
             routing_writes: Some(services.routing_writes.clone()),
             authenticator: Some(services.authenticator.clone()),
+            caller_role: request.caller.as_ref().map(|caller| caller.role),
             ..Capabilities::default()
         };
         let mut store = new_store(

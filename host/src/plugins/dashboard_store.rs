@@ -61,8 +61,20 @@ impl Host for PluginState {
             enabled: user.enabled,
             balance_unlimited: user.balance_unlimited,
         };
+        // Checked in the insert's own transaction: two first registrations at once cannot both
+        // find the table empty, so only one of them becomes `super_admin`.
+        let first_only = new.role == DbRole::SuperAdmin
+            && self.capabilities.caller_role != Some(DbRole::SuperAdmin);
         let row = self
-            .dashboard_write(move |tx| users::insert(tx, &new).map_err(username_conflict))
+            .dashboard_write(move |tx| {
+                if first_only && users::count(tx)? > 0 {
+                    return Err(DbError::Conflict(
+                        "only a super_admin, or the first user, can create a super_admin"
+                            .to_owned(),
+                    ));
+                }
+                users::insert(tx, &new).map_err(username_conflict)
+            })
             .await?;
         Ok(user_to_wit(row))
     }

@@ -41,6 +41,9 @@ pub struct Capabilities {
     /// The gateway's verified-key cache, emptied after every user or key write (dashboard
     /// world).
     pub authenticator: Option<Authenticator>,
+    /// The role of the dashboard request's logged-in caller, if any (dashboard world): the
+    /// host itself lets only a `super_admin`, or the very first user, create a `super_admin`.
+    pub caller_role: Option<crate::db::users::Role>,
 }
 
 /// The data of one plugin call's store.
