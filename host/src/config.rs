@@ -256,6 +256,10 @@ pub struct Config {
     /// How often key uses are written to `api_keys.last_used_at`, in ms
     /// (`MONOIZE_LAST_USED_FLUSH_MS`).
     pub last_used_flush_ms: u64,
+    /// Whether the dashboard's session cookie is marked `Secure` (`MONOIZE_SESSION_COOKIE_SECURE`,
+    /// `true` or `false`): set it when clients reach Monoize over HTTPS (a TLS-terminating proxy
+    /// in front), so the browser never sends the session over plain HTTP.
+    pub session_cookie_secure: bool,
 }
 
 impl Config {
@@ -329,6 +333,7 @@ impl Config {
                 "MONOIZE_LAST_USED_FLUSH_MS",
                 DEFAULT_LAST_USED_FLUSH_MS,
             )?,
+            session_cookie_secure: flag(&env, "MONOIZE_SESSION_COOKIE_SECURE")?,
         })
     }
 
@@ -361,6 +366,7 @@ impl Config {
             health_failure_threshold: DEFAULT_HEALTH_FAILURE_THRESHOLD,
             health_cooldown_ms: DEFAULT_HEALTH_COOLDOWN_MS,
             last_used_flush_ms: DEFAULT_LAST_USED_FLUSH_MS,
+            session_cookie_secure: false,
         }
     }
 }
@@ -375,6 +381,25 @@ fn log_format(env: &impl Fn(&str) -> Option<String>) -> Result<LogFormat, Config
         _ => Err(ConfigError::InvalidValue {
             variable: "MONOIZE_LOG_FORMAT",
             expected: "`json` or `text`",
+            value,
+        }),
+    }
+}
+
+/// A `true`/`false` variable (also `1`/`0`, `yes`/`no`, any case); unset is `false`.
+fn flag(
+    env: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+) -> Result<bool, ConfigError> {
+    let Some(value) = non_empty(env, variable) else {
+        return Ok(false);
+    };
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(ConfigError::InvalidValue {
+            variable,
+            expected: "`true` or `false`",
             value,
         }),
     }
@@ -461,7 +486,19 @@ mod tests {
             ),
             (5, 250, 20)
         );
+        assert!(!config.session_cookie_secure, "off unless asked");
+        for (value, secure) in [
+            ("true", true),
+            ("YES", true),
+            ("0", false),
+            ("false", false),
+        ] {
+            let config =
+                Config::from_lookup(env_of(&[("MONOIZE_SESSION_COOKIE_SECURE", value)])).unwrap();
+            assert_eq!(config.session_cookie_secure, secure, "{value}");
+        }
         for (variable, value) in [
+            ("MONOIZE_SESSION_COOKIE_SECURE", "maybe"),
             ("MONOIZE_HTTP_BODY_MAX_BYTES", "0"),
             ("MONOIZE_HTTP_BODY_MAX_BYTES", "lots"),
             ("MONOIZE_TRUSTED_PROXY_CIDRS", "10.0.0.0/99"),

@@ -752,3 +752,18 @@ async fn of_simultaneous_first_registrations_only_one_becomes_super_admin() {
     }
     assert_eq!(super_admins, 1);
 }
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_when_configured() {
+    let body = json!({"username": "root_admin", "password": ADMIN_PASSWORD});
+    for secure in [false, true] {
+        let server = start(|config| config.session_cookie_secure = secure).await;
+        let answer = server
+            .call("POST", "/auth/register", None, Some(body.clone()))
+            .await;
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        let cookie = answer.headers["set-cookie"].to_str().unwrap();
+        assert!(cookie.starts_with("monoize_session="), "{cookie}");
+        assert_eq!(cookie.ends_with("; Secure"), secure, "{cookie}");
+    }
+}

@@ -219,7 +219,34 @@ async fn answer(
         .handle(request_id, request, &dashboard.services)
         .await
         .map_err(DashboardError::Plugin)?;
-    response_of(dashboard.plugin.name(), answered, request_id)
+    let cookies = Cookies {
+        secure: state.config.session_cookie_secure,
+    };
+    response_of(dashboard.plugin.name(), answered, request_id, cookies)
+}
+
+/// How the host amends the cookies a dashboard plugin sets.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cookies {
+    /// Mark every cookie `Secure` (`MONOIZE_SESSION_COOKIE_SECURE`).
+    secure: bool,
+}
+
+impl Cookies {
+    /// `value`, a `Set-Cookie`, with `Secure` added when asked and not already there.
+    fn amend(self, value: HeaderValue) -> HeaderValue {
+        let Ok(text) = value.to_str() else {
+            return value;
+        };
+        let already = text
+            .split(';')
+            .skip(1)
+            .any(|attribute| attribute.trim().eq_ignore_ascii_case("secure"));
+        if !self.secure || already {
+            return value;
+        }
+        HeaderValue::from_str(&format!("{text}; Secure")).unwrap_or(value)
+    }
 }
 
 async fn read_body(body: Incoming, limit: u64) -> Result<Bytes, DashboardError> {
@@ -257,12 +284,14 @@ fn host_header(name: &HeaderName) -> bool {
     )
 }
 
-/// The plugin's answer as HTTP: its status and body, its headers except framing ones, and
-/// `content-type: application/json`. A status outside 100–599 breaks the contract.
+/// The plugin's answer as HTTP: its status and body, its headers except framing ones (its
+/// cookies amended by `cookies`), and `content-type: application/json`. A status outside
+/// 100–599 breaks the contract.
 fn response_of(
     plugin: &str,
     answered: DashboardResponse,
     request_id: &str,
+    cookies: Cookies,
 ) -> Result<Response<ResponseBody>, DashboardError> {
     let status = StatusCode::from_u16(answered.status)
         .ok()
@@ -292,6 +321,11 @@ fn response_of(
         if host_header(&name) {
             continue;
         }
+        let value = if name == hyper::header::SET_COOKIE {
+            cookies.amend(value)
+        } else {
+            value
+        };
         response.headers_mut().append(name, value);
     }
     response
@@ -363,7 +397,7 @@ mod tests {
             ],
             body: b"{}".to_vec(),
         };
-        let response = response_of("p", answered, "req_1").unwrap();
+        let response = response_of("p", answered.clone(), "req_1", Cookies::default()).unwrap();
         assert_eq!(response.status(), StatusCode::CREATED);
         let headers = response.headers();
         assert_eq!(headers[CONTENT_TYPE], "application/json");
@@ -371,6 +405,14 @@ mod tests {
         assert_eq!(headers[CACHE_CONTROL], "no-store");
         assert!(headers.get(CONTENT_LENGTH).is_none());
         assert!(headers.get("x-ok").is_none());
+        let secure = Cookies { secure: true };
+        let response = response_of("p", answered, "req_1", secure).unwrap();
+        assert_eq!(
+            response.headers()["set-cookie"],
+            "monoize_session=t; HttpOnly; Secure"
+        );
+        let marked = HeaderValue::from_static("a=1; secure; Path=/");
+        assert_eq!(secure.amend(marked.clone()), marked);
     }
 
     #[test]
@@ -380,7 +422,7 @@ mod tests {
             headers: Vec::new(),
             body: Vec::new(),
         };
-        let error = response_of("p", answered, "req_1").unwrap_err();
+        let error = response_of("p", answered, "req_1", Cookies::default()).unwrap_err();
         assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(error.code(), "plugin_failed");
     }
