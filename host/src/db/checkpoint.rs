@@ -19,7 +19,7 @@
 //! Left alone, that WAL would also grow without end: a passive checkpoint copies the frames it
 //! finds, but the writer appends more while it runs, so the WAL is never wholly copied back and
 //! SQLite never starts it over (145 MB/s of WAL at 20k charges/s). So once the WAL holds
-//! [`WAL_RESTART_FRAMES`], this thread runs passes back to back until one finds little to copy
+//! [`WAL_RESTART_BYTES`], this thread runs passes back to back until one finds little to copy
 //! (each copies only what was appended during the one before), then raises a flag; the writer,
 //! between two group commits, runs one passive checkpoint itself ([`WalRestart::writer_pass`]).
 //! Nothing is appended while it runs, so it copies the little that is left, and the next
@@ -49,10 +49,10 @@ pub const WAL_HEADROOM_BYTES: u64 = 64 << 20;
 /// The least headroom kept allocated past the WAL's end.
 pub const WAL_MIN_HEADROOM_BYTES: u64 = 1 << 20;
 
-/// The WAL length, in frames (a page each), past which it is made to start over: 128 MiB of
-/// 4 KiB pages. Each start-over costs the writer one short checkpoint (a few ms, mostly its
-/// fsync), so it should be rare: at the billing bench's 20k charges/s the WAL grows ~145 MB/s.
-pub const WAL_RESTART_FRAMES: i64 = 32_768;
+/// The WAL length past which it is made to start over: 128 MiB (of frames, a page each). Each
+/// start-over costs the writer one short checkpoint (a few ms, mostly its fsync), so it should
+/// be rare: at the billing bench's 20k charges/s the WAL grows ~60 MB/s with 1 KiB pages.
+pub const WAL_RESTART_BYTES: u64 = 128 << 20;
 
 /// A catch-up pass that copied this few frames leaves the writer only a short pass.
 const SMALL_PASS_FRAMES: i64 = 64;
@@ -104,9 +104,8 @@ pub struct Checkpointer {
 
 impl Checkpointer {
     /// Opens a connection to `path` and starts checkpointing it every [`CHECKPOINT_INTERVAL`],
-    /// making the WAL start over past `restart_frames` frames ([`WAL_RESTART_FRAMES`] but in
-    /// tests).
-    pub fn start(path: &Path, restart_frames: i64) -> Result<Checkpointer, DbError> {
+    /// making the WAL start over past `restart_bytes` ([`WAL_RESTART_BYTES`] but in tests).
+    pub fn start(path: &Path, restart_bytes: u64) -> Result<Checkpointer, DbError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection =
             Connection::open_with_flags(path, flags).map_err(|source| DbError::Open {
@@ -116,6 +115,11 @@ impl Checkpointer {
         connection
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(DbError::from)?;
+        // A file keeps the page size it was created with (4 KiB before schema version 3).
+        let page_size: i64 = connection
+            .pragma_query_value(None, "page_size", |row| row.get(0))
+            .map_err(DbError::from)?;
+        let restart_frames = i64::try_from(restart_bytes).unwrap_or(i64::MAX) / page_size.max(512);
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         let wal = PathBuf::from(wal);
@@ -330,14 +334,13 @@ mod tests {
     fn db3_a_wal_written_without_pause_still_starts_over() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.db");
-        let restart_frames = 2048;
-        let database = crate::db::open_file_restarting_wal_at(&path, restart_frames).unwrap();
+        let restart_bytes = 4 << 20;
+        let database = crate::db::open_file_restarting_wal_at(&path, restart_bytes).unwrap();
         database
             .write_blocking(|tx| Ok(tx.execute_batch("CREATE TABLE t (x BLOB);")?))
             .unwrap();
         let wal = dir.path().join("r.db-wal");
-        let page = 4096 + 24;
-        let bound = u64::try_from(4 * restart_frames * page).unwrap();
+        let bound = 4 * restart_bytes;
         // The writer never waits for the checkpoints, as under steady load: without its own
         // pass at the flag, the WAL would grow by every write. A write every 100 µs or so, for
         // 16 checkpoint intervals.
