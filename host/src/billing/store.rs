@@ -78,44 +78,52 @@ impl BillingStore {
 
     /// The billing state of `user_id`; `None` for an unknown user.
     pub async fn account(&self, user_id: &str) -> Result<Option<Account>, DbError> {
-        if let Some(account) = self.accounts.get(user_id) {
-            return Ok(account);
-        }
-        let ticket = self.accounts.ticket();
-        let id = user_id.to_owned();
-        let user = self
-            .database
-            .read(move |connection| users::get(connection, &id))
-            .await?;
-        let account = user.map(|user| Account {
-            user_id: user.id,
-            balance: user.balance_nano_usd,
-            unlimited: user.balance_unlimited,
-        });
-        self.accounts.insert(user_id, account.clone(), ticket);
-        Ok(account)
+        let read = |connection: &rusqlite::Connection, id: &str| {
+            Ok(users::get(connection, id)?.map(|user| Account {
+                user_id: user.id,
+                balance: user.balance_nano_usd,
+                unlimited: user.balance_unlimited,
+            }))
+        };
+        self.read_through(&self.accounts, user_id, read).await
     }
 
     /// The prices of `model_id` (`model_metadata_records`); `None` without a metadata row.
     pub async fn pricing(&self, model_id: &str) -> Result<Option<Pricing>, DbError> {
-        if let Some(pricing) = self.prices.get(model_id) {
-            return Ok(pricing);
+        let read = |connection: &rusqlite::Connection, id: &str| {
+            Ok(registry::get_metadata(connection, id)?.map(|row| Pricing {
+                model_id: row.model_id,
+                input: row.input_cost_per_token_nano,
+                output: row.output_cost_per_token_nano,
+                cache_read_input: row.cache_read_input_cost_per_token_nano,
+                reasoning_output: row.output_cost_per_reasoning_token_nano,
+            }))
+        };
+        self.read_through(&self.prices, model_id, read).await
+    }
+
+    /// The value of `key` from `cache`, else `read` from a read connection and kept there.
+    async fn read_through<V, R>(
+        &self,
+        cache: &ReadCache<V>,
+        key: &str,
+        read: R,
+    ) -> Result<V, DbError>
+    where
+        V: Clone + Send + 'static,
+        R: FnOnce(&rusqlite::Connection, &str) -> Result<V, DbError> + Send + 'static,
+    {
+        if let Some(value) = cache.get(key) {
+            return Ok(value);
         }
-        let ticket = self.prices.ticket();
-        let id = model_id.to_owned();
-        let metadata = self
+        let ticket = cache.ticket();
+        let id = key.to_owned();
+        let value = self
             .database
-            .read(move |connection| registry::get_metadata(connection, &id))
+            .read(move |connection| read(connection, &id))
             .await?;
-        let pricing = metadata.map(|row| Pricing {
-            model_id: row.model_id,
-            input: row.input_cost_per_token_nano,
-            output: row.output_cost_per_token_nano,
-            cache_read_input: row.cache_read_input_cost_per_token_nano,
-            reasoning_output: row.output_cost_per_reasoning_token_nano,
-        });
-        self.prices.insert(model_id, pricing.clone(), ticket);
-        Ok(pricing)
+        cache.insert(key, value.clone(), ticket);
+        Ok(value)
     }
 
     /// Charges a served request (see [`ledger::charge`]) and answers once it is committed.
