@@ -250,7 +250,7 @@ fn whole(path: &str, model: &str, request: &Value) -> Value {
             "stop_reason": "end_turn", "stop_sequence": null,
             "usage": {"input_tokens": 3, "output_tokens": 2}
         })
-    } else if path.ends_with("/v1/embeddings") {
+    } else if path.ends_with("/embeddings") {
         let inputs = request["input"].as_array().map_or(1, Vec::len);
         let data: Vec<Value> = (0..inputs)
             .map(|index| json!({"object": "embedding", "index": index, "embedding": [0.5, -0.25]}))

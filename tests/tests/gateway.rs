@@ -127,6 +127,29 @@ async fn every_endpoint_answers_under_both_prefixes_with_either_auth_header() {
     }
 }
 
+#[tokio::test]
+async fn gemini_channels_reach_the_openai_compatible_root_with_the_google_key_header() {
+    // A channel's base URL as the origin, as the API version, or as the whole root.
+    for mode in ["ok", "ok/v1beta", "ok/v1beta/openai/"] {
+        let gateway = start(&[(ProviderType::Gemini, &[mode])], |_| {}).await;
+        for (endpoint, resource) in [
+            ("/v1/chat/completions", "/chat/completions"),
+            ("/v1/embeddings", "/embeddings"),
+        ] {
+            let (body, _) = endpoint_case(endpoint);
+            let (status, answer, _) = gateway.json(endpoint, &[BEARER], body).await;
+            assert_eq!(status, 200, "{mode} {endpoint}: {answer}");
+            let seen = gateway.mock.seen();
+            let last = seen.last().unwrap();
+            assert_eq!(last.path, format!("/ok/v1beta/openai{resource}"), "{mode}");
+            assert_eq!(last.headers["x-goog-api-key"], "sk-upstream-secret-0-0");
+            assert!(last.headers.get("authorization").is_none());
+            assert!(!format!("{:?}", last.headers).contains(KEY));
+        }
+        assert_eq!(gateway.mock.seen().len(), 2);
+    }
+}
+
 /// Seeds a key with `text` for a new user (enabled or not), shaped by `configure`.
 async fn seed_key(
     gateway: &Gateway,

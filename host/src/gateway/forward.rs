@@ -151,14 +151,34 @@ impl Upstream {
     }
 }
 
-/// The upstream URL of `endpoint` on a channel whose origin is `base_url`; a `base_url`
-/// that already ends in `/v1` is not doubled.
-pub fn upstream_url(base_url: &str, endpoint: EndpointKind) -> String {
-    let path = endpoint_path(endpoint);
+/// The upstream URL of `endpoint` on a channel of a `provider_type` provider. `base_url` is the
+/// provider's origin (`https://api.openai.com`), to which the type's API root and the
+/// endpoint's resource are appended; a `base_url` that already ends in the root, or in its
+/// first segments, does not get them twice: `https://api.openai.com/v1` and, for Gemini,
+/// `https://generativelanguage.googleapis.com/v1beta/openai` (or `…/v1beta`) both work.
+pub fn upstream_url(base_url: &str, provider_type: ProviderType, endpoint: EndpointKind) -> String {
     let base = base_url.trim_end_matches('/');
-    match base.strip_suffix("/v1") {
-        Some(origin) => format!("{origin}{path}"),
-        None => format!("{base}{path}"),
+    let root = api_root(provider_type);
+    // The longest leading part of the root (at a segment boundary) that `base` ends in.
+    let named = root
+        .match_indices('/')
+        .map(|(index, _)| index)
+        .chain(std::iter::once(root.len()))
+        .filter(|&end| base.ends_with(&root[..end]))
+        .max()
+        .unwrap_or(0);
+    format!("{base}{}{}", &root[named..], endpoint_resource(endpoint))
+}
+
+/// The path under which a provider type serves its API.
+fn api_root(provider_type: ProviderType) -> &'static str {
+    match provider_type {
+        // Google's OpenAI-compatible API.
+        ProviderType::Gemini => "/v1beta/openai",
+        ProviderType::Responses
+        | ProviderType::ChatCompletion
+        | ProviderType::Messages
+        | ProviderType::Grok => "/v1",
     }
 }
 
@@ -170,6 +190,12 @@ pub fn endpoint_path(endpoint: EndpointKind) -> &'static str {
         EndpointKind::Embeddings => "/v1/embeddings",
         EndpointKind::Messages => "/v1/messages",
     }
+}
+
+/// The path of `endpoint` under its provider's API root.
+fn endpoint_resource(endpoint: EndpointKind) -> &'static str {
+    let path = endpoint_path(endpoint);
+    path.strip_prefix("/v1").unwrap_or(path)
 }
 
 /// What the forward phase needs of the client's request.
@@ -434,7 +460,7 @@ fn build_request(
     outbound: &Outbound<'_>,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, String> {
-    let url = upstream_url(&channel.base_url, outbound.endpoint);
+    let url = upstream_url(&channel.base_url, provider.provider_type, outbound.endpoint);
     let mut request = Request::builder()
         .method(Method::POST)
         .uri(&url)
@@ -586,18 +612,72 @@ mod tests {
 
     #[test]
     fn urls_append_the_endpoint_path_once() {
-        assert_eq!(
-            upstream_url("https://api.openai.com", EndpointKind::ChatCompletions),
-            "https://api.openai.com/v1/chat/completions"
-        );
-        assert_eq!(
-            upstream_url("https://api.openai.com/v1/", EndpointKind::Embeddings),
-            "https://api.openai.com/v1/embeddings"
-        );
-        assert_eq!(
-            upstream_url("http://127.0.0.1:9/mode/500", EndpointKind::Messages),
-            "http://127.0.0.1:9/mode/500/v1/messages"
-        );
+        use EndpointKind::{ChatCompletions, Embeddings, Messages};
+        use ProviderType::{ChatCompletion, Gemini, Grok};
+        let cases = [
+            (
+                "https://api.openai.com",
+                ChatCompletion,
+                ChatCompletions,
+                "https://api.openai.com/v1/chat/completions",
+            ),
+            (
+                "https://api.openai.com/v1/",
+                ChatCompletion,
+                Embeddings,
+                "https://api.openai.com/v1/embeddings",
+            ),
+            (
+                "https://api.anthropic.com/v1",
+                ProviderType::Messages,
+                Messages,
+                "https://api.anthropic.com/v1/messages",
+            ),
+            (
+                "https://api.x.ai/",
+                Grok,
+                ChatCompletions,
+                "https://api.x.ai/v1/chat/completions",
+            ),
+            (
+                "http://127.0.0.1:9/mode/500",
+                ProviderType::Messages,
+                Messages,
+                "http://127.0.0.1:9/mode/500/v1/messages",
+            ),
+            // `/v1x` is not `/v1`: only whole segments count.
+            (
+                "http://127.0.0.1:9/v1x",
+                ChatCompletion,
+                ChatCompletions,
+                "http://127.0.0.1:9/v1x/v1/chat/completions",
+            ),
+            (
+                "https://generativelanguage.googleapis.com",
+                Gemini,
+                ChatCompletions,
+                "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions",
+            ),
+            (
+                "https://generativelanguage.googleapis.com/v1beta",
+                Gemini,
+                Embeddings,
+                "https://generativelanguage.googleapis.com/v1beta/openai/embeddings",
+            ),
+            (
+                "https://generativelanguage.googleapis.com/v1beta/openai/",
+                Gemini,
+                ChatCompletions,
+                "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions",
+            ),
+        ];
+        for (base, provider_type, endpoint, expected) in cases {
+            assert_eq!(
+                upstream_url(base, provider_type, endpoint),
+                expected,
+                "{base}"
+            );
+        }
     }
 
     #[test]
