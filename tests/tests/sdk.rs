@@ -66,7 +66,7 @@ async fn run_script(script: &str, env: &[(&str, String)]) -> Vec<String> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "{script} failed ({}); is `python3 -m pip install openai anthropic` done?\n\
+        "{script} failed ({}); is `python3 -m pip install openai==3.57.0 anthropic==2.14.0` done?\n\
          stdout:\n{stdout}\nstderr:\n{stderr}",
         output.status
     );
