@@ -323,6 +323,12 @@ async fn serve_until_signal(database: Database, config: Config) -> Result<(), Cl
     let state = AppState::start(database, config).await?;
     let router = state.routing.plugin().name().to_owned();
     tracing::info!(%address, database = %state.config.dsn, schema_version, %router, "monoize is listening");
+    if state.config.metrics_token.is_none() && !address.ip().is_loopback() {
+        tracing::warn!(
+            %address,
+            "GET /metrics answers anyone who reaches this address; set MONOIZE_METRICS_TOKEN to require a bearer token"
+        );
+    }
     server::serve(listener, state, shutdown).await;
     tracing::info!("stopped");
     Ok(())

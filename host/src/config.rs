@@ -7,6 +7,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use crate::cidr::{self, IpRange};
 
 /// The DSN used when neither `MONOIZE_DATABASE_DSN` nor `DATABASE_URL` is set (DB2).
@@ -101,6 +103,50 @@ pub enum ConfigError {
         /// The value found (only for variables that hold no secrets).
         value: String,
     },
+    /// A secret too weak to use; the message never repeats it.
+    #[error("{variable} must be {expected}")]
+    WeakSecret {
+        /// The variable's name.
+        variable: &'static str,
+        /// What it must hold.
+        expected: &'static str,
+    },
+}
+
+/// The shortest `MONOIZE_METRICS_TOKEN` accepted.
+pub const METRICS_TOKEN_MIN_CHARS: usize = 16;
+
+/// The bearer token `GET /metrics` asks for (`MONOIZE_METRICS_TOKEN`). Only its SHA-256 is
+/// kept, so neither `Debug` nor a dump of the configuration shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MetricsToken {
+    digest: [u8; 32],
+}
+
+impl MetricsToken {
+    /// The token whose text is `token`.
+    pub fn new(token: &str) -> MetricsToken {
+        MetricsToken {
+            digest: Sha256::digest(token.as_bytes()).into(),
+        }
+    }
+
+    /// Whether `presented` is the token, compared in time that does not depend on where the
+    /// two differ.
+    pub fn admits(&self, presented: &str) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.digest
+            .iter()
+            .zip(presented)
+            .fold(0u8, |difference, (x, y)| difference | (x ^ y))
+            == 0
+    }
+}
+
+impl fmt::Debug for MetricsToken {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("MetricsToken(..)")
+    }
 }
 
 /// Where the database lives.
@@ -260,6 +306,9 @@ pub struct Config {
     /// `true` or `false`): set it when clients reach Monoize over HTTPS (a TLS-terminating proxy
     /// in front), so the browser never sends the session over plain HTTP.
     pub session_cookie_secure: bool,
+    /// The bearer token `GET /metrics` asks for (`MONOIZE_METRICS_TOKEN`, at least
+    /// [`METRICS_TOKEN_MIN_CHARS`] characters); unset, `/metrics` answers anyone.
+    pub metrics_token: Option<MetricsToken>,
 }
 
 impl Config {
@@ -334,6 +383,7 @@ impl Config {
                 DEFAULT_LAST_USED_FLUSH_MS,
             )?,
             session_cookie_secure: flag(&env, "MONOIZE_SESSION_COOKIE_SECURE")?,
+            metrics_token: metrics_token(&env)?,
         })
     }
 
@@ -367,8 +417,24 @@ impl Config {
             health_cooldown_ms: DEFAULT_HEALTH_COOLDOWN_MS,
             last_used_flush_ms: DEFAULT_LAST_USED_FLUSH_MS,
             session_cookie_secure: false,
+            metrics_token: None,
         }
     }
+}
+
+fn metrics_token(
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<MetricsToken>, ConfigError> {
+    let Some(token) = non_empty(env, "MONOIZE_METRICS_TOKEN") else {
+        return Ok(None);
+    };
+    if token.chars().count() < METRICS_TOKEN_MIN_CHARS {
+        return Err(ConfigError::WeakSecret {
+            variable: "MONOIZE_METRICS_TOKEN",
+            expected: "at least 16 characters (a random token, e.g. `openssl rand -hex 32`)",
+        });
+    }
+    Ok(Some(MetricsToken::new(&token)))
 }
 
 fn log_format(env: &impl Fn(&str) -> Option<String>) -> Result<LogFormat, ConfigError> {
@@ -514,6 +580,31 @@ mod tests {
                 "{variable}={value}"
             );
         }
+    }
+
+    #[test]
+    fn the_metrics_token_is_kept_hashed_and_refused_when_short() {
+        let token = "a-metrics-token-of-some-length";
+        let config = Config::from_lookup(env_of(&[("MONOIZE_METRICS_TOKEN", token)])).unwrap();
+        let kept = config.metrics_token.clone().unwrap();
+        assert!(kept.admits(token));
+        assert!(!kept.admits("a-metrics-token-of-some-lengtH") && !kept.admits(""));
+        assert!(
+            !format!("{config:?}").contains(token),
+            "Debug shows no token"
+        );
+        assert_eq!(
+            Config::from_lookup(env_of(&[])).unwrap().metrics_token,
+            None
+        );
+        let short = "fifteen-chars!!";
+        let refused = Config::from_lookup(env_of(&[("MONOIZE_METRICS_TOKEN", short)])).unwrap_err();
+        assert!(matches!(refused, ConfigError::WeakSecret { .. }));
+        let message = refused.to_string();
+        assert!(
+            message.contains("MONOIZE_METRICS_TOKEN") && !message.contains(short),
+            "{message}"
+        );
     }
 
     #[test]

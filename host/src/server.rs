@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -147,7 +147,7 @@ pub async fn dispatch(
     match (request.method(), path, api_path, endpoint) {
         (&Method::GET | &Method::HEAD, "/healthz", _, _) => healthz(&state).await,
         (_, "/healthz", _, _) => method_not_allowed(request.method()),
-        (&Method::GET, "/metrics", _, _) => metrics_response(&state),
+        (&Method::GET, "/metrics", _, _) => metrics_response(&state, &request),
         (&Method::POST, _, _, Some(endpoint)) => {
             gateway::handle(state, request, peer, endpoint).await
         }
@@ -176,8 +176,24 @@ async fn healthz(state: &AppState) -> Response<ResponseBody> {
     }
 }
 
-/// `GET /metrics`: the Prometheus exposition.
-fn metrics_response(state: &AppState) -> Response<ResponseBody> {
+/// `GET /metrics`: the Prometheus exposition; with `MONOIZE_METRICS_TOKEN` set, only for a
+/// request that carries it as `Authorization: Bearer …` (a scrape job's `authorization`).
+fn metrics_response(state: &AppState, request: &Request<Incoming>) -> Response<ResponseBody> {
+    if let Some(token) = &state.config.metrics_token {
+        let presented = gateway::auth::bearer_token(request.headers());
+        if !presented.is_some_and(|presented| token.admits(presented)) {
+            let mut response = error_response(
+                StatusCode::UNAUTHORIZED,
+                "/metrics needs the metrics token as `Authorization: Bearer <token>`",
+                "authentication_error",
+                "unauthorized",
+            );
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
     let body = Full::new(Bytes::from(state.metrics.render()))
         .map_err(|never| match never {})
         .boxed();

@@ -13,6 +13,7 @@
 mod gateway_harness;
 
 use http_body_util::BodyExt;
+use monoize::config::MetricsToken;
 use monoize::db::routing::ProviderType;
 use monoize::db::{api_keys, clock, users};
 use monoize::gateway::auth::hash_api_key;
@@ -497,6 +498,56 @@ async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
         )
         .await;
     assert_eq!(status, 403, "the peer is not the trusted proxy");
+}
+
+#[tokio::test]
+async fn metrics_with_a_token_answer_only_its_bearer() {
+    const TOKEN: &str = "metrics-token-0123456789";
+    let gateway = Setup::new()
+        .provider(ProviderType::ChatCompletion, &["ok"])
+        .config(|config| config.metrics_token = Some(MetricsToken::new(TOKEN)))
+        .start()
+        .await;
+    let bearer = format!("Bearer {TOKEN}");
+    let wrong = format!("Bearer {TOKEN}x");
+    for headers in [
+        vec![],
+        vec![("authorization", wrong.as_str())],
+        vec![("authorization", TOKEN)],
+        vec![("x-api-key", TOKEN)],
+        // A Monoize API key is not the metrics token.
+        vec![BEARER],
+    ] {
+        let (status, body, response) = gateway.json("/metrics", &headers, "").await;
+        assert_eq!(status, 401, "{headers:?}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        assert_eq!(body["error"]["code"], "unauthorized");
+        assert!(!body.to_string().contains("monoize_requests_total"));
+    }
+    // The scheme in any case, as RFC 9110 has it.
+    let lowercase = format!("bearer {TOKEN}");
+    let (status, _, _) = gateway
+        .json("/metrics", &[("authorization", lowercase.as_str())], "")
+        .await;
+    assert_eq!(status, 200);
+    let (status, body, response) = gateway
+        .json("/metrics", &[("authorization", bearer.as_str())], "")
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    assert!(
+        body.as_str()
+            .unwrap()
+            .contains("monoize_requests_in_flight")
+    );
+    // The gateway's own endpoints are not affected.
+    let (status, _, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]

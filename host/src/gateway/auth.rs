@@ -47,16 +47,20 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// The API key a request carries: `Authorization: Bearer …` first, else `x-api-key`.
-pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
+/// The token of an `Authorization: Bearer …` header (the scheme in any case).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| {
             let (scheme, token) = value.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    bearer
+        })
+}
+
+/// The API key a request carries: `Authorization: Bearer …` first, else `x-api-key`.
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    bearer_token(headers)
         .or_else(|| {
             headers
                 .get("x-api-key")
