@@ -530,21 +530,10 @@ async fn metrics_with_a_token_answer_only_its_bearer() {
         .json("/metrics", &[("authorization", lowercase.as_str())], "")
         .await;
     assert_eq!(status, 200);
-    let (status, body, response) = gateway
-        .json("/metrics", &[("authorization", bearer.as_str())], "")
+    let text = gateway
+        .metrics_with(&[("authorization", bearer.as_str())])
         .await;
-    assert_eq!(status, 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain; version=0.0.4")
-    );
-    assert!(
-        body.as_str()
-            .unwrap()
-            .contains("monoize_requests_in_flight")
-    );
+    assert!(text.contains("monoize_requests_in_flight"));
     // The gateway's own endpoints are not affected.
     let (status, _, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
     assert_eq!(status, 200);

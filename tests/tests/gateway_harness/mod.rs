@@ -260,7 +260,12 @@ impl Gateway {
 
     /// `GET /metrics` as text.
     pub async fn metrics(&self) -> String {
-        let (status, body, response) = self.json("/metrics", &[], "").await;
+        self.metrics_with(&[]).await
+    }
+
+    /// `GET /metrics` with `headers` (a token), as text; it must answer 200.
+    pub async fn metrics_with(&self, headers: &[(&str, &str)]) -> String {
+        let (status, body, response) = self.json("/metrics", headers, "").await;
         assert_eq!(status, 200);
         assert!(
             response.headers()["content-type"]
