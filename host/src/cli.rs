@@ -32,7 +32,10 @@ Environment:
   MONOIZE_PLUGIN_MEMORY_MB   memory cap of one plugin instance in MiB; default 64
   MONOIZE_PLUGIN_CACHE_DIR   where compiled plugins are cached; default plugin-cache/ beside
                              the database file (`off`: no cache)
+  MONOIZE_METRICS_TOKEN      a token (16+ characters) that GET /metrics then asks for as
+                             `Authorization: Bearer <token>`; unset: /metrics is open
   MONOIZE_USER_PASSWORD      the password of `monoize user create` (else one line on stdin)
+  (the README lists every variable)
 
 Examples:
   monoize                                   serve on 0.0.0.0:8080 with ./data/monoize.db
