@@ -317,6 +317,31 @@ fn db1_database_url_is_used_when_the_dsn_variable_is_empty() {
     );
 }
 
+/// The plugin pool reserves address space for every linear memory it may hold (4 GiB each, so
+/// plugin code runs without bounds checks). Sized by what components use, not one memory per
+/// core instance, a server with the default limits stays near 1 TB instead of ~8.7 TB: under
+/// an operator's `ulimit -v` of a few TB it starts.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_plugin_pool_reserves_about_a_terabyte_of_address_space_not_eight() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start(dir.path(), &["serve"], &[]);
+    assert_eq!(server.wait_healthy().0, 200);
+    let pid = server.child().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let vm_size_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmSize:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmSize");
+    let tib = vm_size_kib as f64 / (1u64 << 30) as f64;
+    assert!(
+        tib < 1.5,
+        "the server reserves {tib:.2} TiB of address space"
+    );
+    assert!(server.terminate().success());
+}
+
 #[test]
 fn serve_listen_flag_overrides_the_environment() {
     let dir = tempfile::tempdir().expect("temp dir");

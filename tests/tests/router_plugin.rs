@@ -80,6 +80,33 @@ async fn endpoints_only_reach_providers_of_their_wire_format() {
     assert_eq!(providers(&attempts), ["anthropic"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_pool_queues_for_slots_and_memories_and_every_call_is_served() {
+    // Two instance slots, so the pool holds its floor of 16 memories; 64 calls at once.
+    let engine = engine_with(PluginLimits {
+        concurrent_instances: 2,
+        timeout: Duration::from_secs(5),
+        ..PluginLimits::default()
+    });
+    let router = default_router(&engine);
+    // What the pool's size rests on: a Rust component creates one linear memory.
+    assert_eq!(router.memories(), 1);
+    let store = snapshot(vec![
+        ProviderFixture::new("p", 0).model("m", "1").channel("c", 1),
+    ]);
+    let health = healthy();
+    let calls: Vec<_> = (0..64)
+        .map(|_| {
+            let (router, store, health) = (router.clone(), Arc::clone(&store), health.clone());
+            tokio::spawn(async move { plan(&router, &store, &health, &request("m")).await })
+        })
+        .collect();
+    for call in calls {
+        let attempts = call.await.unwrap().unwrap();
+        assert_eq!(channels(&attempts), ["c"]);
+    }
+}
+
 #[tokio::test]
 async fn the_route_phase_refuses_an_illegal_plan_and_keeps_serving() {
     let engine = engine();
@@ -253,7 +280,11 @@ fn artifacts(dir: &std::path::Path) -> Vec<(std::path::PathBuf, std::time::Syste
             if path.is_dir() {
                 pending.push(path);
             } else if is_artifact(&path) {
-                found.push((path, entry.metadata().unwrap().modified().unwrap()));
+                // The cache writes a file under a temporary name and renames it: a name
+                // listed a moment ago may be gone.
+                if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                    found.push((path, modified));
+                }
             }
         }
     }
@@ -261,12 +292,17 @@ fn artifacts(dir: &std::path::Path) -> Vec<(std::path::PathBuf, std::time::Syste
     found
 }
 
-/// Whether `path` is a compiled artifact, not the cache's own bookkeeping (`.stats` files and
-/// hidden `.cleanup.wip-*` markers, which its background worker writes at any time).
+/// Whether `path` is a compiled artifact, not the cache's own bookkeeping (`.stats` files,
+/// hidden `.cleanup.wip-*` markers, and files being written under a `wip-*` extension, which
+/// its background worker makes at any time).
 fn is_artifact(path: &std::path::Path) -> bool {
     let hidden = path
         .file_name()
         .and_then(|name| name.to_str())
         .is_none_or(|name| name.starts_with('.'));
-    !hidden && path.extension().is_none_or(|ext| ext != "stats")
+    let bookkeeping = path
+        .extension()
+        .and_then(|ext| ext.to_str())
+        .is_some_and(|ext| ext == "stats" || ext.starts_with("wip-"));
+    !hidden && !bookkeeping
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::engine::PluginEngine;
+use super::engine::{PluginEngine, memories_of};
 use super::load::load_component;
 use super::routing_store::endpoint_to_wit;
 use super::store::{Capabilities, PluginState, new_store};
@@ -24,6 +24,8 @@ pub struct BillingPlugin {
     name: Arc<str>,
     engine: PluginEngine,
     pre: BillingPre<PluginState>,
+    /// The linear memories one instance creates (its share of the pool).
+    memories: u32,
 }
 
 impl BillingPlugin {
@@ -31,6 +33,7 @@ impl BillingPlugin {
     pub fn load(engine: &PluginEngine, name: &str, bytes: &[u8]) -> Result<Self, PluginError> {
         let linker = billing_linker(engine, name)?;
         let instance_pre = load_component(engine, &linker, name, bytes, BILLING_IMPORTS)?;
+        let memories = memories_of(instance_pre.component());
         let pre = BillingPre::new(instance_pre).map_err(|error| {
             PluginError::new(
                 name,
@@ -41,6 +44,7 @@ impl BillingPlugin {
             name: name.into(),
             engine: engine.clone(),
             pre,
+            memories,
         })
     }
 
@@ -56,7 +60,7 @@ impl BillingPlugin {
         request: &AuthorizeRequest,
         store: &BillingStore,
     ) -> Result<Result<(), AuthorizeRefusal>, PluginError> {
-        let _slot = self.engine.slot().await?;
+        let _slot = self.engine.slot(self.memories).await?;
         let mut wasm = self.store(&request.request_id, store);
         let outcome = match self.pre.instantiate_async(&mut wasm).await {
             Ok(billing) => {
@@ -81,7 +85,7 @@ impl BillingPlugin {
         request: &SettleRequest,
         store: &BillingStore,
     ) -> Result<Result<Settlement, SettleFault>, PluginError> {
-        let _slot = self.engine.slot().await?;
+        let _slot = self.engine.slot(self.memories).await?;
         let mut wasm = self.store(&request.request_id, store);
         let outcome = match self.pre.instantiate_async(&mut wasm).await {
             Ok(billing) => {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::dashboard_store::role_to_wit;
-use super::engine::PluginEngine;
+use super::engine::{PluginEngine, memories_of};
 use super::load::load_component;
 use super::routing_admin::RoutingWrites;
 use super::store::{Capabilities, PluginState, new_store};
@@ -80,6 +80,8 @@ pub struct DashboardPlugin {
     name: Arc<str>,
     engine: PluginEngine,
     pre: DashboardPre<PluginState>,
+    /// The linear memories one instance creates (its share of the pool).
+    memories: u32,
 }
 
 impl DashboardPlugin {
@@ -87,6 +89,7 @@ impl DashboardPlugin {
     pub fn load(engine: &PluginEngine, name: &str, bytes: &[u8]) -> Result<Self, PluginError> {
         let linker = dashboard_linker(engine, name)?;
         let instance_pre = load_component(engine, &linker, name, bytes, DASHBOARD_IMPORTS)?;
+        let memories = memories_of(instance_pre.component());
         let pre = DashboardPre::new(instance_pre).map_err(|error| {
             PluginError::new(
                 name,
@@ -97,6 +100,7 @@ impl DashboardPlugin {
             name: name.into(),
             engine: engine.clone(),
             pre,
+            memories,
         })
     }
 
@@ -112,7 +116,7 @@ impl DashboardPlugin {
         request: DashboardRequest,
         services: &DashboardServices,
     ) -> Result<DashboardResponse, PluginError> {
-        let _slot = self.engine.slot().await?;
+        let _slot = self.engine.slot(self.memories).await?;
         let capabilities = Capabilities {
             billing: Some(services.billing.clone()),
             database: Some(services.database.clone()),

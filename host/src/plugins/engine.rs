@@ -10,6 +10,7 @@ use std::thread;
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
+use wasmtime::component::Component;
 use wasmtime::{
     Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
     PoolingAllocationConfig,
@@ -65,12 +66,50 @@ pub struct PluginEngine {
 struct EngineInner {
     engine: Engine,
     limits: PluginLimits,
+    /// One permit per component instance the pool holds.
     slots: Semaphore,
+    /// One permit per linear memory the pool holds (see [`MEMORIES_PER_INSTANCE`]).
+    memories: Semaphore,
+}
+
+/// A call's place in the pool: an instance slot and the memories its component needs.
+/// Dropping it gives both back.
+pub struct PoolSlot<'a> {
+    _instance: SemaphorePermit<'a>,
+    _memories: SemaphorePermit<'a>,
 }
 
 /// Core instances and memories one component may create: a Rust `wasm32-wasip2` component
 /// has a handful of core instances (its module plus canonical-ABI shims).
 const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+
+/// Linear memories the pool holds per instance slot. Each pooled memory reserves 4 GiB of
+/// address space (so compiled code needs no bounds checks), and a component's shims have no
+/// memory of their own: a Rust `wasm32-wasip2` component has one, an adapted `wasip1` one two.
+/// A pool of one memory slot per core instance reserved ~8.7 TB of address space; two per
+/// instance reserve ~1.1 TB. A component with more memories takes more of them
+/// ([`PluginEngine::slot`] admits calls by the memories they need), so none is refused.
+const MEMORIES_PER_INSTANCE: u32 = 2;
+
+/// Linear memories the pool holds for `limits`: enough for the largest component it loads.
+fn pool_memories(limits: &PluginLimits) -> u32 {
+    limits
+        .concurrent_instances
+        .max(1)
+        .saturating_mul(MEMORIES_PER_INSTANCE)
+        .max(CORE_INSTANCES_PER_COMPONENT)
+}
+
+/// The linear memories one instance of `component` creates (the most a component may have
+/// when wasmtime cannot tell).
+pub fn memories_of(component: &Component) -> u32 {
+    component
+        .resources_required()
+        .map_or(CORE_INSTANCES_PER_COMPONENT, |required| {
+            required.num_memories
+        })
+        .clamp(1, CORE_INSTANCES_PER_COMPONENT)
+}
 
 impl PluginEngine {
     /// Builds the engine and starts its epoch ticker.
@@ -87,11 +126,13 @@ impl PluginEngine {
             .map_err(|error| PluginError::engine(format!("cannot start wasmtime: {error:#}")))?;
         start_epoch_ticker(&engine)?;
         let slots = Semaphore::new(limits.concurrent_instances as usize);
+        let memories = Semaphore::new(pool_memories(&limits) as usize);
         Ok(PluginEngine {
             inner: Arc::new(EngineInner {
                 engine,
                 limits,
                 slots,
+                memories,
             }),
         })
     }
@@ -112,13 +153,23 @@ impl PluginEngine {
         u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
     }
 
-    /// Waits for a free instance slot: a burst queues here instead of failing in the pool.
-    pub async fn slot(&self) -> Result<SemaphorePermit<'_>, PluginError> {
-        self.inner
-            .slots
-            .acquire()
+    /// Waits for a free instance slot and for the `memories` linear memories of the
+    /// component to instantiate ([`memories_of`]): a burst queues here instead of failing in
+    /// the pool. Every call takes the instance first, so two calls never hold each other up.
+    pub async fn slot(&self, memories: u32) -> Result<PoolSlot<'_>, PluginError> {
+        let shutting_down =
+            |_| PluginError::engine("the plugin engine is shutting down".to_owned());
+        let instance = self.inner.slots.acquire().await.map_err(shutting_down)?;
+        let memories = self
+            .inner
+            .memories
+            .acquire_many(memories.clamp(1, CORE_INSTANCES_PER_COMPONENT))
             .await
-            .map_err(|_| PluginError::engine("the plugin engine is shutting down".to_owned()))
+            .map_err(shutting_down)?;
+        Ok(PoolSlot {
+            _instance: instance,
+            _memories: memories,
+        })
     }
 }
 
@@ -128,7 +179,7 @@ fn pool_config(limits: &PluginLimits) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(instances)
         .total_core_instances(core_instances)
-        .total_memories(core_instances)
+        .total_memories(pool_memories(limits))
         .total_tables(core_instances)
         .total_stacks(instances)
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)

@@ -24,7 +24,7 @@ pub mod wit;
 
 pub use billing::BillingPlugin;
 pub use dashboard::DashboardPlugin;
-pub use engine::{EngineSettings, PluginEngine, PluginLimits};
+pub use engine::{EngineSettings, PluginEngine, PluginLimits, PoolSlot};
 pub use error::{PluginError, PluginErrorKind};
 pub use router::RouterPlugin;
 

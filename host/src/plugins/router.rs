@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::engine::PluginEngine;
+use super::engine::{PluginEngine, memories_of};
 use super::load::load_component;
 use super::routing_store::endpoint_to_wit;
 use super::store::{Capabilities, PluginState, new_store};
@@ -20,6 +20,8 @@ pub struct RouterPlugin {
     name: Arc<str>,
     engine: PluginEngine,
     pre: RouterPre<PluginState>,
+    /// The linear memories one instance creates (its share of the pool).
+    memories: u32,
 }
 
 impl RouterPlugin {
@@ -27,6 +29,7 @@ impl RouterPlugin {
     pub fn load(engine: &PluginEngine, name: &str, bytes: &[u8]) -> Result<Self, PluginError> {
         let linker = router_linker(engine, name)?;
         let instance_pre = load_component(engine, &linker, name, bytes, ROUTER_IMPORTS)?;
+        let memories = memories_of(instance_pre.component());
         let pre = RouterPre::new(instance_pre).map_err(|error| {
             PluginError::new(
                 name,
@@ -39,12 +42,18 @@ impl RouterPlugin {
             name: name.into(),
             engine: engine.clone(),
             pre,
+            memories,
         })
     }
 
     /// The plugin's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The linear memories one instance creates: the pool memories each call takes.
+    pub fn memories(&self) -> u32 {
+        self.memories
     }
 
     /// Asks the plugin for a plan for `request` over `snapshot` and `health`. The outer error
@@ -55,7 +64,7 @@ impl RouterPlugin {
         snapshot: Arc<RoutingSnapshot>,
         health: HealthRegistry,
     ) -> Result<Result<Vec<Attempt>, RouteRefusal>, PluginError> {
-        let _slot = self.engine.slot().await?;
+        let _slot = self.engine.slot(self.memories).await?;
         let capabilities = Capabilities {
             routing: Some(snapshot),
             health: Some(health),
