@@ -103,12 +103,7 @@ fn json_value(value: ValueRef<'_>) -> Value {
         ValueRef::Integer(integer) => Value::from(integer),
         ValueRef::Real(real) => Value::from(real),
         ValueRef::Text(text) => Value::from(String::from_utf8_lossy(text).into_owned()),
-        ValueRef::Blob(bytes) => Value::from(
-            bytes
-                .iter()
-                .map(|byte| format!("{byte:02x}"))
-                .collect::<String>(),
-        ),
+        ValueRef::Blob(bytes) => Value::from(super::lower_hex(bytes)),
     }
 }
 

@@ -32,10 +32,7 @@ const KEY_CACHE_CAPACITY: usize = 10_000;
 /// a leaked table useless; this is the one definition, and whatever stores a key (the
 /// dashboard through `crypto.hash-secret`) must use it.
 pub fn hash_api_key(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::db::lower_hex(&Sha256::digest(key.as_bytes()))
 }
 
 /// Compares two strings in time that depends only on their lengths.
