@@ -2,12 +2,10 @@
 //! (`authorize`) and what a served one costs (`settle`, which records the charge through
 //! `billing-store`). Host code calls this through [`crate::billing::Billing`].
 
-use std::sync::Arc;
+use wasmtime::component::HasSelf;
 
-use wasmtime::component::{HasSelf, Linker};
-
-use super::engine::{PluginEngine, memories_of};
-use super::load::load_component;
+use super::engine::PluginEngine;
+use super::load::{Loaded, load_world};
 use super::routing_store::endpoint_to_wit;
 use super::store::{Capabilities, PluginState, new_store};
 use super::wit::latest::{BILLING_IMPORTS, Billing as BillingWorld, BillingPre, types};
@@ -21,36 +19,27 @@ use crate::routing::Attempt;
 /// A loaded billing plugin, ready to instantiate per call.
 #[derive(Clone)]
 pub struct BillingPlugin {
-    name: Arc<str>,
-    engine: PluginEngine,
-    pre: BillingPre<PluginState>,
-    /// The linear memories one instance creates (its share of the pool).
-    memories: u32,
+    loaded: Loaded<BillingPre<PluginState>>,
 }
 
 impl BillingPlugin {
     /// Loads the component `bytes` as billing plugin `name`.
     pub fn load(engine: &PluginEngine, name: &str, bytes: &[u8]) -> Result<Self, PluginError> {
-        let linker = billing_linker(engine, name)?;
-        let instance_pre = load_component(engine, &linker, name, bytes, BILLING_IMPORTS)?;
-        let memories = memories_of(instance_pre.component());
-        let pre = BillingPre::new(instance_pre).map_err(|error| {
-            PluginError::new(
-                name,
-                PluginErrorKind::Load(format!("does not export the billing world: {error:#}")),
-            )
-        })?;
-        Ok(BillingPlugin {
-            name: name.into(),
-            engine: engine.clone(),
-            pre,
-            memories,
-        })
+        let loaded = load_world(
+            engine,
+            name,
+            bytes,
+            "billing",
+            BILLING_IMPORTS,
+            |linker| BillingWorld::add_to_linker::<_, HasSelf<PluginState>>(linker, |state| state),
+            BillingPre::new,
+        )?;
+        Ok(BillingPlugin { loaded })
     }
 
     /// The plugin's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.loaded.name
     }
 
     /// Asks the plugin whether `request` may go upstream, with `store` as its billing store.
@@ -60,9 +49,9 @@ impl BillingPlugin {
         request: &AuthorizeRequest,
         store: &BillingStore,
     ) -> Result<Result<(), AuthorizeRefusal>, PluginError> {
-        let _slot = self.engine.slot(self.memories).await?;
+        let _slot = self.loaded.engine.slot(self.loaded.memories).await?;
         let mut wasm = self.store(&request.request_id, store);
-        let outcome = match self.pre.instantiate_async(&mut wasm).await {
+        let outcome = match self.loaded.pre.instantiate_async(&mut wasm).await {
             Ok(billing) => {
                 billing
                     .call_authorize(&mut wasm, &authorize_to_wit(request))
@@ -73,7 +62,12 @@ impl BillingPlugin {
         match outcome {
             Ok(Ok(())) => Ok(Ok(())),
             Ok(Err(refusal)) => Ok(Err(refusal_from_wit(refusal))),
-            Err(error) => Err(call_failure(&self.name, &wasm, &error, &self.engine)),
+            Err(error) => Err(call_failure(
+                &self.loaded.name,
+                &wasm,
+                &error,
+                &self.loaded.engine,
+            )),
         }
     }
 
@@ -85,9 +79,9 @@ impl BillingPlugin {
         request: &SettleRequest,
         store: &BillingStore,
     ) -> Result<Result<Settlement, SettleFault>, PluginError> {
-        let _slot = self.engine.slot(self.memories).await?;
+        let _slot = self.loaded.engine.slot(self.loaded.memories).await?;
         let mut wasm = self.store(&request.request_id, store);
-        let outcome = match self.pre.instantiate_async(&mut wasm).await {
+        let outcome = match self.loaded.pre.instantiate_async(&mut wasm).await {
             Ok(billing) => {
                 billing
                     .call_settle(&mut wasm, &settle_to_wit(request))
@@ -97,10 +91,18 @@ impl BillingPlugin {
         };
         match outcome {
             Ok(Ok(settlement)) => settlement_from_wit(settlement).map(Ok).map_err(|message| {
-                PluginError::new(&*self.name, PluginErrorKind::ContractViolation(message))
+                PluginError::new(
+                    &*self.loaded.name,
+                    PluginErrorKind::ContractViolation(message),
+                )
             }),
             Ok(Err(fault)) => Ok(Err(fault_from_wit(fault))),
-            Err(error) => Err(call_failure(&self.name, &wasm, &error, &self.engine)),
+            Err(error) => Err(call_failure(
+                &self.loaded.name,
+                &wasm,
+                &error,
+                &self.loaded.engine,
+            )),
         }
     }
 
@@ -110,26 +112,12 @@ impl BillingPlugin {
             ..Capabilities::default()
         };
         new_store(
-            &self.engine,
-            self.name.clone(),
+            &self.loaded.engine,
+            self.loaded.name.clone(),
             request_id.to_owned(),
             capabilities,
         )
     }
-}
-
-fn billing_linker(engine: &PluginEngine, name: &str) -> Result<Linker<PluginState>, PluginError> {
-    let link_error = |error: wasmtime::Error| {
-        PluginError::new(
-            name,
-            PluginErrorKind::Engine(format!("cannot link: {error:#}")),
-        )
-    };
-    let mut linker = Linker::new(engine.engine());
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
-    BillingWorld::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |state| state)
-        .map_err(link_error)?;
-    Ok(linker)
 }
 
 fn authorize_to_wit(request: &AuthorizeRequest) -> types::AuthorizeRequest {

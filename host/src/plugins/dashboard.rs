@@ -3,17 +3,15 @@
 //! may do what and answers status, headers and a JSON body. Host code calls this through
 //! `crate::dashboard`, which owns the HTTP side.
 
-use std::sync::Arc;
-
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::HasSelf;
 
 use super::dashboard_store::role_to_wit;
-use super::engine::{PluginEngine, memories_of};
-use super::load::load_component;
+use super::engine::PluginEngine;
+use super::load::{Loaded, load_world};
 use super::routing_admin::RoutingWrites;
 use super::store::{Capabilities, PluginState, new_store};
 use super::wit::latest::{self as wit, DASHBOARD_IMPORTS, Dashboard, DashboardPre};
-use super::{PluginError, PluginErrorKind, call_failure};
+use super::{PluginError, call_failure};
 use crate::billing::BillingStore;
 use crate::db::Database;
 use crate::db::users::Role;
@@ -77,36 +75,27 @@ pub struct DashboardServices {
 /// A loaded dashboard plugin, ready to instantiate per call.
 #[derive(Clone)]
 pub struct DashboardPlugin {
-    name: Arc<str>,
-    engine: PluginEngine,
-    pre: DashboardPre<PluginState>,
-    /// The linear memories one instance creates (its share of the pool).
-    memories: u32,
+    loaded: Loaded<DashboardPre<PluginState>>,
 }
 
 impl DashboardPlugin {
     /// Loads the component `bytes` as dashboard plugin `name`.
     pub fn load(engine: &PluginEngine, name: &str, bytes: &[u8]) -> Result<Self, PluginError> {
-        let linker = dashboard_linker(engine, name)?;
-        let instance_pre = load_component(engine, &linker, name, bytes, DASHBOARD_IMPORTS)?;
-        let memories = memories_of(instance_pre.component());
-        let pre = DashboardPre::new(instance_pre).map_err(|error| {
-            PluginError::new(
-                name,
-                PluginErrorKind::Load(format!("does not export the dashboard world: {error:#}")),
-            )
-        })?;
-        Ok(DashboardPlugin {
-            name: name.into(),
-            engine: engine.clone(),
-            pre,
-            memories,
-        })
+        let loaded = load_world(
+            engine,
+            name,
+            bytes,
+            "dashboard",
+            DASHBOARD_IMPORTS,
+            |linker| Dashboard::add_to_linker::<_, HasSelf<PluginState>>(linker, |state| state),
+            DashboardPre::new,
+        )?;
+        Ok(DashboardPlugin { loaded })
     }
 
     /// The plugin's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.loaded.name
     }
 
     /// Asks the plugin to answer `request` (logged as `request_id`) over `services`.
@@ -116,7 +105,7 @@ impl DashboardPlugin {
         request: DashboardRequest,
         services: &DashboardServices,
     ) -> Result<DashboardResponse, PluginError> {
-        let _slot = self.engine.slot(self.memories).await?;
+        let _slot = self.loaded.engine.slot(self.loaded.memories).await?;
         let capabilities = Capabilities {
             billing: Some(services.billing.clone()),
             database: Some(services.database.clone()),
@@ -126,12 +115,12 @@ impl DashboardPlugin {
             ..Capabilities::default()
         };
         let mut store = new_store(
-            &self.engine,
-            self.name.clone(),
+            &self.loaded.engine,
+            self.loaded.name.clone(),
             request_id.to_owned(),
             capabilities,
         );
-        let outcome = match self.pre.instantiate_async(&mut store).await {
+        let outcome = match self.loaded.pre.instantiate_async(&mut store).await {
             Ok(dashboard) => {
                 dashboard
                     .call_handle(&mut store, &request_to_wit(request))
@@ -145,23 +134,14 @@ impl DashboardPlugin {
                 headers: response.headers,
                 body: response.body,
             }),
-            Err(error) => Err(call_failure(&self.name, &store, &error, &self.engine)),
+            Err(error) => Err(call_failure(
+                &self.loaded.name,
+                &store,
+                &error,
+                &self.loaded.engine,
+            )),
         }
     }
-}
-
-fn dashboard_linker(engine: &PluginEngine, name: &str) -> Result<Linker<PluginState>, PluginError> {
-    let link_error = |error: wasmtime::Error| {
-        PluginError::new(
-            name,
-            PluginErrorKind::Engine(format!("cannot link: {error:#}")),
-        )
-    };
-    let mut linker = Linker::new(engine.engine());
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
-    Dashboard::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |state| state)
-        .map_err(link_error)?;
-    Ok(linker)
 }
 
 fn request_to_wit(request: DashboardRequest) -> wit::HttpRequest {

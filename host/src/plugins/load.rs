@@ -2,11 +2,64 @@
 //! if it imports anything its world does not allow — naming the import — and link it once
 //! into an `InstancePre`, from which every call instantiates.
 
+use std::sync::Arc;
+
 use wasmtime::component::{Component, InstancePre, Linker};
 
-use super::engine::PluginEngine;
+use super::engine::{PluginEngine, memories_of};
 use super::store::PluginState;
 use super::{PluginError, PluginErrorKind};
+
+/// What every loaded plugin keeps, whatever its world.
+#[derive(Clone)]
+pub struct Loaded<P> {
+    /// The plugin's name, in errors and logs.
+    pub name: Arc<str>,
+    /// The engine it runs on.
+    pub engine: PluginEngine,
+    /// Its world's typed pre-instance (`RouterPre`, `BillingPre`, …).
+    pub pre: P,
+    /// The linear memories one instance creates: its share of the pool per call.
+    pub memories: u32,
+}
+
+/// Loads `bytes` as plugin `name` of `world` (the world's name, for messages): links deny-all
+/// WASI and the world's imports (`add_world`), checks the component's imports against
+/// `world_imports`, and types the pre-instance with `typed` (which fails when the component
+/// does not export the world).
+pub fn load_world<P>(
+    engine: &PluginEngine,
+    name: &str,
+    bytes: &[u8],
+    world: &str,
+    world_imports: &[&str],
+    add_world: impl FnOnce(&mut Linker<PluginState>) -> wasmtime::Result<()>,
+    typed: impl FnOnce(InstancePre<PluginState>) -> wasmtime::Result<P>,
+) -> Result<Loaded<P>, PluginError> {
+    let link_error = |error: wasmtime::Error| {
+        PluginError::new(
+            name,
+            PluginErrorKind::Engine(format!("cannot link: {error:#}")),
+        )
+    };
+    let mut linker = Linker::new(engine.engine());
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
+    add_world(&mut linker).map_err(link_error)?;
+    let instance_pre = load_component(engine, &linker, name, bytes, world_imports)?;
+    let memories = memories_of(instance_pre.component());
+    let pre = typed(instance_pre).map_err(|error| {
+        PluginError::new(
+            name,
+            PluginErrorKind::Load(format!("does not export the {world} world: {error:#}")),
+        )
+    })?;
+    Ok(Loaded {
+        name: name.into(),
+        engine: engine.clone(),
+        pre,
+        memories,
+    })
+}
 
 /// WASI interfaces every plugin may import: what Rust's standard library needs on
 /// `wasm32-wasip2`. The context behind them is deny-all (see `store`), and sockets and HTTP
@@ -21,7 +74,7 @@ const ALLOWED_WASI: &[&str] = &[
 
 /// Compiles `bytes` as plugin `name`, checks its imports against `world_imports` (the
 /// `monoize:plugin` interfaces of its world) and pre-links it with `linker`.
-pub fn load_component(
+fn load_component(
     engine: &PluginEngine,
     linker: &Linker<PluginState>,
     name: &str,

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::HasSelf;
 
-use super::engine::{PluginEngine, memories_of};
-use super::load::load_component;
+use super::engine::PluginEngine;
+use super::load::{Loaded, load_world};
 use super::routing_store::endpoint_to_wit;
 use super::store::{Capabilities, PluginState, new_store};
 use super::wit::latest::{ROUTER_IMPORTS, Router, RouterPre, types};
@@ -17,43 +17,32 @@ use crate::routing::{Attempt, HealthRegistry, RouteRefusal, RouteRequest, Routin
 /// A loaded routing plugin, ready to instantiate per call.
 #[derive(Clone)]
 pub struct RouterPlugin {
-    name: Arc<str>,
-    engine: PluginEngine,
-    pre: RouterPre<PluginState>,
-    /// The linear memories one instance creates (its share of the pool).
-    memories: u32,
+    loaded: Loaded<RouterPre<PluginState>>,
 }
 
 impl RouterPlugin {
     /// Loads the component `bytes` as router `name`.
     pub fn load(engine: &PluginEngine, name: &str, bytes: &[u8]) -> Result<Self, PluginError> {
-        let linker = router_linker(engine, name)?;
-        let instance_pre = load_component(engine, &linker, name, bytes, ROUTER_IMPORTS)?;
-        let memories = memories_of(instance_pre.component());
-        let pre = RouterPre::new(instance_pre).map_err(|error| {
-            PluginError::new(
-                name,
-                super::PluginErrorKind::Load(format!(
-                    "does not export the router world: {error:#}"
-                )),
-            )
-        })?;
-        Ok(RouterPlugin {
-            name: name.into(),
-            engine: engine.clone(),
-            pre,
-            memories,
-        })
+        let loaded = load_world(
+            engine,
+            name,
+            bytes,
+            "router",
+            ROUTER_IMPORTS,
+            |linker| Router::add_to_linker::<_, HasSelf<PluginState>>(linker, |state| state),
+            RouterPre::new,
+        )?;
+        Ok(RouterPlugin { loaded })
     }
 
     /// The plugin's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.loaded.name
     }
 
     /// The linear memories one instance creates: the pool memories each call takes.
     pub fn memories(&self) -> u32 {
-        self.memories
+        self.loaded.memories
     }
 
     /// Asks the plugin for a plan for `request` over `snapshot` and `health`. The outer error
@@ -64,19 +53,19 @@ impl RouterPlugin {
         snapshot: Arc<RoutingSnapshot>,
         health: HealthRegistry,
     ) -> Result<Result<Vec<Attempt>, RouteRefusal>, PluginError> {
-        let _slot = self.engine.slot(self.memories).await?;
+        let _slot = self.loaded.engine.slot(self.loaded.memories).await?;
         let capabilities = Capabilities {
             routing: Some(snapshot),
             health: Some(health),
             ..Capabilities::default()
         };
         let mut store = new_store(
-            &self.engine,
-            self.name.clone(),
+            &self.loaded.engine,
+            self.loaded.name.clone(),
             request.request_id.clone(),
             capabilities,
         );
-        let outcome = match self.pre.instantiate_async(&mut store).await {
+        let outcome = match self.loaded.pre.instantiate_async(&mut store).await {
             Ok(router) => {
                 router
                     .call_route(&mut store, &request_to_wit(request))
@@ -91,23 +80,14 @@ impl RouterPlugin {
                 .map(attempt_from_wit)
                 .collect())),
             Ok(Err(refusal)) => Ok(Err(refusal_from_wit(refusal))),
-            Err(error) => Err(call_failure(&self.name, &store, &error, &self.engine)),
+            Err(error) => Err(call_failure(
+                &self.loaded.name,
+                &store,
+                &error,
+                &self.loaded.engine,
+            )),
         }
     }
-}
-
-fn router_linker(engine: &PluginEngine, name: &str) -> Result<Linker<PluginState>, PluginError> {
-    let link_error = |error: wasmtime::Error| {
-        PluginError::new(
-            name,
-            super::PluginErrorKind::Engine(format!("cannot link: {error:#}")),
-        )
-    };
-    let mut linker = Linker::new(engine.engine());
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
-    Router::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |state| state)
-        .map_err(link_error)?;
-    Ok(linker)
 }
 
 fn request_to_wit(request: &RouteRequest) -> types::RouteRequest {
