@@ -103,13 +103,15 @@ pub enum ConfigError {
         /// The value found (only for variables that hold no secrets).
         value: String,
     },
-    /// A secret too weak to use; the message never repeats it.
-    #[error("{variable} must be {expected}")]
+    /// A secret too short to use; the message never repeats it.
+    #[error(
+        "{variable} must be at least {min_chars} characters (a random token, e.g. `openssl rand -hex 32`)"
+    )]
     WeakSecret {
         /// The variable's name.
         variable: &'static str,
-        /// What it must hold.
-        expected: &'static str,
+        /// The fewest characters it may have.
+        min_chars: usize,
     },
 }
 
@@ -431,7 +433,7 @@ fn metrics_token(
     if token.chars().count() < METRICS_TOKEN_MIN_CHARS {
         return Err(ConfigError::WeakSecret {
             variable: "MONOIZE_METRICS_TOKEN",
-            expected: "at least 16 characters (a random token, e.g. `openssl rand -hex 32`)",
+            min_chars: METRICS_TOKEN_MIN_CHARS,
         });
     }
     Ok(Some(MetricsToken::new(&token)))

@@ -101,14 +101,13 @@ fn pool_memories(limits: &PluginLimits) -> u32 {
 }
 
 /// The linear memories one instance of `component` creates (the most a component may have
-/// when wasmtime cannot tell).
+/// when wasmtime cannot tell). [`PluginEngine::slot`] bounds what it takes.
 pub fn memories_of(component: &Component) -> u32 {
     component
         .resources_required()
         .map_or(CORE_INSTANCES_PER_COMPONENT, |required| {
             required.num_memories
         })
-        .clamp(1, CORE_INSTANCES_PER_COMPONENT)
 }
 
 impl PluginEngine {
@@ -154,8 +153,9 @@ impl PluginEngine {
     }
 
     /// Waits for a free instance slot and for the `memories` linear memories of the
-    /// component to instantiate ([`memories_of`]): a burst queues here instead of failing in
-    /// the pool. Every call takes the instance first, so two calls never hold each other up.
+    /// component to instantiate ([`memories_of`]; at least one, at most what a component may
+    /// have): a burst queues here instead of failing in the pool. Every call takes the
+    /// instance first, so two calls never hold each other up.
     pub async fn slot(&self, memories: u32) -> Result<PoolSlot<'_>, PluginError> {
         let shutting_down =
             |_| PluginError::engine("the plugin engine is shutting down".to_owned());
