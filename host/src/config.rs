@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::cidr::{self, IpRange};
+use crate::secret::constant_time_eq;
 
 /// The DSN used when neither `MONOIZE_DATABASE_DSN` nor `DATABASE_URL` is set (DB2).
 pub const DEFAULT_DSN: &str = "sqlite://./data/monoize.db";
@@ -136,12 +137,7 @@ impl MetricsToken {
     /// Whether `presented` is the token, compared in time that does not depend on where the
     /// two differ.
     pub fn admits(&self, presented: &str) -> bool {
-        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        self.digest
-            .iter()
-            .zip(presented)
-            .fold(0u8, |difference, (x, y)| difference | (x ^ y))
-            == 0
+        constant_time_eq(&self.digest, &Sha256::digest(presented.as_bytes()))
     }
 }
 

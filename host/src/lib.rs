@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod money;
 pub mod plugins;
 pub mod routing;
+pub mod secret;
 pub mod server;
