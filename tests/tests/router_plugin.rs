@@ -16,6 +16,7 @@ use std::time::Duration;
 use monoize::db::routing::ProviderType;
 use monoize::gateway::route::{RouteFailure, RoutePhase};
 use monoize::plugins::embedded::{ROUTING, paths};
+use monoize::plugins::instances::MAX_CALLS_PER_INSTANCE;
 use monoize::plugins::{EngineSettings, PluginEngine, PluginErrorKind, PluginLimits, RouterPlugin};
 use monoize::routing::{
     Attempt, EndpointKind, HealthPolicy, HealthRegistry, RouteRefusal, RouteRequest,
@@ -305,4 +306,108 @@ fn is_artifact(path: &std::path::Path) -> bool {
         .and_then(|ext| ext.to_str())
         .is_some_and(|ext| ext == "stats" || ext.starts_with("wip-"));
     !hidden && !bookkeeping
+}
+
+/// The upstream model of the counting router's one attempt: `call-<n>`, where `n` counts the
+/// calls its instance has served.
+async fn counted_call(router: &RouterPlugin, store: &Arc<RoutingSnapshot>, model: &str) -> String {
+    let attempts = plan(router, store, &healthy(), &request(model))
+        .await
+        .unwrap();
+    attempts[0].upstream_model.clone()
+}
+
+fn counting_store() -> Arc<RoutingSnapshot> {
+    snapshot(vec![
+        ProviderFixture::new("p", 0)
+            .model("m", "1")
+            .model("grow", "1")
+            .channel("c", 1),
+    ])
+}
+
+#[tokio::test]
+async fn a_clean_call_gives_its_instance_back_and_a_failed_one_never_does() {
+    let engine = engine_with(PluginLimits {
+        memory_bytes: 16 << 20,
+        timeout: Duration::from_secs(5),
+        ..PluginLimits::default()
+    });
+    let router =
+        RouterPlugin::load(&engine, "counting", &component(paths::COUNTING_ROUTER)).unwrap();
+    let store = counting_store();
+    assert_eq!(counted_call(&router, &store, "m").await, "call-1");
+    assert_eq!(counted_call(&router, &store, "m").await, "call-2");
+    // A refusal is a normal return: the instance goes back.
+    let refused = router
+        .route(&request("unlisted"), Arc::clone(&store), healthy())
+        .await
+        .unwrap();
+    assert!(refused.is_err());
+    assert_eq!(counted_call(&router, &store, "m").await, "call-4");
+
+    // A trap fails its call, and the next call meets a new instance.
+    let error = router
+        .route(&request("trap"), Arc::clone(&store), healthy())
+        .await
+        .unwrap_err();
+    assert!(matches!(error.kind, PluginErrorKind::Trap(_)), "{error}");
+    assert_eq!(counted_call(&router, &store, "m").await, "call-1");
+
+    // A refused memory growth the plugin carried on from answers its call, and the instance is
+    // not used again.
+    assert_eq!(counted_call(&router, &store, "grow").await, "call-2");
+    assert_eq!(counted_call(&router, &store, "m").await, "call-1");
+
+    // An idle instance keeps nothing the call could reach: the snapshot is the test's alone.
+    assert_eq!(Arc::strong_count(&store), 1);
+}
+
+#[tokio::test]
+async fn an_instance_is_replaced_after_its_call_budget() {
+    let engine = engine();
+    let router =
+        RouterPlugin::load(&engine, "counting", &component(paths::COUNTING_ROUTER)).unwrap();
+    let store = counting_store();
+    for call in 1..=MAX_CALLS_PER_INSTANCE {
+        assert_eq!(
+            counted_call(&router, &store, "m").await,
+            format!("call-{call}")
+        );
+    }
+    assert_eq!(counted_call(&router, &store, "m").await, "call-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_instances_never_hold_the_slots_busy_calls_need() {
+    // Two slots, so one instance at most waits idle; two plugins contend for the other.
+    let engine = engine_with(PluginLimits {
+        concurrent_instances: 2,
+        timeout: Duration::from_secs(5),
+        ..PluginLimits::default()
+    });
+    let first = RouterPlugin::load(&engine, "first", &component(paths::COUNTING_ROUTER)).unwrap();
+    let second = default_router(&engine);
+    let store = counting_store();
+    assert_eq!(counted_call(&first, &store, "m").await, "call-1");
+    assert_eq!(counted_call(&first, &store, "m").await, "call-2");
+    let calls: Vec<_> = (0..64)
+        .map(|call| {
+            let router = if call % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { plan(&router, &store, &healthy(), &request("m")).await })
+        })
+        .collect();
+    let all = async {
+        for call in calls {
+            assert_eq!(channels(&call.await.unwrap().unwrap()), ["c"]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("every call is served");
 }

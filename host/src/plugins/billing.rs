@@ -5,21 +5,33 @@
 use wasmtime::component::HasSelf;
 
 use super::engine::PluginEngine;
-use super::load::{Loaded, load_world};
+use super::instances::{Instance, Instances, KEEP_IDLE, World};
+use super::load::load_world;
 use super::routing_store::endpoint_to_wit;
-use super::store::{Capabilities, PluginState, new_store};
+use super::store::{Capabilities, PluginState};
 use super::wit::latest::{BILLING_IMPORTS, Billing as BillingWorld, BillingPre, types};
-use super::{PluginError, PluginErrorKind, call_failure};
+use super::{PluginError, PluginErrorKind};
 use crate::billing::{
     AuthorizeRefusal, AuthorizeRequest, BillingStore, SettleFault, SettleRequest, Settlement, Usage,
 };
 use crate::money::NanoUsd;
 use crate::routing::Attempt;
 
-/// A loaded billing plugin, ready to instantiate per call.
+/// A loaded billing plugin and its instances.
 #[derive(Clone)]
 pub struct BillingPlugin {
-    loaded: Loaded<BillingPre<PluginState>>,
+    instances: Instances<BillingWorld>,
+}
+
+impl World for BillingWorld {
+    type Pre = BillingPre<PluginState>;
+
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut wasmtime::Store<PluginState>,
+    ) -> impl Future<Output = wasmtime::Result<Self>> + Send {
+        pre.instantiate_async(store)
+    }
 }
 
 impl BillingPlugin {
@@ -34,12 +46,14 @@ impl BillingPlugin {
             |linker| BillingWorld::add_to_linker::<_, HasSelf<PluginState>>(linker, |state| state),
             BillingPre::new,
         )?;
-        Ok(BillingPlugin { loaded })
+        Ok(BillingPlugin {
+            instances: Instances::new(loaded, KEEP_IDLE),
+        })
     }
 
     /// The plugin's name.
     pub fn name(&self) -> &str {
-        &self.loaded.name
+        &self.instances.loaded().name
     }
 
     /// Asks the plugin whether `request` may go upstream, with `store` as its billing store.
@@ -49,26 +63,15 @@ impl BillingPlugin {
         request: &AuthorizeRequest,
         store: &BillingStore,
     ) -> Result<Result<(), AuthorizeRefusal>, PluginError> {
-        let _slot = self.loaded.engine.slot(self.loaded.memories).await?;
-        let mut wasm = self.store(&request.request_id, store);
-        let outcome = match self.loaded.pre.instantiate_async(&mut wasm).await {
-            Ok(billing) => {
-                billing
-                    .call_authorize(&mut wasm, &authorize_to_wit(request))
-                    .await
-            }
-            Err(error) => Err(error),
-        };
-        match outcome {
-            Ok(Ok(())) => Ok(Ok(())),
-            Ok(Err(refusal)) => Ok(Err(refusal_from_wit(refusal))),
-            Err(error) => Err(call_failure(
-                &self.loaded.name,
-                &wasm,
-                &error,
-                &self.loaded.engine,
-            )),
-        }
+        let mut instance = self.take(&request.request_id, store).await?;
+        let outcome = instance
+            .bindings
+            .call_authorize(&mut instance.store, &authorize_to_wit(request))
+            .await;
+        Ok(self
+            .instances
+            .finish(instance, outcome)?
+            .map_err(refusal_from_wit))
     }
 
     /// Asks the plugin to compute and record the charge of the served `request`, with `store`
@@ -79,44 +82,32 @@ impl BillingPlugin {
         request: &SettleRequest,
         store: &BillingStore,
     ) -> Result<Result<Settlement, SettleFault>, PluginError> {
-        let _slot = self.loaded.engine.slot(self.loaded.memories).await?;
-        let mut wasm = self.store(&request.request_id, store);
-        let outcome = match self.loaded.pre.instantiate_async(&mut wasm).await {
-            Ok(billing) => {
-                billing
-                    .call_settle(&mut wasm, &settle_to_wit(request))
-                    .await
-            }
-            Err(error) => Err(error),
-        };
-        match outcome {
-            Ok(Ok(settlement)) => settlement_from_wit(settlement).map(Ok).map_err(|message| {
-                PluginError::new(
-                    &*self.loaded.name,
-                    PluginErrorKind::ContractViolation(message),
-                )
+        let mut instance = self.take(&request.request_id, store).await?;
+        let outcome = instance
+            .bindings
+            .call_settle(&mut instance.store, &settle_to_wit(request))
+            .await;
+        match self.instances.finish(instance, outcome)? {
+            Ok(settlement) => settlement_from_wit(settlement).map(Ok).map_err(|message| {
+                PluginError::new(self.name(), PluginErrorKind::ContractViolation(message))
             }),
-            Ok(Err(fault)) => Ok(Err(fault_from_wit(fault))),
-            Err(error) => Err(call_failure(
-                &self.loaded.name,
-                &wasm,
-                &error,
-                &self.loaded.engine,
-            )),
+            Err(fault) => Ok(Err(fault_from_wit(fault))),
         }
     }
 
-    fn store(&self, request_id: &str, store: &BillingStore) -> wasmtime::Store<PluginState> {
+    /// An instance for a call of `request_id` over `store`.
+    async fn take(
+        &self,
+        request_id: &str,
+        store: &BillingStore,
+    ) -> Result<Instance<BillingWorld>, PluginError> {
         let capabilities = Capabilities {
             billing: Some(store.clone()),
             ..Capabilities::default()
         };
-        new_store(
-            &self.loaded.engine,
-            self.loaded.name.clone(),
-            request_id.to_owned(),
-            capabilities,
-        )
+        self.instances
+            .take(request_id.to_owned(), capabilities)
+            .await
     }
 }
 

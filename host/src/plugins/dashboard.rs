@@ -5,13 +5,14 @@
 
 use wasmtime::component::HasSelf;
 
+use super::PluginError;
 use super::dashboard_store::role_to_wit;
 use super::engine::PluginEngine;
-use super::load::{Loaded, load_world};
+use super::instances::{Instances, World};
+use super::load::load_world;
 use super::routing_admin::RoutingWrites;
-use super::store::{Capabilities, PluginState, new_store};
+use super::store::{Capabilities, PluginState};
 use super::wit::latest::{self as wit, DASHBOARD_IMPORTS, Dashboard, DashboardPre};
-use super::{PluginError, call_failure};
 use crate::billing::BillingStore;
 use crate::db::Database;
 use crate::db::users::Role;
@@ -72,10 +73,22 @@ pub struct DashboardServices {
     pub authenticator: Authenticator,
 }
 
-/// A loaded dashboard plugin, ready to instantiate per call.
+/// A loaded dashboard plugin and its instances: a new one per call. Dashboard calls are off
+/// the request path and carry passwords and session tokens, so no instance outlives its call.
 #[derive(Clone)]
 pub struct DashboardPlugin {
-    loaded: Loaded<DashboardPre<PluginState>>,
+    instances: Instances<Dashboard>,
+}
+
+impl World for Dashboard {
+    type Pre = DashboardPre<PluginState>;
+
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut wasmtime::Store<PluginState>,
+    ) -> impl Future<Output = wasmtime::Result<Self>> + Send {
+        pre.instantiate_async(store)
+    }
 }
 
 impl DashboardPlugin {
@@ -90,12 +103,14 @@ impl DashboardPlugin {
             |linker| Dashboard::add_to_linker::<_, HasSelf<PluginState>>(linker, |state| state),
             DashboardPre::new,
         )?;
-        Ok(DashboardPlugin { loaded })
+        Ok(DashboardPlugin {
+            instances: Instances::new(loaded, 0),
+        })
     }
 
     /// The plugin's name.
     pub fn name(&self) -> &str {
-        &self.loaded.name
+        &self.instances.loaded().name
     }
 
     /// Asks the plugin to answer `request` (logged as `request_id`) over `services`.
@@ -105,7 +120,6 @@ impl DashboardPlugin {
         request: DashboardRequest,
         services: &DashboardServices,
     ) -> Result<DashboardResponse, PluginError> {
-        let _slot = self.loaded.engine.slot(self.loaded.memories).await?;
         let capabilities = Capabilities {
             billing: Some(services.billing.clone()),
             database: Some(services.database.clone()),
@@ -114,33 +128,20 @@ impl DashboardPlugin {
             caller_role: request.caller.as_ref().map(|caller| caller.role),
             ..Capabilities::default()
         };
-        let mut store = new_store(
-            &self.loaded.engine,
-            self.loaded.name.clone(),
-            request_id.to_owned(),
-            capabilities,
-        );
-        let outcome = match self.loaded.pre.instantiate_async(&mut store).await {
-            Ok(dashboard) => {
-                dashboard
-                    .call_handle(&mut store, &request_to_wit(request))
-                    .await
-            }
-            Err(error) => Err(error),
-        };
-        match outcome {
-            Ok(response) => Ok(DashboardResponse {
-                status: response.status,
-                headers: response.headers,
-                body: response.body,
-            }),
-            Err(error) => Err(call_failure(
-                &self.loaded.name,
-                &store,
-                &error,
-                &self.loaded.engine,
-            )),
-        }
+        let mut instance = self
+            .instances
+            .take(request_id.to_owned(), capabilities)
+            .await?;
+        let outcome = instance
+            .bindings
+            .call_handle(&mut instance.store, &request_to_wit(request))
+            .await;
+        let response = self.instances.finish(instance, outcome)?;
+        Ok(DashboardResponse {
+            status: response.status,
+            headers: response.headers,
+            body: response.body,
+        })
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Component;
 use wasmtime::{
     Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
@@ -67,16 +67,30 @@ struct EngineInner {
     engine: Engine,
     limits: PluginLimits,
     /// One permit per component instance the pool holds.
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     /// One permit per linear memory the pool holds (see [`MEMORIES_PER_INSTANCE`]).
-    memories: Semaphore,
+    memories: Arc<Semaphore>,
+    /// One permit per instance that may wait idle for its next call (see [`idle_instances`]).
+    idle: Arc<Semaphore>,
 }
 
-/// A call's place in the pool: an instance slot and the memories its component needs.
-/// Dropping it gives both back.
-pub struct PoolSlot<'a> {
-    _instance: SemaphorePermit<'a>,
-    _memories: SemaphorePermit<'a>,
+/// An instance's place in the pool: its instance slot and the memories its component needs,
+/// held for as long as the instance lives. Dropping it gives both back.
+pub struct PoolSlot {
+    _instance: OwnedSemaphorePermit,
+    _memories: OwnedSemaphorePermit,
+}
+
+/// Leave for one instance to wait idle between calls ([`PluginEngine::idle_permit`]).
+pub struct IdlePermit {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Instances of the pool that may wait idle for their next call: half of it, so that idle
+/// instances (which keep their slots) never take the slots busy calls need. The other half is
+/// always either free or held by calls that finish within the time bound.
+fn idle_instances(limits: &PluginLimits) -> u32 {
+    limits.concurrent_instances / 2
 }
 
 /// Core instances and memories one component may create: a Rust `wasm32-wasip2` component
@@ -124,14 +138,16 @@ impl PluginEngine {
         let engine = Engine::new(&config)
             .map_err(|error| PluginError::engine(format!("cannot start wasmtime: {error:#}")))?;
         start_epoch_ticker(&engine)?;
-        let slots = Semaphore::new(limits.concurrent_instances as usize);
-        let memories = Semaphore::new(pool_memories(&limits) as usize);
+        let slots = Arc::new(Semaphore::new(limits.concurrent_instances as usize));
+        let memories = Arc::new(Semaphore::new(pool_memories(&limits) as usize));
+        let idle = Arc::new(Semaphore::new(idle_instances(&limits) as usize));
         Ok(PluginEngine {
             inner: Arc::new(EngineInner {
                 engine,
                 limits,
                 slots,
                 memories,
+                idle,
             }),
         })
     }
@@ -156,20 +172,30 @@ impl PluginEngine {
     /// component to instantiate ([`memories_of`]; at least one, at most what a component may
     /// have): a burst queues here instead of failing in the pool. Every call takes the
     /// instance first, so two calls never hold each other up.
-    pub async fn slot(&self, memories: u32) -> Result<PoolSlot<'_>, PluginError> {
+    pub async fn slot(&self, memories: u32) -> Result<PoolSlot, PluginError> {
         let shutting_down =
             |_| PluginError::engine("the plugin engine is shutting down".to_owned());
-        let instance = self.inner.slots.acquire().await.map_err(shutting_down)?;
-        let memories = self
-            .inner
-            .memories
-            .acquire_many(memories.clamp(1, CORE_INSTANCES_PER_COMPONENT))
+        let instance = Arc::clone(&self.inner.slots)
+            .acquire_owned()
+            .await
+            .map_err(shutting_down)?;
+        let memories = Arc::clone(&self.inner.memories)
+            .acquire_many_owned(memories.clamp(1, CORE_INSTANCES_PER_COMPONENT))
             .await
             .map_err(shutting_down)?;
         Ok(PoolSlot {
             _instance: instance,
             _memories: memories,
         })
+    }
+
+    /// Leave for one more instance to wait idle for its next call, if the pool has room for
+    /// it ([`idle_instances`]); `None` when it has not, and the instance is to be dropped.
+    pub fn idle_permit(&self) -> Option<IdlePermit> {
+        Arc::clone(&self.inner.idle)
+            .try_acquire_owned()
+            .ok()
+            .map(|permit| IdlePermit { _permit: permit })
     }
 }
 

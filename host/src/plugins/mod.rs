@@ -1,7 +1,7 @@
 //! The WebAssembly plugin runtime. One [`PluginEngine`] runs every plugin; each world has a
 //! loader that links exactly that world's imports plus a deny-all WASI; each imported interface
-//! has one module here that implements it over host state; every call runs in a fresh store
-//! under the engine's limits.
+//! has one module here that implements it over host state; every call runs under the engine's
+//! limits, in an instance from [`instances`] (a new one, or one a clean call gave back).
 
 pub mod billing;
 mod billing_store;
@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod engine;
 pub mod error;
 mod health;
+pub mod instances;
 mod legacy_store;
 mod load;
 mod log;

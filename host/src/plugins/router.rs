@@ -5,19 +5,31 @@ use std::sync::Arc;
 
 use wasmtime::component::HasSelf;
 
+use super::PluginError;
 use super::engine::PluginEngine;
-use super::load::{Loaded, load_world};
+use super::instances::{Instances, KEEP_IDLE, World};
+use super::load::load_world;
 use super::routing_store::endpoint_to_wit;
-use super::store::{Capabilities, PluginState, new_store};
+use super::store::{Capabilities, PluginState};
 use super::wit::latest::{ROUTER_IMPORTS, Router, RouterPre, types};
-use super::{PluginError, call_failure};
 use crate::money::Multiplier;
 use crate::routing::{Attempt, HealthRegistry, RouteRefusal, RouteRequest, RoutingSnapshot};
 
-/// A loaded routing plugin, ready to instantiate per call.
+/// A loaded routing plugin and its instances.
 #[derive(Clone)]
 pub struct RouterPlugin {
-    loaded: Loaded<RouterPre<PluginState>>,
+    instances: Instances<Router>,
+}
+
+impl World for Router {
+    type Pre = RouterPre<PluginState>;
+
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut wasmtime::Store<PluginState>,
+    ) -> impl Future<Output = wasmtime::Result<Self>> + Send {
+        pre.instantiate_async(store)
+    }
 }
 
 impl RouterPlugin {
@@ -32,17 +44,19 @@ impl RouterPlugin {
             |linker| Router::add_to_linker::<_, HasSelf<PluginState>>(linker, |state| state),
             RouterPre::new,
         )?;
-        Ok(RouterPlugin { loaded })
+        Ok(RouterPlugin {
+            instances: Instances::new(loaded, KEEP_IDLE),
+        })
     }
 
     /// The plugin's name.
     pub fn name(&self) -> &str {
-        &self.loaded.name
+        &self.instances.loaded().name
     }
 
-    /// The linear memories one instance creates: the pool memories each call takes.
+    /// The linear memories one instance creates: the pool memories each instance takes.
     pub fn memories(&self) -> u32 {
-        self.loaded.memories
+        self.instances.loaded().memories
     }
 
     /// Asks the plugin for a plan for `request` over `snapshot` and `health`. The outer error
@@ -53,40 +67,23 @@ impl RouterPlugin {
         snapshot: Arc<RoutingSnapshot>,
         health: HealthRegistry,
     ) -> Result<Result<Vec<Attempt>, RouteRefusal>, PluginError> {
-        let _slot = self.loaded.engine.slot(self.loaded.memories).await?;
         let capabilities = Capabilities {
             routing: Some(snapshot),
             health: Some(health),
             ..Capabilities::default()
         };
-        let mut store = new_store(
-            &self.loaded.engine,
-            self.loaded.name.clone(),
-            request.request_id.clone(),
-            capabilities,
-        );
-        let outcome = match self.loaded.pre.instantiate_async(&mut store).await {
-            Ok(router) => {
-                router
-                    .call_route(&mut store, &request_to_wit(request))
-                    .await
-            }
-            Err(error) => Err(error),
-        };
-        match outcome {
-            Ok(Ok(plan)) => Ok(Ok(plan
-                .attempts
-                .into_iter()
-                .map(attempt_from_wit)
-                .collect())),
-            Ok(Err(refusal)) => Ok(Err(refusal_from_wit(refusal))),
-            Err(error) => Err(call_failure(
-                &self.loaded.name,
-                &store,
-                &error,
-                &self.loaded.engine,
-            )),
-        }
+        let mut instance = self
+            .instances
+            .take(request.request_id.clone(), capabilities)
+            .await?;
+        let outcome = instance
+            .bindings
+            .call_route(&mut instance.store, &request_to_wit(request))
+            .await;
+        Ok(match self.instances.finish(instance, outcome)? {
+            Ok(plan) => Ok(plan.attempts.into_iter().map(attempt_from_wit).collect()),
+            Err(refusal) => Err(refusal_from_wit(refusal)),
+        })
     }
 }
 

@@ -1,8 +1,11 @@
-//! The one place stores are built. Every plugin call gets a fresh `Store` with the engine's
+//! The one place stores are built and readied for a call. A store is built with the engine's
 //! limits applied: a memory and table cap (through [`CallLimits`], which also remembers that
 //! the cap was hit, so an out-of-memory is told apart from other traps), a capped resource
-//! table, the epoch deadline, and a deny-all WASI context (no files, no sockets, no
-//! environment, no arguments, empty stdio).
+//! table, and a deny-all WASI context (no files, no sockets, no environment, no arguments,
+//! empty stdio). Every call then starts with [`begin_call`] (its request, its capabilities, a
+//! full log budget and the epoch deadline) and ends with [`end_call`], which lets go of the
+//! capabilities and tells whether the store is clean enough to serve another call
+//! (`plugins::instances`).
 //!
 //! The time bound counts the plugin's own time. An async host call (a charge awaiting its
 //! group commit) can take longer than a whole call may, through no fault of the plugin; the
@@ -154,13 +157,8 @@ impl ResourceLimiter for CallLimits {
     }
 }
 
-/// A fresh store for one call of `plugin`, with every limit in place.
-pub fn new_store(
-    engine: &PluginEngine,
-    plugin: Arc<str>,
-    request_id: String,
-    capabilities: Capabilities,
-) -> Store<PluginState> {
+/// A new store for `plugin`, with every limit in place, to be readied by [`begin_call`].
+pub fn new_store(engine: &PluginEngine, plugin: Arc<str>) -> Store<PluginState> {
     let limits = engine.limits();
     let store_limits = StoreLimitsBuilder::new()
         .memory_size(limits.memory_bytes)
@@ -179,14 +177,13 @@ pub fn new_store(
             memory_exhausted: false,
         },
         plugin,
-        request_id,
-        capabilities,
+        request_id: String::new(),
+        capabilities: Capabilities::default(),
         log_budget: LOG_LINES_PER_CALL,
         host_wait: Duration::ZERO,
     };
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limits);
-    store.set_epoch_deadline(engine.deadline_ticks());
     // At the deadline: trap (`Trap::Interrupt`), unless host calls made the plugin wait, in
     // which case the deadline moves on by exactly that wait.
     store.epoch_deadline_callback(
@@ -196,6 +193,33 @@ pub fn new_store(
         },
     );
     store
+}
+
+/// Readies `store` for one call of `request_id` that may reach `capabilities`: a full log
+/// budget, no host wait carried over, and the time bound counted from now.
+pub fn begin_call(
+    store: &mut Store<PluginState>,
+    engine: &PluginEngine,
+    request_id: String,
+    capabilities: Capabilities,
+) {
+    let state = store.data_mut();
+    state.request_id = request_id;
+    state.capabilities = capabilities;
+    state.log_budget = LOG_LINES_PER_CALL;
+    state.host_wait = Duration::ZERO;
+    store.set_epoch_deadline(engine.deadline_ticks());
+}
+
+/// Ends a call that returned normally: drops what it could reach (so an idle store pins no
+/// routing snapshot and no database handle) and answers whether the store may serve another
+/// call — not if a memory growth was refused (the plugin may have carried on in a state it did
+/// not plan for) or a resource outlived the call.
+pub fn end_call(store: &mut Store<PluginState>) -> bool {
+    let state = store.data_mut();
+    state.capabilities = Capabilities::default();
+    state.request_id.clear();
+    !state.limits.memory_exhausted && state.table.is_empty()
 }
 
 /// `monoize:plugin/types` declares only types; its host side is empty.

@@ -15,6 +15,12 @@
 //!
 //! `log` is available with any of them.
 //!
+//! One instance of a router or billing component serves many calls in turn (up to a thousand,
+//! one at a time), so its globals and heap outlive a call; a call that traps, times out or hits
+//! the memory cap ends its instance, and the next call gets a new one. Keep no state a plan or
+//! a charge depends on: the same request must get the same answer from a new instance as from
+//! a used one. Dashboard calls get a new instance each.
+//!
 //! When one cargo build unifies several of these features (a workspace holding a router and a
 //! billing plugin), each component still imports only the interfaces it calls — the component
 //! linker drops unused imports — and exports only what its registration macro registers: the

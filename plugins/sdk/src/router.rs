@@ -37,7 +37,8 @@ pub trait Router {
     ///
     /// Must not panic: a panic traps the component and fails the request with
     /// `plugin_failed`. Every refusal is a [`RouteError`]. Any randomness must come from
-    /// `request.seed`, so that the same request, seed and store give the same plan. Plan at most
+    /// `request.seed`, so that the same request, seed and store give the same plan, and no
+    /// state may carry over from an earlier call (an instance serves many). Plan at most
     /// `request.max_attempts` attempts: the host cuts a longer plan, so more is wasted work.
     fn route(request: RouteRequest) -> Result<Plan, RouteError>;
 }
