@@ -139,13 +139,13 @@ pub fn append(tx: &Transaction<'_>, entry: &LedgerEntry) -> Result<Appended, DbE
             "a request charge needs a request_id".to_owned(),
         ));
     }
-    if let Some(request_id) = entry.request_id.as_deref()
-        && let Some(earlier) = earlier_charge(tx, request_id, &entry.user_id)?
-    {
-        return Ok(Appended::AlreadyRecorded(earlier));
-    }
-    let (balance, _) = users::balance(tx, &entry.user_id)?;
-    record(tx, entry, balance).map(Appended::Recorded)
+    let balance = match users::balance(tx, &entry.user_id) {
+        Ok((balance, _)) => balance,
+        Err(missing) => {
+            return earlier_or(tx, entry.request_id.as_deref(), &entry.user_id, missing);
+        }
+    };
+    record(tx, entry, balance)
 }
 
 /// The charge of one served request.
@@ -165,8 +165,9 @@ pub struct Charge {
 /// full even when that takes the balance below zero; an unlimited user's row has delta 0 (the
 /// caller puts the amount in its meta). Idempotent by request id: a request charged before
 /// answers its earlier row and changes nothing (`Conflict` if that was another user's). The
-/// `UNIQUE` index on `request_id` guarantees that no request is ever recorded twice; the
-/// lookup first turns a repeat into an answer instead of an error. A negative amount is
+/// `UNIQUE` index on `request_id` guarantees that no request is ever recorded twice: the row
+/// is inserted first, and only when the index lets it in does the balance move; a repeat is
+/// then looked up, so the common case (a first charge) costs no lookup. A negative amount is
 /// `Invalid`, an unknown user `NotFound`.
 pub fn charge(tx: &Transaction<'_>, charge: &Charge) -> Result<Appended, DbError> {
     if charge.request_id.is_empty() {
@@ -179,10 +180,12 @@ pub fn charge(tx: &Transaction<'_>, charge: &Charge) -> Result<Appended, DbError
         )));
     }
     require_json("meta_json", &charge.meta_json)?;
-    if let Some(earlier) = earlier_charge(tx, &charge.request_id, &charge.user_id)? {
-        return Ok(Appended::AlreadyRecorded(earlier));
-    }
-    let (balance, unlimited) = users::balance(tx, &charge.user_id)?;
+    let (balance, unlimited) = match users::balance(tx, &charge.user_id) {
+        Ok(found) => found,
+        Err(missing) => {
+            return earlier_or(tx, Some(&charge.request_id), &charge.user_id, missing);
+        }
+    };
     let delta = if unlimited {
         NanoUsd::ZERO
     } else {
@@ -198,7 +201,7 @@ pub fn charge(tx: &Transaction<'_>, charge: &Charge) -> Result<Appended, DbError
         request_id: Some(charge.request_id.clone()),
         meta_json: charge.meta_json.clone(),
     };
-    record(tx, &entry, balance).map(Appended::Recorded)
+    record(tx, &entry, balance)
 }
 
 /// An administrator's change of a balance.
@@ -237,7 +240,14 @@ pub fn adjust(
         request_id: None,
         meta_json: meta_json.to_owned(),
     };
-    record(tx, &entry, balance)
+    match record(tx, &entry, balance)? {
+        Appended::Recorded(row) => Ok(row),
+        // An adjustment has no request id, which the UNIQUE index never compares.
+        Appended::AlreadyRecorded(row) => Err(DbError::Conflict(format!(
+            "an adjustment collided with ledger row {}",
+            row.id
+        ))),
+    }
 }
 
 /// The row that already charged `request_id` to `user_id`; `Conflict` if it was charged to
@@ -255,36 +265,62 @@ fn earlier_charge(
     }
 }
 
-/// Moves the balance from `balance` (read in this transaction) by `entry.delta` and appends
-/// the row that explains it.
+/// The earlier charge of `request_id` to `user_id` when there is one (a user deleted since
+/// their charge still gets the answer a repeat deserves), else `failure`.
+fn earlier_or(
+    tx: &Transaction<'_>,
+    request_id: Option<&str>,
+    user_id: &str,
+    failure: DbError,
+) -> Result<Appended, DbError> {
+    match request_id {
+        Some(request_id) => earlier_charge(tx, request_id, user_id)?
+            .map(Appended::AlreadyRecorded)
+            .ok_or(failure),
+        None => Err(failure),
+    }
+}
+
+/// Appends the row that explains moving the balance from `balance` (read in this transaction)
+/// by `entry.delta`, then stores the new balance. When the row's request id is in the ledger
+/// already, nothing changes and the answer is the earlier row (`Conflict` if it was another
+/// user's).
 fn record(
     tx: &Transaction<'_>,
     entry: &LedgerEntry,
     balance: NanoUsd,
-) -> Result<LedgerRow, DbError> {
-    let balance_after = balance.checked_add(entry.delta).ok_or_else(|| {
-        DbError::Invalid(format!(
+) -> Result<Appended, DbError> {
+    let Some(balance_after) = balance.checked_add(entry.delta) else {
+        let overflow = DbError::Invalid(format!(
             "the balance of user {} would overflow",
             entry.user_id
-        ))
-    })?;
+        ));
+        return earlier_or(tx, entry.request_id.as_deref(), &entry.user_id, overflow);
+    };
     let now = clock::now();
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO billing_ledger (user_id, kind, delta_nano_usd, balance_after_nano_usd, \
+             request_id, meta_json, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (request_id) DO NOTHING",
+        )?
+        .execute(params![
+            entry.user_id,
+            entry.kind.as_str(),
+            entry.delta.to_string(),
+            balance_after.to_string(),
+            entry.request_id,
+            entry.meta_json,
+            now
+        ])?;
+    if inserted == 0 {
+        let failure = DbError::Invalid("a ledger row was neither inserted nor found".to_owned());
+        return earlier_or(tx, entry.request_id.as_deref(), &entry.user_id, failure);
+    }
+    let id = tx.last_insert_rowid();
     users::set_balance(tx, &entry.user_id, balance_after, &now)?;
-    tx.prepare_cached(
-        "INSERT INTO billing_ledger (user_id, kind, delta_nano_usd, balance_after_nano_usd, \
-         request_id, meta_json, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        entry.user_id,
-        entry.kind.as_str(),
-        entry.delta.to_string(),
-        balance_after.to_string(),
-        entry.request_id,
-        entry.meta_json,
-        now
-    ])?;
-    Ok(LedgerRow {
-        id: tx.last_insert_rowid(),
+    Ok(Appended::Recorded(LedgerRow {
+        id,
         user_id: entry.user_id.clone(),
         kind: entry.kind,
         delta_nano_usd: entry.delta,
@@ -292,7 +328,7 @@ fn record(
         request_id: entry.request_id.clone(),
         meta_json: entry.meta_json.clone(),
         created_at: now,
-    })
+    }))
 }
 
 /// The row that charged `request_id`, if any.
@@ -578,6 +614,23 @@ mod tests {
         assert!(matches!(
             charge_one(&db, served(&other, "r1", 1)),
             Err(DbError::Conflict(_))
+        ));
+        assert_eq!(balance_of(&db, &other), NanoUsd(0));
+    }
+
+    #[test]
+    fn dbo3_1_a_repeated_charge_of_a_deleted_user_answers_the_earlier_row() {
+        let db = Database::open_in_memory().unwrap();
+        let user = with_user(&db, "u");
+        let first_charge = charge_one(&db, served(&user, "r1", 10)).unwrap();
+        let uid = user.clone();
+        db.write_blocking(move |tx| users::delete(tx, &uid))
+            .unwrap();
+        let again = charge_one(&db, served(&user, "r1", 10)).unwrap();
+        assert_eq!(again, Appended::AlreadyRecorded(first_charge.row().clone()));
+        assert!(matches!(
+            charge_one(&db, served(&user, "r2", 10)),
+            Err(DbError::NotFound(_))
         ));
     }
 

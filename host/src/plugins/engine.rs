@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -72,6 +73,24 @@ struct EngineInner {
     memories: Arc<Semaphore>,
     /// One permit per instance that may wait idle for its next call (see [`idle_instances`]).
     idle: Arc<Semaphore>,
+    /// Calls waiting in [`PluginEngine::slot`] right now.
+    waiting: AtomicUsize,
+}
+
+/// Counts a call as waiting for a slot while it lives, cancelled or not.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// An instance's place in the pool: its instance slot and the memories its component needs,
@@ -148,6 +167,7 @@ impl PluginEngine {
                 slots,
                 memories,
                 idle,
+                waiting: AtomicUsize::new(0),
             }),
         })
     }
@@ -175,6 +195,7 @@ impl PluginEngine {
     pub async fn slot(&self, memories: u32) -> Result<PoolSlot, PluginError> {
         let shutting_down =
             |_| PluginError::engine("the plugin engine is shutting down".to_owned());
+        let _waiting = Waiting::start(&self.inner.waiting);
         let instance = Arc::clone(&self.inner.slots)
             .acquire_owned()
             .await
@@ -190,8 +211,14 @@ impl PluginEngine {
     }
 
     /// Leave for one more instance to wait idle for its next call, if the pool has room for
-    /// it ([`idle_instances`]); `None` when it has not, and the instance is to be dropped.
+    /// it ([`idle_instances`]) and no call is waiting for a slot; `None` otherwise, and the
+    /// instance is to be dropped. So when the pool is full, a finished call's slot goes to the
+    /// longest waiting call (the slots are handed out in order), not to whichever call of the
+    /// same plugin comes next.
     pub fn idle_permit(&self) -> Option<IdlePermit> {
+        if self.inner.waiting.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
         Arc::clone(&self.inner.idle)
             .try_acquire_owned()
             .ok()
