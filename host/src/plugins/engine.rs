@@ -287,3 +287,42 @@ fn start_epoch_ticker(engine: &Engine) -> Result<(), PluginError> {
         .map(drop)
         .map_err(|error| PluginError::engine(format!("cannot start the epoch ticker: {error}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{EngineSettings, PluginEngine, PluginLimits};
+
+    #[tokio::test]
+    async fn no_instance_may_wait_idle_while_a_call_waits_for_a_slot() {
+        let engine = PluginEngine::new(&EngineSettings {
+            limits: PluginLimits {
+                concurrent_instances: 2,
+                ..PluginLimits::default()
+            },
+            cache_dir: None,
+        })
+        .unwrap();
+        let first = engine.slot(1).await.unwrap();
+        let second = engine.slot(1).await.unwrap();
+        let queued = engine.clone();
+        let waiter = tokio::spawn(async move { queued.slot(1).await.map(drop) });
+        // Until the waiter is queued, the one idle place (half of two slots) is free.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while engine.idle_permit().is_some() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        assert!(engine.idle_permit().is_none());
+        drop(first);
+        waiter.await.unwrap().unwrap();
+        let idle = engine.idle_permit();
+        assert!(idle.is_some());
+        // Half the pool at most: a second idle place is refused.
+        assert!(engine.idle_permit().is_none());
+        drop(second);
+    }
+}
