@@ -1,4 +1,5 @@
-//! Routing benchmark: instantiate + route + validate through the sandboxed default router, for
+//! Routing benchmark: route + validate through the sandboxed default router (on the instance the
+//! previous call gave back, as on the gateway: `plugins::instances`), for
 //! stores of 10, 100 and 1,000 providers with 5 channels each, against the same waterfall
 //! called natively on the same snapshot in the same run (DESIGN §8).
 //!
@@ -172,7 +173,7 @@ fn main() {
     );
     println!(
         "{:>9} {:>8} {:>22} {:>18} {:>14}",
-        "providers", "attempts", "sandbox (inst+route+val)", "native (route+val)", "sandbox/native"
+        "providers", "attempts", "sandbox (route+val)", "native (route+val)", "sandbox/native"
     );
     for providers in sizes {
         let snapshot = monoize_tests::synthetic_snapshot(providers, CHANNELS_PER_PROVIDER, MODEL);
@@ -214,7 +215,7 @@ fn main() {
         );
     }
 
-    // The fixed cost of the sandbox: instantiate a fresh instance and make one trivial call.
+    // The fixed cost of the sandbox: one trivial call, on the instance the last call gave back.
     let empty = SharedSnapshot::new(RoutingSnapshot::new(Vec::new()));
     let phase = RoutePhase::new(router, empty, health);
     let floor = best_round(scaled(2000.0), |seeds| {
@@ -226,5 +227,5 @@ fn main() {
             started.elapsed()
         })
     });
-    println!("sandbox floor (instantiate + a call that finds no provider): {floor:.1} µs");
+    println!("sandbox floor (a call that finds no provider): {floor:.1} µs");
 }
