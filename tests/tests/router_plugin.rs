@@ -58,6 +58,15 @@ fn providers(attempts: &[Attempt]) -> Vec<&str> {
     seen
 }
 
+/// An engine whose pool holds two instances, with a time bound a loaded machine cannot hit.
+fn two_slot_engine() -> PluginEngine {
+    engine_with(PluginLimits {
+        concurrent_instances: 2,
+        timeout: Duration::from_secs(5),
+        ..PluginLimits::default()
+    })
+}
+
 fn healthy() -> HealthRegistry {
     HealthRegistry::new(HealthPolicy::default())
 }
@@ -84,11 +93,7 @@ async fn endpoints_only_reach_providers_of_their_wire_format() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_beyond_the_pool_queues_for_slots_and_memories_and_every_call_is_served() {
     // Two instance slots, so the pool holds its floor of 16 memories; 64 calls at once.
-    let engine = engine_with(PluginLimits {
-        concurrent_instances: 2,
-        timeout: Duration::from_secs(5),
-        ..PluginLimits::default()
-    });
+    let engine = two_slot_engine();
     let router = default_router(&engine);
     // What the pool's size rests on: a Rust component creates one linear memory.
     assert_eq!(router.memories(), 1);
@@ -381,11 +386,7 @@ async fn an_instance_is_replaced_after_its_call_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_instances_never_hold_the_slots_busy_calls_need() {
     // Two slots, so one instance at most waits idle; two plugins contend for the other.
-    let engine = engine_with(PluginLimits {
-        concurrent_instances: 2,
-        timeout: Duration::from_secs(5),
-        ..PluginLimits::default()
-    });
+    let engine = two_slot_engine();
     let first = RouterPlugin::load(&engine, "first", &component(paths::COUNTING_ROUTER)).unwrap();
     let second = default_router(&engine);
     let store = counting_store();

@@ -5,7 +5,7 @@
 use wasmtime::component::HasSelf;
 
 use super::engine::PluginEngine;
-use super::instances::{Instance, Instances, KEEP_IDLE, World};
+use super::instances::{Instance, Instances, KEEP_IDLE, world};
 use super::load::load_world;
 use super::routing_store::endpoint_to_wit;
 use super::store::{Capabilities, PluginState};
@@ -23,16 +23,7 @@ pub struct BillingPlugin {
     instances: Instances<BillingWorld>,
 }
 
-impl World for BillingWorld {
-    type Pre = BillingPre<PluginState>;
-
-    fn instantiate(
-        pre: &Self::Pre,
-        store: &mut wasmtime::Store<PluginState>,
-    ) -> impl Future<Output = wasmtime::Result<Self>> + Send {
-        pre.instantiate_async(store)
-    }
-}
+world!(BillingWorld, BillingPre);
 
 impl BillingPlugin {
     /// Loads the component `bytes` as billing plugin `name`.

@@ -8,7 +8,7 @@ use wasmtime::component::HasSelf;
 use super::PluginError;
 use super::dashboard_store::role_to_wit;
 use super::engine::PluginEngine;
-use super::instances::{Instances, World};
+use super::instances::{Instances, world};
 use super::load::load_world;
 use super::routing_admin::RoutingWrites;
 use super::store::{Capabilities, PluginState};
@@ -80,16 +80,7 @@ pub struct DashboardPlugin {
     instances: Instances<Dashboard>,
 }
 
-impl World for Dashboard {
-    type Pre = DashboardPre<PluginState>;
-
-    fn instantiate(
-        pre: &Self::Pre,
-        store: &mut wasmtime::Store<PluginState>,
-    ) -> impl Future<Output = wasmtime::Result<Self>> + Send {
-        pre.instantiate_async(store)
-    }
-}
+world!(Dashboard, DashboardPre);
 
 impl DashboardPlugin {
     /// Loads the component `bytes` as dashboard plugin `name`.

@@ -44,6 +44,24 @@ pub trait World: Sized + Send + 'static {
     ) -> impl Future<Output = wasmtime::Result<Self>> + Send;
 }
 
+/// Implements [`World`] for the bindings `$world` of a world whose typed pre-instance is
+/// `$pre`: each world's module names its pair once.
+macro_rules! world {
+    ($world:ty, $pre:ident) => {
+        impl $crate::plugins::instances::World for $world {
+            type Pre = $pre<$crate::plugins::store::PluginState>;
+
+            fn instantiate(
+                pre: &Self::Pre,
+                store: &mut wasmtime::Store<$crate::plugins::store::PluginState>,
+            ) -> impl std::future::Future<Output = wasmtime::Result<Self>> + Send {
+                pre.instantiate_async(store)
+            }
+        }
+    };
+}
+pub(crate) use world;
+
 /// One live instance: its store, the world's bindings to call, and its place in the pool.
 pub struct Instance<W> {
     /// The instance's store, readied for the call in hand.

@@ -7,7 +7,7 @@ use wasmtime::component::HasSelf;
 
 use super::PluginError;
 use super::engine::PluginEngine;
-use super::instances::{Instances, KEEP_IDLE, World};
+use super::instances::{Instances, KEEP_IDLE, world};
 use super::load::load_world;
 use super::routing_store::endpoint_to_wit;
 use super::store::{Capabilities, PluginState};
@@ -21,16 +21,7 @@ pub struct RouterPlugin {
     instances: Instances<Router>,
 }
 
-impl World for Router {
-    type Pre = RouterPre<PluginState>;
-
-    fn instantiate(
-        pre: &Self::Pre,
-        store: &mut wasmtime::Store<PluginState>,
-    ) -> impl Future<Output = wasmtime::Result<Self>> + Send {
-        pre.instantiate_async(store)
-    }
-}
+world!(Router, RouterPre);
 
 impl RouterPlugin {
     /// Loads the component `bytes` as router `name`.
