@@ -62,7 +62,10 @@ mod tests {
         assert_eq!(sorted, made);
         for id in [&made[0], &made[9_999]] {
             let millis = i64::from_str_radix(&id[4..16], 16).unwrap();
-            assert!((before..=after).contains(&millis), "{id}: {before}..={after}");
+            assert!(
+                (before..=after).contains(&millis),
+                "{id}: {before}..={after}"
+            );
         }
     }
 
