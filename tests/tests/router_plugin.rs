@@ -327,6 +327,7 @@ fn counting_store() -> Arc<RoutingSnapshot> {
         ProviderFixture::new("p", 0)
             .model("m", "1")
             .model("grow", "1")
+            .model("leak", "1")
             .channel("c", 1),
     ])
 }
@@ -366,6 +367,32 @@ async fn a_clean_call_gives_its_instance_back_and_a_failed_one_never_does() {
 
     // An idle instance keeps nothing the call could reach: the snapshot is the test's alone.
     assert_eq!(Arc::strong_count(&store), 1);
+}
+
+#[tokio::test]
+async fn an_instance_whose_memory_grew_past_a_quarter_of_the_cap_is_replaced() {
+    // A 32 MiB cap: an instance is reused up to 8 MiB of memory. Each `leak` keeps 4 MiB.
+    let engine = engine_with(PluginLimits {
+        memory_bytes: 32 << 20,
+        timeout: Duration::from_secs(5),
+        ..PluginLimits::default()
+    });
+    let router =
+        RouterPlugin::load(&engine, "counting", &component(paths::COUNTING_ROUTER)).unwrap();
+    let store = counting_store();
+    assert_eq!(counted_call(&router, &store, "leak").await, "call-1");
+    // The memory grew to past 4 MiB: still within a quarter of 32 MiB...
+    assert_eq!(counted_call(&router, &store, "leak").await, "call-2");
+    // ... and now past 8 MiB, so the next call meets a new instance, and so on without end: a
+    // leak never reaches the cap.
+    assert_eq!(counted_call(&router, &store, "m").await, "call-1");
+    for _ in 0..20 {
+        let call = counted_call(&router, &store, "leak").await;
+        assert!(
+            call == "call-1" || call == "call-2" || call == "call-3",
+            "{call}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -8,7 +8,9 @@
 //!
 //! An instance is never given back when its call trapped, timed out, was cancelled (its future
 //! dropped mid-call), hit the memory cap, or left a resource behind: such a call fails (or is
-//! gone) alone, and the next call gets a new instance, so a failure never carries over. What a
+//! gone) alone, and the next call gets a new instance, so a failure never carries over. Nor is
+//! it once its memory has grown past a quarter of the cap, so a plugin that leaks never fails a
+//! call on the cap a new instance would have stayed under. What a
 //! reused instance keeps is the plugin's own memory, its globals and heap; a plan or a charge
 //! must not depend on them (the SDK says so, and the conformance suite's determinism check runs
 //! the same request twice through the same plugin). Every call starts from the store's

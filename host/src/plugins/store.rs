@@ -110,10 +110,15 @@ impl WasiView for PluginState {
 /// Log lines one call may write; more are dropped, so a plugin cannot flood the log.
 pub const LOG_LINES_PER_CALL: u32 = 64;
 
-/// wasmtime's store limits, plus a record of whether a memory growth was refused.
+/// wasmtime's store limits, plus a record of whether a memory growth was refused and of the
+/// largest linear memory the store grew.
 pub struct CallLimits {
     inner: StoreLimits,
     memory_exhausted: bool,
+    /// Bytes of the largest linear memory, as last allowed to grow (a memory never shrinks).
+    largest_memory: usize,
+    /// The memory cap per linear memory.
+    memory_cap: usize,
 }
 
 impl ResourceLimiter for CallLimits {
@@ -124,7 +129,9 @@ impl ResourceLimiter for CallLimits {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let allowed = self.inner.memory_growing(current, desired, maximum)?;
-        if !allowed {
+        if allowed {
+            self.largest_memory = self.largest_memory.max(desired);
+        } else {
             self.memory_exhausted = true;
         }
         Ok(allowed)
@@ -175,6 +182,8 @@ pub fn new_store(engine: &PluginEngine, plugin: Arc<str>) -> Store<PluginState> 
         limits: CallLimits {
             inner: store_limits,
             memory_exhausted: false,
+            largest_memory: 0,
+            memory_cap: limits.memory_bytes,
         },
         plugin,
         request_id: String::new(),
@@ -214,13 +223,21 @@ pub fn begin_call(
 /// Ends a call that returned normally: drops what it could reach (so an idle store pins no
 /// routing snapshot and no database handle) and answers whether the store may serve another
 /// call — not if a memory growth was refused (the plugin may have carried on in a state it did
-/// not plan for) or a resource outlived the call.
+/// not plan for), a resource outlived the call, or a linear memory has grown past a quarter of
+/// the cap. Memory never shrinks, so the last rule keeps a plugin that leaks from failing a
+/// later call on the cap a new instance would not have reached.
 pub fn end_call(store: &mut Store<PluginState>) -> bool {
     let state = store.data_mut();
     state.capabilities = Capabilities::default();
     state.request_id.clear();
-    !state.limits.memory_exhausted && state.table.is_empty()
+    let limits = &state.limits;
+    !limits.memory_exhausted
+        && limits.largest_memory <= limits.memory_cap / REUSED_MEMORY_SHARE
+        && state.table.is_empty()
 }
+
+/// A store whose largest memory is past 1/this of the cap is not reused (see [`end_call`]).
+pub const REUSED_MEMORY_SHARE: usize = 4;
 
 /// `monoize:plugin/types` declares only types; its host side is empty.
 impl super::wit::latest::types::Host for PluginState {}

@@ -2,8 +2,8 @@
 //! a global and answers one attempt whose upstream model is `call-<n>`, so a test sees whether
 //! a call met a new instance (`call-1`) or one that served calls before. Three models misbehave
 //! on purpose: `trap` traps, `grow` asks for more memory than the host's cap allows and, when
-//! refused, carries on and answers normally. Every model that does not trap is planned on its
-//! first candidate's first channel.
+//! refused, carries on and answers normally, and `leak` keeps 4 MiB of memory it never frees.
+//! Every model that does not trap is planned on its first candidate's first channel.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -11,6 +11,9 @@ use monoize_plugin::router::{Attempt, Plan, RouteError, RouteRequest, Router, ro
 
 /// Calls this instance has served.
 static CALLS: AtomicU32 = AtomicU32::new(0);
+
+/// What one `leak` call keeps: 4 MiB.
+const LEAK: usize = 4 << 20;
 
 struct CountingRouter;
 
@@ -25,6 +28,11 @@ impl Router for CountingRouter {
                 if hoard.try_reserve_exact(256 << 20).is_ok() {
                     hoard.push(1);
                 }
+            }
+            "leak" => {
+                // Written, so the pages are really used; never freed.
+                let kept: &'static mut [u8] = Vec::leak(vec![0xA5u8; LEAK]);
+                std::hint::black_box(kept);
             }
             _ => {}
         }
