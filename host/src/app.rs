@@ -97,6 +97,16 @@ impl AppState {
                 authenticator: gateway.auth.clone(),
             },
         );
+        let metrics = Metrics::new();
+        let router = routing.plugin().clone();
+        let name = routing.plugin().name();
+        metrics.watch_instances(name, Box::new(move || router.instance_counts()));
+        let biller = billing.plugin().clone();
+        let name = billing.plugin().name();
+        metrics.watch_instances(name, Box::new(move || biller.instance_counts()));
+        let board = dashboard.plugin().clone();
+        let name = dashboard.plugin().name();
+        metrics.watch_instances(name, Box::new(move || board.instance_counts()));
         Ok(AppState {
             db,
             config,
@@ -106,7 +116,7 @@ impl AppState {
             routing,
             gateway,
             billing,
-            metrics: Metrics::new(),
+            metrics,
             routing_writes,
             dashboard,
         })

@@ -10,7 +10,10 @@
 //!   with the host's check of its plan, which takes microseconds;
 //! - `monoize_charge_commit_duration_seconds`: from the settle phase's start until the
 //!   charge is committed (the settle call answers only then), group-commit wait included;
-//! - `monoize_requests_in_flight`: requests being served, streams until their last byte.
+//! - `monoize_requests_in_flight`: requests being served, streams until their last byte;
+//! - `monoize_plugin_instances_started_total{plugin}` and `monoize_plugin_instances_idle{plugin}`:
+//!   instances each plugin has started and how many wait for their next call, read from the
+//!   plugins at each scrape (a reused instance serves many calls, see `plugins::instances`).
 //!
 //! Built on `prometheus-client`, the Prometheus project's own Rust client: atomics for the
 //! values, a label-set map per family, and a 0.0.4 text encoder. With default features it
@@ -18,16 +21,21 @@
 //! label-set derive macro on the `syn` already here; `itoa` was here too). Hand-writing the
 //! exposition's escaping and histogram layout would be more code to get wrong.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, prometheus_text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::plugins::instances::InstanceCounts;
 use crate::routing::EndpointKind;
 
 /// The content type of the exposition.
@@ -121,6 +129,61 @@ struct PluginLabels {
     call: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    plugin: String,
+}
+
+/// Where a plugin's [`InstanceCounts`] are read from at each scrape.
+pub type InstanceSource = Box<dyn Fn() -> InstanceCounts + Send + Sync>;
+
+/// The plugins whose instances `/metrics` reports, read at each scrape.
+#[derive(Default)]
+struct InstanceWatch {
+    sources: Mutex<Vec<(String, InstanceSource)>>,
+}
+
+impl std::fmt::Debug for InstanceWatch {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.write_str("InstanceWatch")
+    }
+}
+
+impl Collector for InstanceWatch {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts: Vec<(InstanceLabels, InstanceCounts)> = self
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(plugin, source)| {
+                let plugin = plugin.clone();
+                (InstanceLabels { plugin }, source())
+            })
+            .collect();
+        let mut started = encoder.encode_descriptor(
+            "plugin_instances_started",
+            "Plugin instances started, by plugin (an instance serves many calls)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, counts) in &counts {
+            ConstCounter::new(counts.started).encode(started.encode_family(labels)?)?;
+        }
+        let mut idle = encoder.encode_descriptor(
+            "plugin_instances_idle",
+            "Plugin instances waiting for their next call, by plugin",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, counts) in &counts {
+            let waiting = i64::try_from(counts.idle).unwrap_or(i64::MAX);
+            ConstGauge::new(waiting).encode(idle.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 fn plugin_histogram() -> Histogram {
     // 25 µs to about 0.8 s.
     Histogram::new(exponential_buckets(0.000_025, 2.0, 16))
@@ -136,6 +199,7 @@ pub struct Metrics {
     plugin_failures: Family<PluginLabels, Counter>,
     charge_commit: Histogram,
     in_flight: Gauge,
+    instances: Arc<InstanceWatch>,
 }
 
 impl Default for Metrics {
@@ -187,6 +251,8 @@ impl Metrics {
             "Requests being served (streams until their last byte)",
             in_flight.clone(),
         );
+        let instances = Arc::new(InstanceWatch::default());
+        registry.register_collector(Box::new(Arc::clone(&instances)));
         Metrics {
             registry: Arc::new(registry),
             requests,
@@ -195,7 +261,17 @@ impl Metrics {
             plugin_failures,
             charge_commit,
             in_flight,
+            instances,
         }
+    }
+
+    /// Reports the instances of `plugin`, read from `source` at each scrape.
+    pub fn watch_instances(&self, plugin: &str, source: InstanceSource) {
+        self.instances
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((plugin.to_owned(), source));
     }
 
     /// Counts a request answered on `endpoint` (a label of [`endpoint_label`], or `models`).

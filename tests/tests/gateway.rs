@@ -596,6 +596,14 @@ async fn metrics_move_with_requests() {
             format!(r#"monoize_plugin_call_failures_total{{plugin="{plugin}",call="{call}"}}"#);
         assert_eq!(count(&failures), 0.0, "{failures}");
     }
+    // One request went through the plugins: one router instance, and one billing instance that
+    // served the request's authorize and then its settle; both wait for the next call.
+    for plugin in [DEFAULT_ROUTER, DEFAULT_BILLING] {
+        let started = format!(r#"monoize_plugin_instances_started_total{{plugin="{plugin}"}}"#);
+        assert_eq!(count(&started), 1.0, "{started}\n{text}");
+        let idle = format!(r#"monoize_plugin_instances_idle{{plugin="{plugin}"}}"#);
+        assert_eq!(count(&idle), 1.0, "{idle}");
+    }
     assert_eq!(count("monoize_charge_commit_duration_seconds_count"), 1.0);
     assert!(count("monoize_charge_commit_duration_seconds_sum") > 0.0);
     assert_eq!(count("monoize_requests_in_flight"), 0.0);

@@ -322,6 +322,18 @@ async fn counted_call(router: &RouterPlugin, store: &Arc<RoutingSnapshot>, model
     attempts[0].upstream_model.clone()
 }
 
+/// The counting router on an engine whose memory cap is `memory_bytes`.
+fn counting_router(memory_bytes: usize) -> (PluginEngine, RouterPlugin) {
+    let engine = engine_with(PluginLimits {
+        memory_bytes,
+        timeout: Duration::from_secs(5),
+        ..PluginLimits::default()
+    });
+    let router =
+        RouterPlugin::load(&engine, "counting", &component(paths::COUNTING_ROUTER)).unwrap();
+    (engine, router)
+}
+
 fn counting_store() -> Arc<RoutingSnapshot> {
     snapshot(vec![
         ProviderFixture::new("p", 0)
@@ -334,13 +346,7 @@ fn counting_store() -> Arc<RoutingSnapshot> {
 
 #[tokio::test]
 async fn a_clean_call_gives_its_instance_back_and_a_failed_one_never_does() {
-    let engine = engine_with(PluginLimits {
-        memory_bytes: 16 << 20,
-        timeout: Duration::from_secs(5),
-        ..PluginLimits::default()
-    });
-    let router =
-        RouterPlugin::load(&engine, "counting", &component(paths::COUNTING_ROUTER)).unwrap();
+    let (_engine, router) = counting_router(16 << 20);
     let store = counting_store();
     assert_eq!(counted_call(&router, &store, "m").await, "call-1");
     assert_eq!(counted_call(&router, &store, "m").await, "call-2");
@@ -372,13 +378,7 @@ async fn a_clean_call_gives_its_instance_back_and_a_failed_one_never_does() {
 #[tokio::test]
 async fn an_instance_whose_memory_grew_past_a_quarter_of_the_cap_is_replaced() {
     // A 32 MiB cap: an instance is reused up to 8 MiB of memory. Each `leak` keeps 4 MiB.
-    let engine = engine_with(PluginLimits {
-        memory_bytes: 32 << 20,
-        timeout: Duration::from_secs(5),
-        ..PluginLimits::default()
-    });
-    let router =
-        RouterPlugin::load(&engine, "counting", &component(paths::COUNTING_ROUTER)).unwrap();
+    let (_engine, router) = counting_router(32 << 20);
     let store = counting_store();
     assert_eq!(counted_call(&router, &store, "leak").await, "call-1");
     // The memory grew to past 4 MiB: still within a quarter of 32 MiB...

@@ -5,7 +5,7 @@
 use wasmtime::component::HasSelf;
 
 use super::engine::PluginEngine;
-use super::instances::{Instance, Instances, KEEP_IDLE, world};
+use super::instances::{Instance, InstanceCounts, Instances, KEEP_IDLE, world};
 use super::load::load_world;
 use super::routing_store::endpoint_to_wit;
 use super::store::{Capabilities, PluginState};
@@ -45,6 +45,11 @@ impl BillingPlugin {
     /// The plugin's name.
     pub fn name(&self) -> &str {
         &self.instances.loaded().name
+    }
+
+    /// Instances started so far, and idle now.
+    pub fn instance_counts(&self) -> InstanceCounts {
+        self.instances.counts()
     }
 
     /// Asks the plugin whether `request` may go upstream, with `store` as its billing store.

@@ -8,7 +8,7 @@ use wasmtime::component::HasSelf;
 use super::PluginError;
 use super::dashboard_store::role_to_wit;
 use super::engine::PluginEngine;
-use super::instances::{Instances, world};
+use super::instances::{InstanceCounts, Instances, world};
 use super::load::load_world;
 use super::routing_admin::RoutingWrites;
 use super::store::{Capabilities, PluginState};
@@ -102,6 +102,11 @@ impl DashboardPlugin {
     /// The plugin's name.
     pub fn name(&self) -> &str {
         &self.instances.loaded().name
+    }
+
+    /// Instances started so far, and idle now.
+    pub fn instance_counts(&self) -> InstanceCounts {
+        self.instances.counts()
     }
 
     /// Asks the plugin to answer `request` (logged as `request_id`) over `services`.

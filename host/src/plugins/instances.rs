@@ -17,6 +17,7 @@
 //! [`begin_call`] and ends in [`end_call`], which drops what the call could reach.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use wasmtime::Store;
@@ -76,12 +77,22 @@ pub struct Instance<W> {
     idle_permit: Option<IdlePermit>,
 }
 
+/// How many instances a plugin has started, and how many wait idle now (`GET /metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InstanceCounts {
+    /// Instances started since the plugin was loaded.
+    pub started: u64,
+    /// Instances waiting for their next call.
+    pub idle: usize,
+}
+
 /// A loaded plugin's instances: where each call takes one, and where a clean one goes back.
 /// Cheap to clone; clones share the idle instances.
 pub struct Instances<W: World> {
     loaded: Loaded<W::Pre>,
     idle: Arc<Mutex<Vec<Instance<W>>>>,
     keep: usize,
+    started: Arc<AtomicU64>,
 }
 
 impl<W: World> Clone for Instances<W> {
@@ -90,6 +101,7 @@ impl<W: World> Clone for Instances<W> {
             loaded: self.loaded.clone(),
             idle: Arc::clone(&self.idle),
             keep: self.keep,
+            started: Arc::clone(&self.started),
         }
     }
 }
@@ -101,6 +113,19 @@ impl<W: World> Instances<W> {
             loaded,
             idle: Arc::new(Mutex::new(Vec::new())),
             keep,
+            started: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Instances started so far, and idle now.
+    pub fn counts(&self) -> InstanceCounts {
+        InstanceCounts {
+            started: self.started.load(Ordering::Relaxed),
+            idle: self
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
         }
     }
 
@@ -131,6 +156,7 @@ impl<W: World> Instances<W> {
             }
             None => {
                 let slot = engine.slot(self.loaded.memories).await?;
+                self.started.fetch_add(1, Ordering::Relaxed);
                 let mut store = new_store(engine, Arc::clone(&self.loaded.name));
                 begin_call(&mut store, engine, request_id, capabilities);
                 let bindings = match W::instantiate(&self.loaded.pre, &mut store).await {

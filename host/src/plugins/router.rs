@@ -7,7 +7,7 @@ use wasmtime::component::HasSelf;
 
 use super::PluginError;
 use super::engine::PluginEngine;
-use super::instances::{Instances, KEEP_IDLE, world};
+use super::instances::{InstanceCounts, Instances, KEEP_IDLE, world};
 use super::load::load_world;
 use super::routing_store::endpoint_to_wit;
 use super::store::{Capabilities, PluginState};
@@ -43,6 +43,11 @@ impl RouterPlugin {
     /// The plugin's name.
     pub fn name(&self) -> &str {
         &self.instances.loaded().name
+    }
+
+    /// Instances started so far, and idle now.
+    pub fn instance_counts(&self) -> InstanceCounts {
+        self.instances.counts()
     }
 
     /// The linear memories one instance creates: the pool memories each instance takes.
