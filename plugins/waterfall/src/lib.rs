@@ -403,10 +403,6 @@ mod tests {
         }
     }
 
-    fn all_healthy(ids: &[&str]) -> Vec<Health> {
-        vec![Health::HEALTHY; ids.len()]
-    }
-
     fn route<'a>(request: &Request<'a>, candidates: &[Candidate<'a>]) -> Result<Plan<'a>, Error> {
         plan(request, candidates)
     }
