@@ -14,8 +14,12 @@ use crate::gateway::forward::UpstreamClientError;
 use crate::gateway::route::RoutePhase;
 use crate::metrics::Metrics;
 use crate::plugins::dashboard::DashboardServices;
+use crate::plugins::instances::InstanceCounts;
 use crate::plugins::routing_admin::RoutingWrites;
-use crate::plugins::{self, EngineSettings, PluginEngine, PluginError, PluginLimits};
+use crate::plugins::{
+    self, BillingPlugin, DashboardPlugin, EngineSettings, PluginEngine, PluginError, PluginLimits,
+    RouterPlugin,
+};
 use crate::routing::{HealthPolicy, HealthRegistry, RoutingSnapshot, SharedSnapshot};
 
 /// What every handler can reach, behind an `Arc`.
@@ -98,15 +102,27 @@ impl AppState {
             },
         );
         let metrics = Metrics::new();
-        let router = routing.plugin().clone();
-        let name = routing.plugin().name();
-        metrics.watch_instances(name, Box::new(move || router.instance_counts()));
-        let biller = billing.plugin().clone();
-        let name = billing.plugin().name();
-        metrics.watch_instances(name, Box::new(move || biller.instance_counts()));
-        let board = dashboard.plugin().clone();
-        let name = dashboard.plugin().name();
-        metrics.watch_instances(name, Box::new(move || board.instance_counts()));
+        let router = routing.plugin();
+        watch(
+            &metrics,
+            router.name(),
+            router.clone(),
+            RouterPlugin::instance_counts,
+        );
+        let biller = billing.plugin();
+        watch(
+            &metrics,
+            biller.name(),
+            biller.clone(),
+            BillingPlugin::instance_counts,
+        );
+        let board = dashboard.plugin();
+        watch(
+            &metrics,
+            board.name(),
+            board.clone(),
+            DashboardPlugin::instance_counts,
+        );
         Ok(AppState {
             db,
             config,
@@ -148,4 +164,14 @@ pub fn engine_settings(config: &Config) -> EngineSettings {
         },
         cache_dir: config.plugin_cache_dir.resolve(&config.dsn),
     }
+}
+
+/// Has `metrics` report the instances of `plugin` (named `name`), read through `counts`.
+fn watch<P: Send + Sync + 'static>(
+    metrics: &Metrics,
+    name: &str,
+    plugin: P,
+    counts: fn(&P) -> InstanceCounts,
+) {
+    metrics.watch_instances(name, Box::new(move || counts(&plugin)));
 }

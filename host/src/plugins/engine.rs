@@ -1,6 +1,6 @@
 //! The one wasmtime engine every plugin runs on: compiled with epoch interruption (the time
 //! bound), the pooling instance allocator with copy-on-write memory images (cheap
-//! instantiation per call), and wasmtime's on-disk cache of compiled components (a restart does
+//! instantiation), and wasmtime's on-disk cache of compiled components (a restart does
 //! not recompile). A ticker thread advances the epoch; it holds only a weak engine reference,
 //! so it stops with the engine.
 
@@ -195,11 +195,16 @@ impl PluginEngine {
     pub async fn slot(&self, memories: u32) -> Result<PoolSlot, PluginError> {
         let shutting_down =
             |_| PluginError::engine("the plugin engine is shutting down".to_owned());
-        let _waiting = Waiting::start(&self.inner.waiting);
-        let instance = Arc::clone(&self.inner.slots)
-            .acquire_owned()
-            .await
-            .map_err(shutting_down)?;
+        let slots = Arc::clone(&self.inner.slots);
+        let instance = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(instance) => instance,
+            // Counted as waiting only while it really waits, so a call that finds a free slot
+            // does not keep finished instances from waiting idle.
+            Err(_) => {
+                let _waiting = Waiting::start(&self.inner.waiting);
+                slots.acquire_owned().await.map_err(shutting_down)?
+            }
+        };
         let memories = Arc::clone(&self.inner.memories)
             .acquire_many_owned(memories.clamp(1, CORE_INSTANCES_PER_COMPONENT))
             .await
