@@ -307,6 +307,9 @@ pub struct Config {
     /// The bearer token `GET /metrics` asks for (`MONOIZE_METRICS_TOKEN`, at least
     /// [`METRICS_TOKEN_MIN_CHARS`] characters); unset, `/metrics` answers anyone.
     pub metrics_token: Option<MetricsToken>,
+    /// How many threads serve connections (`MONOIZE_SERVER_THREADS`, at most
+    /// [`MAX_SERVER_THREADS`]); unset, one per core.
+    pub server_threads: Option<usize>,
 }
 
 impl Config {
@@ -382,6 +385,7 @@ impl Config {
             )?,
             session_cookie_secure: flag(&env, "MONOIZE_SESSION_COOKIE_SECURE")?,
             metrics_token: metrics_token(&env)?,
+            server_threads: server_threads(&env)?,
         })
     }
 
@@ -416,7 +420,27 @@ impl Config {
             last_used_flush_ms: DEFAULT_LAST_USED_FLUSH_MS,
             session_cookie_secure: false,
             metrics_token: None,
+            server_threads: None,
         }
+    }
+}
+
+/// The most connection threads `MONOIZE_SERVER_THREADS` may ask for.
+pub const MAX_SERVER_THREADS: usize = 256;
+
+fn server_threads(env: &impl Fn(&str) -> Option<String>) -> Result<Option<usize>, ConfigError> {
+    const VARIABLE: &str = "MONOIZE_SERVER_THREADS";
+    if non_empty(env, VARIABLE).is_none() {
+        return Ok(None);
+    }
+    let threads = positive(env, VARIABLE, 1)?;
+    match usize::try_from(threads) {
+        Ok(threads) if threads <= MAX_SERVER_THREADS => Ok(Some(threads)),
+        _ => Err(ConfigError::InvalidValue {
+            variable: VARIABLE,
+            expected: "a number of threads from 1 to 256",
+            value: threads.to_string(),
+        }),
     }
 }
 
@@ -551,6 +575,17 @@ mod tests {
             (5, 250, 20)
         );
         assert!(!config.session_cookie_secure, "off unless asked");
+        assert_eq!(config.server_threads, None, "one per core unless asked");
+        for (value, threads) in [("1", Some(1)), ("4", Some(4)), ("256", Some(256))] {
+            let config = Config::from_lookup(env_of(&[("MONOIZE_SERVER_THREADS", value)])).unwrap();
+            assert_eq!(config.server_threads, threads, "{value}");
+        }
+        for value in ["0", "-1", "257", "two"] {
+            let error = Config::from_lookup(env_of(&[("MONOIZE_SERVER_THREADS", value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("MONOIZE_SERVER_THREADS"), "{value}: {error}");
+        }
         for (value, secure) in [
             ("true", true),
             ("YES", true),

@@ -17,9 +17,11 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+
+use self::threads::{ConnectionThreads, Handoff};
 
 use crate::db::schema;
 use crate::routing::EndpointKind;
@@ -40,11 +42,28 @@ pub type ResponseBody = BoxBody<Bytes, BoxError>;
 
 pub use crate::app::AppState;
 
+pub mod threads;
+
 /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets in-flight
-/// requests finish for up to [`SHUTDOWN_GRACE`] and returns.
+/// requests finish for up to [`SHUTDOWN_GRACE`] and returns. The accept loop runs on the
+/// caller's runtime; each connection is served on one of the connection threads
+/// (`MONOIZE_SERVER_THREADS`, one per core by default; see [`threads`]).
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) {
+    let count = state.config.server_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
     let state = Arc::new(state);
     let builder = auto::Builder::new(TokioExecutor::new());
+    let serve_one = move |stream, peer, watcher: Watcher| {
+        serve_connection(Arc::clone(&state), builder.clone(), stream, peer, watcher)
+    };
+    let mut threads = match ConnectionThreads::start(count, serve_one) {
+        Ok(threads) => threads,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the connection threads");
+            return;
+        }
+    };
     let graceful = GracefulShutdown::new();
     let mut shutdown = pin!(shutdown);
     loop {
@@ -52,20 +71,10 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
             biased;
             () = shutdown.as_mut() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    // A stream is written event by event: with Nagle's algorithm on, each small
-                    // write after the first waits for the client's delayed ACK (~40 ms).
-                    if let Err(error) = stream.set_nodelay(true) {
-                        tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
-                    }
-                    let service = service_fn({
-                        let state = Arc::clone(&state);
-                        move |request| respond(Arc::clone(&state), request, peer)
-                    });
-                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let connection = graceful.watch(connection.into_owned());
-                    tokio::spawn(finish_connection(connection, peer));
-                }
+                Ok((stream, peer)) => match stream.into_std() {
+                    Ok(stream) => threads.hand(Handoff { stream, peer, watcher: graceful.watcher() }),
+                    Err(error) => tracing::debug!(%peer, %error, "cannot hand a connection over"),
+                },
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -75,12 +84,32 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     }
     drop(listener);
     tracing::info!("shutting down");
+    let stopping = threads.stop();
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish in time; stopping anyway");
     }
+    stopping.abort().await;
+}
+
+/// Serves one connection on the current (connection) thread until it closes.
+async fn serve_connection(
+    state: Arc<AppState>,
+    builder: auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+) {
+    // A stream is written event by event: with Nagle's algorithm on, each small write after
+    // the first waits for the client's delayed ACK (~40 ms).
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+    }
+    let service = service_fn(move |request| respond(Arc::clone(&state), request, peer));
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    finish_connection(watcher.watch(connection.into_owned()), peer).await;
 }
 
 async fn finish_connection<E: std::fmt::Display>(

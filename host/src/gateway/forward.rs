@@ -5,7 +5,8 @@
 //! faults (`400`, `413`, `422`) are answered as they came; a success ends the walk. Each
 //! attempt is counted by its [`AttemptOutcome`].
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -109,11 +110,26 @@ impl Timeouts {
 #[error("the upstream TLS client could not be built: {0}")]
 pub struct UpstreamClientError(String);
 
+type Connector = HttpsConnector<HttpConnector>;
+type PooledClient = Client<Connector, Full<Bytes>>;
+
 /// The pooled upstream client: HTTP/1.1 and HTTP/2, TLS by rustls with the Mozilla roots.
+///
+/// Each thread that sends through it gets a pool of its own, made on first use: a
+/// connection's task then runs on the thread of the requests it serves, so a request never
+/// waits for another thread to be woken to reach its upstream. The server keeps every
+/// connection on one thread (see `server::threads`), so its requests share their thread's pool.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Identifies this client among the pools a thread holds; the pools of a dropped client
+    /// are pruned when the thread next makes one.
+    identity: Arc<Connector>,
     timeouts: Timeouts,
+}
+
+thread_local! {
+    /// This thread's pools, one per live [`Upstream`].
+    static POOLS: RefCell<Vec<(Weak<Connector>, PooledClient)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl std::fmt::Debug for Upstream {
@@ -139,15 +155,31 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
-        Ok(Upstream { client, timeouts })
+        Ok(Upstream {
+            identity: Arc::new(connector),
+            timeouts,
+        })
     }
 
     /// Its timeouts.
     pub fn timeouts(&self) -> Timeouts {
         self.timeouts
+    }
+
+    /// This thread's pool of this client.
+    fn pool(&self) -> PooledClient {
+        POOLS.with_borrow_mut(|pools| {
+            let mine = Arc::as_ptr(&self.identity);
+            if let Some((_, pool)) = pools.iter().find(|(owner, _)| owner.as_ptr() == mine) {
+                return pool.clone();
+            }
+            pools.retain(|(owner, _)| owner.strong_count() > 0);
+            let pool = Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .build(Connector::clone(&self.identity));
+            pools.push((Arc::downgrade(&self.identity), pool.clone()));
+            pool
+        })
     }
 }
 
@@ -379,7 +411,7 @@ async fn try_attempt(
         .map_err(|reason| failure(AttemptOutcome::BadChannel, reason))?;
     let started = Instant::now();
     let deadline = upstream.timeouts.first_byte;
-    let response = match tokio::time::timeout(deadline, upstream.client.request(request)).await {
+    let response = match tokio::time::timeout(deadline, upstream.pool().request(request)).await {
         Err(_) => {
             return Err(failure(
                 AttemptOutcome::Timeout,
