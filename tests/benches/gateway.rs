@@ -137,6 +137,7 @@ fn child(role: &str) {
                 vec![format!("mem {hwm} {rss}")]
             }
             (Some("stats"), Running::Monoize(monoize)) => vec![monoize.stats().unwrap()],
+            (Some("commits"), Running::Monoize(monoize)) => vec![monoize.commits()],
             (Some("phases"), Running::Monoize(monoize)) => {
                 let calls = words.next().and_then(|n| n.parse().ok()).unwrap_or(2000);
                 runtime.block_on(monoize.phases(calls)).unwrap()
@@ -279,6 +280,8 @@ struct Row {
     outcome: load::Outcome,
     server_cpu: Duration,
     client_cpu: Duration,
+    /// Monoize's ledger writes and the transactions that committed them, during the row.
+    commits: Option<(u64, u64)>,
 }
 
 impl Row {
@@ -355,10 +358,20 @@ fn parent() {
                 warmed[index] = true;
                 let warm_up = runtime.block_on(load::run(&load));
                 load.duration = Duration::from_secs(seconds);
+                let is_monoize = server.name == "monoize";
+                let commits_before = is_monoize.then(|| server.numbers("commits"));
                 let (server_before, client_before) = (server.cpu(), process_cpu());
                 let outcome = runtime.block_on(load::run(&load));
                 let (server_after, client_after) = (server.cpu(), process_cpu());
-                if server.name == "monoize" {
+                let commits = commits_before.map(|before| {
+                    let after = server.numbers("commits");
+                    let delta = |index: usize| {
+                        after.get(index).copied().unwrap_or(0)
+                            - before.get(index).copied().unwrap_or(0)
+                    };
+                    (delta(0), delta(1))
+                });
+                if is_monoize {
                     monoize_served += warm_up.latencies.len() + outcome.latencies.len();
                 }
                 rows.push(Row {
@@ -368,6 +381,7 @@ fn parent() {
                     outcome,
                     server_cpu: server_after.saturating_sub(server_before),
                     client_cpu: client_after.saturating_sub(client_before),
+                    commits,
                 });
             }
         }
@@ -453,9 +467,10 @@ fn print_ratios(rows: &[Row]) {
             ) else {
                 continue;
             };
+            let (writes, transactions) = monoize.commits.unwrap_or_default();
             println!(
                 "monoize/proxy {:<4} {connections:>2} conns: req/s {:.2}x   added p50 {:+.3} ms   \
-                 added p99 {:+.3} ms   CPU/req {:.1}x ({:+.0} µs)",
+                 added p99 {:+.3} ms   CPU/req {:.1}x ({:+.0} µs)   charges/commit {:.1}",
                 answer.name(),
                 monoize.outcome.per_second() / proxy.outcome.per_second().max(1e-9),
                 millis(monoize.outcome.percentile(0.5)) - millis(proxy.outcome.percentile(0.5)),
@@ -464,6 +479,7 @@ fn print_ratios(rows: &[Row]) {
                     / proxy.cpu_per_request(proxy.server_cpu).max(1e-9),
                 monoize.cpu_per_request(monoize.server_cpu)
                     - proxy.cpu_per_request(proxy.server_cpu),
+                writes as f64 / transactions.max(1) as f64,
             );
         }
     }

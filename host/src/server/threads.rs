@@ -223,3 +223,131 @@ fn run<S, F>(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Answers each line byte with the name of the thread that read it, until the client
+    /// closes: so a client sees every thread its connection ran on.
+    async fn echo_thread_name(mut stream: TcpStream, _peer: SocketAddr, _watcher: Watcher) {
+        let mut byte = [0u8; 1];
+        while matches!(stream.read(&mut byte).await, Ok(1)) {
+            let name = std::thread::current().name().unwrap_or("?").to_owned();
+            if stream
+                .write_all(format!("{name}\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    async fn ask(client: &mut tokio::net::TcpStream) -> String {
+        client.write_all(b"?").await.unwrap();
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while client.read_exact(&mut byte).await.is_ok() && byte[0] != b'\n' {
+            answer.push(byte[0]);
+        }
+        String::from_utf8(answer).unwrap()
+    }
+
+    #[tokio::test]
+    async fn connections_spread_over_the_threads_and_each_stays_on_its_own() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut threads = ConnectionThreads::start(2, echo_thread_name).unwrap();
+        let graceful = GracefulShutdown::new();
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            let client = tokio::net::TcpStream::connect(address).await.unwrap();
+            let (stream, peer) = listener.accept().await.unwrap();
+            threads.hand(Handoff {
+                stream: stream.into_std().unwrap(),
+                peer,
+                watcher: graceful.watcher(),
+            });
+            clients.push(client);
+        }
+        assert_eq!(threads.open_counts(), vec![2, 2]);
+        let mut seen = Vec::new();
+        for client in &mut clients {
+            let first = ask(client).await;
+            for _ in 0..3 {
+                assert_eq!(ask(client).await, first, "a connection changed threads");
+            }
+            seen.push(first);
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                "monoize-conn-0",
+                "monoize-conn-0",
+                "monoize-conn-1",
+                "monoize-conn-1"
+            ]
+        );
+        // A closed connection is no longer counted: the next one goes where there is room.
+        drop(clients.remove(0));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while threads.open_counts().iter().sum::<usize>() != 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                threads.open_counts()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let emptied = threads
+            .open_counts()
+            .iter()
+            .position(|&open| open == 1)
+            .unwrap();
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        threads.hand(Handoff {
+            stream: stream.into_std().unwrap(),
+            peer,
+            watcher: graceful.watcher(),
+        });
+        assert_eq!(ask(&mut client).await, format!("monoize-conn-{emptied}"));
+        drop((clients, client));
+        threads.stop().join().await;
+    }
+
+    #[tokio::test]
+    async fn abort_drops_the_connections_still_open_and_ends_the_threads() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut threads = ConnectionThreads::start(2, echo_thread_name).unwrap();
+        let graceful = GracefulShutdown::new();
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        threads.hand(Handoff {
+            stream: stream.into_std().unwrap(),
+            peer,
+            watcher: graceful.watcher(),
+        });
+        assert!(ask(&mut client).await.starts_with("monoize-conn-"));
+        // The connection would stay open for ever: only the abort ends it.
+        tokio::time::timeout(std::time::Duration::from_secs(5), threads.stop().abort())
+            .await
+            .expect("the threads ended");
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.read_to_end(&mut rest),
+        )
+        .await
+        .expect("the server side closed");
+        // Closed (end of stream, or reset), with nothing more said.
+        drop(read);
+        assert!(rest.is_empty());
+    }
+}

@@ -44,6 +44,7 @@ pub struct Monoize {
     pub address: SocketAddr,
     db: Database,
     config: Config,
+    billing: monoize::billing::BillingStore,
     user_id: String,
     _dir: tempfile::TempDir,
 }
@@ -65,6 +66,7 @@ pub async fn start(mock: SocketAddr) -> anyhow::Result<Monoize> {
         ..Config::defaults()
     };
     let state = AppState::start(db.clone(), config.clone()).await?;
+    let billing = state.billing.store().clone();
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     tokio::spawn(monoize::server::serve(
@@ -76,6 +78,7 @@ pub async fn start(mock: SocketAddr) -> anyhow::Result<Monoize> {
         address,
         db,
         config,
+        billing,
         user_id,
         _dir: dir,
     })
@@ -147,6 +150,12 @@ impl Monoize {
         let spent = START.0 - balance.0;
         let charges = if spent % COST == 0 { spent / COST } else { -1 };
         Ok(format!("stats {charges} {}", sum == balance))
+    }
+
+    /// `commits <writes> <transactions>`: the ledger writer's totals so far.
+    pub fn commits(&self) -> String {
+        let stats = self.billing.commit_stats();
+        format!("commits {} {}", stats.writes, stats.transactions)
     }
 
     /// `phases …`: see [`phases`].
