@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::db::ledger::{self, Adjustment, Appended, Charge, LedgerRow};
 use crate::db::{Database, DbError, MAX_LIST_LIMIT, registry, users};
+use crate::money::NanoUsd;
 
 use super::cache::ReadCache;
 use super::commit::{AccountCache, CommitStats, LedgerWrite, LedgerWriter};
@@ -130,16 +131,8 @@ impl BillingStore {
     /// The plugin's `meta_json` (a JSON object) is kept; the host sets `request_id` and
     /// `amount_nano_usd` in it, so an unlimited user's row (delta 0) still shows the cost.
     pub async fn charge(&self, mut charge: Charge) -> Result<Appended, DbError> {
-        let mut meta = meta_object(&charge.meta_json)?;
-        meta.insert(
-            "request_id".to_owned(),
-            serde_json::Value::from(charge.request_id.clone()),
-        );
-        meta.insert(
-            "amount_nano_usd".to_owned(),
-            serde_json::Value::from(charge.amount.to_string()),
-        );
-        charge.meta_json = serde_json::Value::Object(meta).to_string();
+        charge.meta_json =
+            with_charge_fields(&charge.meta_json, &charge.request_id, charge.amount)?;
         self.writer.write(LedgerWrite::Charge(charge)).await
     }
 
@@ -185,6 +178,73 @@ impl BillingStore {
     }
 }
 
+/// `meta_json` with the host's `request_id` and `amount_nano_usd` fields set (replacing any
+/// the plugin wrote). `Invalid` when it is too long or not a JSON object; empty reads as `{}`.
+/// When the plugin wrote neither field, as the default plugin does, the two are appended to its
+/// text after one validating pass, without building the object.
+fn with_charge_fields(
+    meta_json: &str,
+    request_id: &str,
+    amount: NanoUsd,
+) -> Result<String, DbError> {
+    let fields = || {
+        let request_id = serde_json::Value::from(request_id).to_string();
+        format!(r#""request_id":{request_id},"amount_nano_usd":"{amount}""#)
+    };
+    let text = meta_json.trim();
+    if text.len() <= MAX_META_BYTES && !text.is_empty() {
+        let keys = serde_json::from_str::<ObjectKeys>(text);
+        if let (Ok(keys), Some(open)) = (keys, text.strip_suffix('}'))
+            && !keys.reserved
+        {
+            let separator = if keys.count == 0 { "" } else { "," };
+            return Ok(format!("{}{separator}{}}}", open.trim_end(), fields()));
+        }
+    }
+    let mut meta = meta_object(meta_json)?;
+    meta.insert("request_id".to_owned(), serde_json::Value::from(request_id));
+    meta.insert(
+        "amount_nano_usd".to_owned(),
+        serde_json::Value::from(amount.to_string()),
+    );
+    Ok(serde_json::Value::Object(meta).to_string())
+}
+
+/// What one pass over a JSON object found: how many fields, and whether one is a field the host
+/// sets. Deserializing anything but an object fails.
+struct ObjectKeys {
+    count: usize,
+    reserved: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for ObjectKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ObjectKeys;
+            fn expecting(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                out.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ObjectKeys, A::Error> {
+                let mut keys = ObjectKeys {
+                    count: 0,
+                    reserved: false,
+                };
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    keys.count += 1;
+                    keys.reserved |= key == "request_id" || key == "amount_nano_usd";
+                }
+                Ok(keys)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
 /// `meta_json` as a JSON object: `Invalid` when it is too long or not an object; empty reads as
 /// `{}`.
 fn meta_object(meta_json: &str) -> Result<serde_json::Map<String, serde_json::Value>, DbError> {
@@ -208,7 +268,6 @@ fn meta_object(meta_json: &str) -> Result<serde_json::Map<String, serde_json::Va
 mod tests {
     use super::*;
     use crate::db::users::{NewUser, Role};
-    use crate::money::NanoUsd;
 
     fn store_with_user(unlimited: bool) -> (BillingStore, String) {
         let database = Database::open_in_memory().unwrap();
@@ -359,5 +418,56 @@ mod tests {
                 reasoning_output: Some(7),
             })
         );
+    }
+
+    #[test]
+    fn a_charge_meta_gets_the_host_fields_whatever_the_plugin_wrote() {
+        let amount = NanoUsd(27_500);
+        let meta = |text: &str| {
+            let json = with_charge_fields(text, "req_\"1", amount).unwrap();
+            serde_json::from_str::<serde_json::Value>(&json).unwrap()
+        };
+        let expected = |extra: serde_json::Value| {
+            let mut object =
+                serde_json::json!({"request_id": "req_\"1", "amount_nano_usd": "27500"});
+            if let (Some(object), serde_json::Value::Object(extra)) =
+                (object.as_object_mut(), extra)
+            {
+                object.extend(extra);
+            }
+            object
+        };
+        assert_eq!(meta(""), expected(serde_json::json!({})));
+        assert_eq!(meta(" { } "), expected(serde_json::json!({})));
+        assert_eq!(
+            meta(r#"{"model":"m","tokens":{"prompt":3},"priced":true}"#),
+            expected(serde_json::json!({"model": "m", "tokens": {"prompt": 3}, "priced": true}))
+        );
+        // A plugin's own values of the host's fields are replaced, never doubled.
+        let replaced = with_charge_fields(
+            r#"{"request_id":"forged","amount_nano_usd":"1","model":"m"}"#,
+            "req_\"1",
+            amount,
+        )
+        .unwrap();
+        assert_eq!(replaced.matches("request_id").count(), 1, "{replaced}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&replaced).unwrap(),
+            expected(serde_json::json!({"model": "m"}))
+        );
+        for bad in ["[1]", "\"text\"", "{\"a\":1} x", "{\"a\":", "{\"a\":1}}"] {
+            assert!(
+                matches!(
+                    with_charge_fields(bad, "r", amount),
+                    Err(DbError::Invalid(_))
+                ),
+                "{bad}"
+            );
+        }
+        let long = format!(r#"{{"pad":"{}"}}"#, "x".repeat(MAX_META_BYTES));
+        assert!(matches!(
+            with_charge_fields(&long, "r", amount),
+            Err(DbError::Invalid(_))
+        ));
     }
 }
