@@ -1,6 +1,8 @@
 //! The HTTP server: hyper 1 on tokio, HTTP/1.1 and HTTP/2 on one port, graceful shutdown.
 //! Every request goes through [`dispatch`], the one place that maps a method and path to a
-//! handler.
+//! handler. The accept loop hands each connection to one of the [`threads`], where it stays.
+
+pub mod threads;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,7 +24,6 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
 use self::threads::{ConnectionThreads, Handoff};
-
 use crate::db::schema;
 use crate::routing::EndpointKind;
 use crate::{dashboard, gateway};
@@ -41,8 +42,6 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ResponseBody = BoxBody<Bytes, BoxError>;
 
 pub use crate::app::AppState;
-
-pub mod threads;
 
 /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets in-flight
 /// requests finish for up to [`SHUTDOWN_GRACE`] and returns. The accept loop runs on the
