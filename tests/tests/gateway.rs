@@ -724,3 +724,38 @@ async fn plugin_failures_are_counted_apart_from_refusals() {
         assert!(gateway.mock.seen().is_empty());
     }
 }
+
+#[tokio::test]
+async fn a_plugin_computing_for_its_whole_bound_does_not_hold_up_its_threads_other_connections() {
+    use monoize::plugins::embedded::paths;
+    // One connection thread, so both connections below are served by the same thread.
+    let gateway = Setup::new()
+        .provider(ProviderType::ChatCompletion, &["ok"])
+        .config(|config| {
+            config.routing_plugin = Some(paths::LOOP_ROUTER.into());
+            config.plugin_timeout_ms = 2_000;
+            config.server_threads = Some(1);
+        })
+        .start()
+        .await;
+    let mut looping = std::pin::pin!(gateway.json("/v1/chat/completions", &[BEARER], CHAT));
+    // Let the looping call start first, then ask on a second connection for something no
+    // plugin takes part in: it is answered while the router still loops.
+    tokio::select! {
+        biased;
+        (status, body, _) = &mut looping => panic!("the looping call ended first: {status} {body}"),
+        () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+    }
+    tokio::select! {
+        biased;
+        (status, body, _) = gateway.json("/v1/models", &[BEARER], "") => {
+            assert_eq!(status, 200, "{body}");
+        }
+        (status, body, _) = &mut looping => {
+            panic!("the other connection waited for the looping call: {status} {body}")
+        }
+    }
+    let (status, body, _) = looping.await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "plugin_failed", "{body}");
+}

@@ -182,12 +182,6 @@ impl PluginEngine {
         &self.inner.limits
     }
 
-    /// The time bound in epoch ticks; one more than the timeout covers a tick in flight.
-    pub fn deadline_ticks(&self) -> u64 {
-        let ticks = self.inner.limits.timeout.as_micros() / EPOCH_TICK.as_micros().max(1);
-        u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
-    }
-
     /// Waits for a free instance slot and for the `memories` linear memories of the
     /// component to instantiate ([`memories_of`]; at least one, at most what a component may
     /// have): a burst queues here instead of failing in the pool. Every call takes the

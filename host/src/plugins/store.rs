@@ -10,8 +10,11 @@
 //! The time bound counts the plugin's own time. An async host call (a charge awaiting its
 //! group commit) can take longer than a whole call may, through no fault of the plugin; the
 //! host records that wait ([`PluginState::credit_host_wait`]) and the deadline is extended by
-//! it when it is reached, so a busy database never times a plugin out after its charge was
-//! committed.
+//! it, so a busy database never times a plugin out after its charge was committed.
+//!
+//! The bound is checked at every epoch tick the call runs through, and there the call also
+//! yields to the executor: a connection thread serves many connections (`server::threads`),
+//! and a plugin computing for its whole bound must not hold the others up for that long.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,6 +67,8 @@ pub struct PluginState {
     pub log_budget: u32,
     /// Time spent awaiting async host calls, not yet given back to the time bound.
     host_wait: Duration,
+    /// When the call is interrupted, unless host waits move it on.
+    call_deadline: Instant,
 }
 
 impl PluginState {
@@ -87,14 +92,21 @@ impl PluginState {
         outcome
     }
 
-    /// The recorded host wait in epoch ticks (rounded up), and forgets it.
-    fn take_host_wait_ticks(&mut self) -> u64 {
+    /// At each epoch tick the call runs through: past its deadline (moved on by exactly the
+    /// host waits since the last tick) the call traps (`Trap::Interrupt`); before it, the call
+    /// yields to the executor and runs on, so a long call never holds up the other connections
+    /// of its thread for more than a tick.
+    fn on_tick(&mut self) -> UpdateDeadline {
         let waited = std::mem::take(&mut self.host_wait);
-        if waited.is_zero() {
-            return 0;
+        self.call_deadline = self
+            .call_deadline
+            .checked_add(waited)
+            .unwrap_or(self.call_deadline);
+        if Instant::now() >= self.call_deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
         }
-        let ticks = waited.as_micros().div_ceil(EPOCH_TICK.as_micros().max(1));
-        u64::try_from(ticks).unwrap_or(u64::MAX)
     }
 }
 
@@ -190,17 +202,12 @@ pub fn new_store(engine: &PluginEngine, plugin: Arc<str>) -> Store<PluginState> 
         capabilities: Capabilities::default(),
         log_budget: LOG_LINES_PER_CALL,
         host_wait: Duration::ZERO,
+        call_deadline: Instant::now(),
     };
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limits);
-    // At the deadline: trap (`Trap::Interrupt`), unless host calls made the plugin wait, in
-    // which case the deadline moves on by exactly that wait.
-    store.epoch_deadline_callback(
-        |mut context| match context.data_mut().take_host_wait_ticks() {
-            0 => Ok(UpdateDeadline::Interrupt),
-            ticks => Ok(UpdateDeadline::Continue(ticks)),
-        },
-    );
+    // Every tick: spend one of the call's, yield, and trap once they are spent (`on_tick`).
+    store.epoch_deadline_callback(|mut context| Ok(context.data_mut().on_tick()));
     store
 }
 
@@ -217,7 +224,8 @@ pub fn begin_call(
     state.capabilities = capabilities;
     state.log_budget = LOG_LINES_PER_CALL;
     state.host_wait = Duration::ZERO;
-    store.set_epoch_deadline(engine.deadline_ticks());
+    state.call_deadline = Instant::now() + engine.limits().timeout + EPOCH_TICK;
+    store.set_epoch_deadline(1);
 }
 
 /// Ends a call that returned normally: drops what it could reach (so an idle store pins no
