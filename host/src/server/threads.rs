@@ -257,22 +257,32 @@ mod tests {
         String::from_utf8(answer).unwrap()
     }
 
+    /// A client connected to `listener`, whose server side was handed to `threads`.
+    async fn connect(
+        listener: &TcpListener,
+        threads: &mut ConnectionThreads,
+        graceful: &GracefulShutdown,
+    ) -> tokio::net::TcpStream {
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        threads.hand(Handoff {
+            stream: stream.into_std().unwrap(),
+            peer,
+            watcher: graceful.watcher(),
+        });
+        client
+    }
+
     #[tokio::test]
     async fn connections_spread_over_the_threads_and_each_stays_on_its_own() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
         let mut threads = ConnectionThreads::start(2, echo_thread_name).unwrap();
         let graceful = GracefulShutdown::new();
         let mut clients = Vec::new();
         for _ in 0..4 {
-            let client = tokio::net::TcpStream::connect(address).await.unwrap();
-            let (stream, peer) = listener.accept().await.unwrap();
-            threads.hand(Handoff {
-                stream: stream.into_std().unwrap(),
-                peer,
-                watcher: graceful.watcher(),
-            });
-            clients.push(client);
+            clients.push(connect(&listener, &mut threads, &graceful).await);
         }
         assert_eq!(threads.open_counts(), vec![2, 2]);
         let mut seen = Vec::new();
@@ -309,13 +319,7 @@ mod tests {
             .iter()
             .position(|&open| open == 1)
             .unwrap();
-        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
-        let (stream, peer) = listener.accept().await.unwrap();
-        threads.hand(Handoff {
-            stream: stream.into_std().unwrap(),
-            peer,
-            watcher: graceful.watcher(),
-        });
+        let mut client = connect(&listener, &mut threads, &graceful).await;
         assert_eq!(ask(&mut client).await, format!("monoize-conn-{emptied}"));
         drop((clients, client));
         threads.stop().join().await;
@@ -324,16 +328,9 @@ mod tests {
     #[tokio::test]
     async fn abort_drops_the_connections_still_open_and_ends_the_threads() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
         let mut threads = ConnectionThreads::start(2, echo_thread_name).unwrap();
         let graceful = GracefulShutdown::new();
-        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
-        let (stream, peer) = listener.accept().await.unwrap();
-        threads.hand(Handoff {
-            stream: stream.into_std().unwrap(),
-            peer,
-            watcher: graceful.watcher(),
-        });
+        let mut client = connect(&listener, &mut threads, &graceful).await;
         assert!(ask(&mut client).await.starts_with("monoize-conn-"));
         // The connection would stay open for ever: only the abort ends it.
         tokio::time::timeout(std::time::Duration::from_secs(5), threads.stop().abort())
