@@ -280,8 +280,9 @@ struct Row {
     outcome: load::Outcome,
     server_cpu: Duration,
     client_cpu: Duration,
-    /// Monoize's ledger writes and the transactions that committed them, during the row.
-    commits: Option<(u64, u64)>,
+    /// Monoize's ledger writes, the transactions that committed them, and how many of those
+    /// a caller committed itself, during the row.
+    commits: Option<(u64, u64, u64)>,
 }
 
 impl Row {
@@ -369,7 +370,7 @@ fn parent() {
                         after.get(index).copied().unwrap_or(0)
                             - before.get(index).copied().unwrap_or(0)
                     };
-                    (delta(0), delta(1))
+                    (delta(0), delta(1), delta(2))
                 });
                 if is_monoize {
                     monoize_served += warm_up.latencies.len() + outcome.latencies.len();
@@ -467,10 +468,10 @@ fn print_ratios(rows: &[Row]) {
             ) else {
                 continue;
             };
-            let (writes, transactions) = monoize.commits.unwrap_or_default();
+            let (writes, transactions, inline) = monoize.commits.unwrap_or_default();
             println!(
                 "monoize/proxy {:<4} {connections:>2} conns: req/s {:.2}x   added p50 {:+.3} ms   \
-                 added p99 {:+.3} ms   CPU/req {:.1}x ({:+.0} µs)   charges/commit {:.1}",
+                 added p99 {:+.3} ms   CPU/req {:.1}x ({:+.0} µs)   charges/commit {:.1} ({:.0}% inline)",
                 answer.name(),
                 monoize.outcome.per_second() / proxy.outcome.per_second().max(1e-9),
                 millis(monoize.outcome.percentile(0.5)) - millis(proxy.outcome.percentile(0.5)),
@@ -480,6 +481,7 @@ fn print_ratios(rows: &[Row]) {
                 monoize.cpu_per_request(monoize.server_cpu)
                     - proxy.cpu_per_request(proxy.server_cpu),
                 writes as f64 / transactions.max(1) as f64,
+                100.0 * inline as f64 / transactions.max(1) as f64,
             );
         }
     }

@@ -11,6 +11,17 @@
 //! grows with concurrency instead of being capped by commits per second; under light load a
 //! batch is just the one charge, committed at once (the writer never lingers to fill a batch).
 //!
+//! When the writer thread is idle (nothing sent to it is unanswered, no WAL restart is due), no
+//! one holds the writer connection, and the caller's thread is quiet (a connection thread
+//! serving one connection, so blocking it holds up no other request), the caller commits its
+//! write itself, as a batch of one. That spares the two thread wake-ups of a hand-off (the
+//! writer's and the caller's): the commit's own latency at one connection halves. Under load
+//! callers never do it: a connection thread blocked on SQLite would hold up its other
+//! connections, and the batches would shrink. It never waits: if the connection is held, the
+//! write goes to the thread as usual. Both commit paths hold the writer
+//! connection from the transaction until the account cache is updated, so the cache still
+//! follows commit order.
+//!
 //! A batch is first applied as it is, write after write, with nothing between them: almost every
 //! batch is all successes, and per-write savepoints would add two statements to each write's
 //! four. If any write fails (an unknown user, an overflow), that attempt is rolled back whole and
@@ -28,7 +39,7 @@
 //! response is being cancelled still lands.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 
 use tokio::sync::{mpsc, oneshot};
@@ -36,7 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Account;
 use super::cache::ReadCache;
 use crate::db::ledger::{self, Adjustment, Appended, Charge};
-use crate::db::{Database, DbError, savepoint};
+use crate::db::{Database, DbError, Writer, savepoint};
 
 /// The accounts the billing store serves from memory; `None` caches an unknown user.
 pub type AccountCache = ReadCache<Option<Account>>;
@@ -92,12 +103,15 @@ pub struct CommitStats {
     pub transactions: u64,
     /// Writes applied in them (failed ones included).
     pub writes: u64,
+    /// Of the transactions, those a caller committed itself (see the module doc).
+    pub inline: u64,
 }
 
 #[derive(Default)]
 struct Counters {
     transactions: AtomicU64,
     writes: AtomicU64,
+    inline: AtomicU64,
 }
 
 impl Counters {
@@ -123,8 +137,13 @@ pub struct LedgerWriter {
 
 #[derive(Clone)]
 enum Mode {
-    /// Through the group-commit thread.
-    Grouped(mpsc::Sender<Job>),
+    /// Through the group-commit thread, or inline when it is idle.
+    Grouped {
+        queue: mpsc::Sender<Job>,
+        /// Writes sent to the thread and not yet answered.
+        pending: Arc<AtomicUsize>,
+        database: Database,
+    },
     /// One transaction per write, on a blocking thread: the baseline group commit is
     /// measured against.
     PerWrite(Database),
@@ -133,7 +152,7 @@ enum Mode {
 impl std::fmt::Debug for LedgerWriter {
     fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mode = match self.mode {
-            Mode::Grouped(_) => "grouped",
+            Mode::Grouped { .. } => "grouped",
             Mode::PerWrite(_) => "per-write",
         };
         out.debug_struct("LedgerWriter")
@@ -152,16 +171,31 @@ impl LedgerWriter {
     ) -> Result<LedgerWriter, DbError> {
         let (sender, queue) = mpsc::channel(QUEUE_CAPACITY);
         let counters = Arc::new(Counters::default());
+        let pending = Arc::new(AtomicUsize::new(0));
         let thread_counters = Arc::clone(&counters);
         let thread_accounts = Arc::clone(&accounts);
+        let thread_pending = Arc::clone(&pending);
+        let thread_database = database.clone();
         thread::Builder::new()
             .name("monoize-ledger".to_owned())
-            .spawn(move || run(&database, queue, &thread_counters, &thread_accounts))
+            .spawn(move || {
+                run(
+                    &thread_database,
+                    queue,
+                    &thread_pending,
+                    &thread_counters,
+                    &thread_accounts,
+                );
+            })
             .map_err(|error| {
                 DbError::Internal(format!("cannot start the ledger writer thread: {error}"))
             })?;
         Ok(LedgerWriter {
-            mode: Mode::Grouped(sender),
+            mode: Mode::Grouped {
+                queue: sender,
+                pending,
+                database,
+            },
             counters,
             accounts,
         })
@@ -181,13 +215,33 @@ impl LedgerWriter {
     /// Applies `write` and answers once the transaction holding it has committed.
     pub async fn write(&self, write: LedgerWrite) -> Result<Appended, DbError> {
         match &self.mode {
-            Mode::Grouped(queue) => {
+            Mode::Grouped {
+                queue,
+                pending,
+                database,
+            } => {
                 let stopped = || DbError::Internal("the ledger writer has stopped".to_owned());
-                let (reply, answer) = oneshot::channel();
-                queue
-                    .send(Job { write, reply })
-                    .await
-                    .map_err(|_| stopped())?;
+                let (reply, mut answer) = oneshot::channel();
+                let job = Job { write, reply };
+                // Idle: commit right here, sparing two thread wake-ups (see the module doc).
+                let idle = pending.load(Ordering::Acquire) == 0
+                    && !database.checkpoint_due()
+                    && caller_thread_is_quiet();
+                let job = match idle.then(|| database.try_writer()).flatten() {
+                    Some(mut writer) => {
+                        let mut batch = vec![job];
+                        commit(&mut writer, &mut batch, &self.counters, &self.accounts);
+                        drop(writer);
+                        self.counters.inline.fetch_add(1, Ordering::Relaxed);
+                        return answer.try_recv().map_err(|_| stopped())?;
+                    }
+                    None => job,
+                };
+                pending.fetch_add(1, Ordering::AcqRel);
+                if queue.send(job).await.is_err() {
+                    pending.fetch_sub(1, Ordering::AcqRel);
+                    return Err(stopped());
+                }
                 answer.await.map_err(|_| stopped())?
             }
             Mode::PerWrite(database) => {
@@ -211,15 +265,31 @@ impl LedgerWriter {
         CommitStats {
             transactions: self.counters.transactions.load(Ordering::Relaxed),
             writes: self.counters.writes.load(Ordering::Relaxed),
+            inline: self.counters.inline.load(Ordering::Relaxed),
         }
     }
 }
+
+/// Whether the calling thread runs a single-threaded runtime with next to nothing else on it
+/// (a connection thread serving one connection): only there may a commit block the thread
+/// without holding up other requests.
+fn caller_thread_is_quiet() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+        let metrics = runtime.metrics();
+        metrics.num_workers() == 1 && metrics.num_alive_tasks() <= QUIET_THREAD_TASKS
+    })
+}
+
+/// The most tasks a quiet thread runs: one client connection, its upstream connection, the
+/// settle in flight and the upstream pool's idle reaper.
+const QUIET_THREAD_TASKS: usize = 4;
 
 /// The writer thread: waits for a write, takes every other one already queued (up to
 /// [`MAX_BATCH`]), commits them together, answers each caller, and starts over.
 fn run(
     database: &Database,
     mut queue: mpsc::Receiver<Job>,
+    pending: &AtomicUsize,
     counters: &Counters,
     accounts: &AccountCache,
 ) {
@@ -232,18 +302,26 @@ fn run(
                 Err(_) => break,
             }
         }
-        commit(database, &mut batch, counters, accounts);
+        let taken = batch.len();
+        commit(&mut database.writer(), &mut batch, counters, accounts);
         // Its callers have their answers: the WAL may start over before the next batch.
         database.checkpoint_if_due();
+        // Only now may a caller commit inline again: not while the writer's pass runs.
+        pending.fetch_sub(taken, Ordering::AcqRel);
     }
 }
 
 /// Commits `batch` in one transaction and answers (and empties) it: as it is when every write
 /// succeeds, else with each write in its own savepoint; if the transaction itself fails, retries
 /// each write alone.
-fn commit(database: &Database, batch: &mut Vec<Job>, counters: &Counters, accounts: &AccountCache) {
+fn commit(
+    writer: &mut Writer<'_>,
+    batch: &mut Vec<Job>,
+    counters: &Counters,
+    accounts: &AccountCache,
+) {
     let mut a_write_failed = false;
-    let straight = database.write_blocking(|tx| {
+    let straight = writer.transact(|tx| {
         let mut outcomes = Vec::with_capacity(batch.len());
         for job in batch.iter() {
             match job.write.apply(tx) {
@@ -258,7 +336,7 @@ fn commit(database: &Database, batch: &mut Vec<Job>, counters: &Counters, accoun
         Ok(outcomes)
     });
     let grouped = match straight {
-        Err(_) if a_write_failed => database.write_blocking(|tx| {
+        Err(_) if a_write_failed => writer.transact(|tx| {
             batch
                 .iter()
                 .map(|job| savepoint(tx, |tx| job.write.apply(tx)))
@@ -278,7 +356,7 @@ fn commit(database: &Database, batch: &mut Vec<Job>, counters: &Counters, accoun
         Err(error) => {
             tracing::warn!(%error, writes = batch.len(), "a group commit failed; retrying its writes one by one");
             for job in batch.drain(..) {
-                let outcome = database.write_blocking(|tx| job.write.apply(tx));
+                let outcome = writer.transact(|tx| job.write.apply(tx));
                 counters.count(1);
                 remember_balances(accounts, std::slice::from_ref(&outcome));
                 let _ = job.reply.send(outcome);
@@ -407,8 +485,44 @@ mod tests {
             writer.stats(),
             CommitStats {
                 transactions: 4,
-                writes: 4
+                writes: 4,
+                inline: 0
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_quiet_single_threaded_caller_commits_itself_and_a_busy_one_hands_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = crate::db::open(&crate::config::Dsn::File(dir.path().join("q.db"))).unwrap();
+        let alice = user(&database, "alice");
+        let writer = LedgerWriter::grouped(database.clone(), Arc::default()).unwrap();
+        writer.write(charge(&alice, "quiet", 1)).await.unwrap();
+        assert_eq!((writer.stats().transactions, writer.stats().inline), (1, 1));
+        // The same thread with other work on it: handed to the writer thread.
+        let busy: Vec<_> = (0..=QUIET_THREAD_TASKS)
+            .map(|_| tokio::spawn(std::future::pending::<()>()))
+            .collect();
+        writer.write(charge(&alice, "busy", 1)).await.unwrap();
+        assert_eq!((writer.stats().transactions, writer.stats().inline), (2, 1));
+        busy.iter().for_each(tokio::task::JoinHandle::abort);
+        let (balance, _) = database
+            .read_blocking(move |c| users::balance(c, &alice))
+            .unwrap();
+        assert_eq!(balance, NanoUsd(-2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_on_a_work_stealing_runtime_always_hands_over() {
+        let database = Database::open_in_memory().unwrap();
+        let alice = user(&database, "alice");
+        let writer = LedgerWriter::grouped(database, Arc::default()).unwrap();
+        for index in 0..3 {
+            writer
+                .write(charge(&alice, &format!("r{index}"), 1))
+                .await
+                .unwrap();
+        }
+        assert_eq!((writer.stats().transactions, writer.stats().inline), (3, 0));
     }
 }

@@ -208,11 +208,30 @@ impl Database {
     where
         F: FnOnce(&Transaction<'_>) -> Result<T, DbError>,
     {
-        let mut connection = lock(&self.shared.writer);
-        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = f(&transaction)?;
-        transaction.commit()?;
-        Ok(value)
+        self.writer().transact(f)
+    }
+
+    /// The writer connection, waiting for whoever holds it. Holding it, a caller may run
+    /// several transactions in a row with no other write between them.
+    pub fn writer(&self) -> Writer<'_> {
+        Writer(lock(&self.shared.writer))
+    }
+
+    /// The writer connection if no one holds it now: for a caller that must not wait.
+    pub fn try_writer(&self) -> Option<Writer<'_>> {
+        match self.shared.writer.try_lock() {
+            Ok(connection) => Some(Writer(connection)),
+            Err(TryLockError::Poisoned(poisoned)) => Some(Writer(poisoned.into_inner())),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Whether [`Database::checkpoint_if_due`] has work to do.
+    pub fn checkpoint_due(&self) -> bool {
+        self.shared
+            .checkpointer
+            .as_ref()
+            .is_some_and(|checkpointer| checkpointer.restart().is_due())
     }
 
     /// Between two write transactions: if the WAL has grown long enough to be started over,
@@ -263,6 +282,25 @@ impl Database {
 
 /// Locks a connection. A panic inside a closure rolled its transaction back while unwinding,
 /// so a poisoned connection is still consistent and stays usable.
+/// The writer connection, held (see [`Database::writer`]).
+pub struct Writer<'a>(MutexGuard<'a, Connection>);
+
+impl Writer<'_> {
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction; commits if `f` answers `Ok`, rolls back
+    /// otherwise.
+    pub fn transact<T, F>(&mut self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<T, DbError>,
+    {
+        let transaction = self
+            .0
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = f(&transaction)?;
+        transaction.commit()?;
+        Ok(value)
+    }
+}
+
 fn lock(mutex: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

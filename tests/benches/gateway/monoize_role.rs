@@ -152,10 +152,13 @@ impl Monoize {
         Ok(format!("stats {charges} {}", sum == balance))
     }
 
-    /// `commits <writes> <transactions>`: the ledger writer's totals so far.
+    /// `commits <writes> <transactions> <inline>`: the ledger writer's totals so far.
     pub fn commits(&self) -> String {
         let stats = self.billing.commit_stats();
-        format!("commits {} {}", stats.writes, stats.transactions)
+        format!(
+            "commits {} {} {}",
+            stats.writes, stats.transactions, stats.inline
+        )
     }
 
     /// `phases …`: see [`phases`].
