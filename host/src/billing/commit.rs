@@ -280,9 +280,10 @@ fn caller_thread_is_quiet() -> bool {
     })
 }
 
-/// The most tasks a quiet thread runs: one client connection, its upstream connection, the
-/// settle in flight and the upstream pool's idle reaper.
-const QUIET_THREAD_TASKS: usize = 4;
+/// The most tasks a quiet thread runs: one client connection, its upstream connection, a
+/// stream's relay, the settle in flight and the upstream pool's idle reaper. A second client
+/// connection (with its upstream connection) is more.
+const QUIET_THREAD_TASKS: usize = 5;
 
 /// The writer thread: waits for a write, takes every other one already queued (up to
 /// [`MAX_BATCH`]), commits them together, answers each caller, and starts over.
