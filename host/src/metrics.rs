@@ -21,6 +21,7 @@
 //! label-set derive macro on the `syn` already here; `itoa` was here too). Hand-writing the
 //! exposition's escaping and histogram layout would be more code to get wrong.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -309,10 +310,16 @@ impl Metrics {
         self.charge_commit.observe(took.as_secs_f64());
     }
 
-    /// Counts a request as in flight until the guard is dropped.
+    /// Counts a request as in flight, here and on this thread (see
+    /// [`in_flight_on_this_thread`]), until the guard is dropped.
     pub fn in_flight(&self) -> InFlight {
         self.in_flight.inc();
-        InFlight(self.in_flight.clone())
+        let here = IN_FLIGHT_HERE.with(Arc::clone);
+        here.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            gauge: self.in_flight.clone(),
+            here,
+        }
     }
 
     /// The exposition text.
@@ -328,12 +335,29 @@ impl Metrics {
 
 /// A request in flight; dropping it ends it.
 #[derive(Debug)]
-pub struct InFlight(Gauge);
+pub struct InFlight {
+    gauge: Gauge,
+    /// The count of the thread it began on, wherever it ends.
+    here: Arc<AtomicUsize>,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.dec();
+        self.gauge.dec();
+        self.here.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+thread_local! {
+    /// Requests in flight that began on this thread.
+    static IN_FLIGHT_HERE: Arc<AtomicUsize> = Arc::default();
+}
+
+/// How many requests that began on this thread are in flight. On a connection thread (which
+/// keeps every request it began) that is its load: the ledger writer asks it before a caller
+/// commits on its own thread.
+pub fn in_flight_on_this_thread() -> usize {
+    IN_FLIGHT_HERE.with(|here| here.load(Ordering::Relaxed))
 }
 
 #[cfg(test)]

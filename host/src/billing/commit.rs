@@ -12,8 +12,8 @@
 //! batch is just the one charge, committed at once (the writer never lingers to fill a batch).
 //!
 //! When the writer thread is idle (nothing sent to it is unanswered, no WAL restart is due), no
-//! one holds the writer connection, and the caller's thread is quiet (a connection thread
-//! serving one connection, so blocking it holds up no other request), the caller commits its
+//! one holds the writer connection, and the caller's thread is quiet (a connection thread with
+//! no request in flight but the caller's, so blocking it holds up no other), the caller commits its
 //! write itself, as a batch of one. That spares the two thread wake-ups of a hand-off (the
 //! writer's and the caller's): the commit's own latency at one connection halves. Under load
 //! callers never do it: a connection thread blocked on SQLite would hold up its other
@@ -48,6 +48,7 @@ use super::Account;
 use super::cache::ReadCache;
 use crate::db::ledger::{self, Adjustment, Appended, Charge};
 use crate::db::{Database, DbError, Writer, savepoint};
+use crate::metrics;
 
 /// The accounts the billing store serves from memory; `None` caches an unknown user.
 pub type AccountCache = ReadCache<Option<Account>>;
@@ -270,20 +271,14 @@ impl LedgerWriter {
     }
 }
 
-/// Whether the calling thread runs a single-threaded runtime with next to nothing else on it
-/// (a connection thread serving one connection): only there may a commit block the thread
-/// without holding up other requests.
+/// Whether the calling thread runs a single-threaded runtime with no request in flight but the
+/// caller's (a connection thread serving one request): only there may a commit block the
+/// thread without holding up another request.
 fn caller_thread_is_quiet() -> bool {
-    tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
-        let metrics = runtime.metrics();
-        metrics.num_workers() == 1 && metrics.num_alive_tasks() <= QUIET_THREAD_TASKS
-    })
+    let single_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|runtime| runtime.metrics().num_workers() == 1);
+    single_threaded && metrics::in_flight_on_this_thread() <= 1
 }
-
-/// The most tasks a quiet thread runs: one client connection, its upstream connection, a
-/// stream's relay, the settle in flight and the upstream pool's idle reaper. A second client
-/// connection (with its upstream connection) is more.
-const QUIET_THREAD_TASKS: usize = 5;
 
 /// The writer thread: waits for a write, takes every other one already queued (up to
 /// [`MAX_BATCH`]), commits them together, answers each caller, and starts over.
@@ -500,17 +495,20 @@ mod tests {
         let writer = LedgerWriter::grouped(database.clone(), Arc::default()).unwrap();
         writer.write(charge(&alice, "quiet", 1)).await.unwrap();
         assert_eq!((writer.stats().transactions, writer.stats().inline), (1, 1));
-        // The same thread with other work on it: handed to the writer thread.
-        let busy: Vec<_> = (0..=QUIET_THREAD_TASKS)
-            .map(|_| tokio::spawn(std::future::pending::<()>()))
-            .collect();
+        // One request in flight on this thread is the caller's own: still quiet.
+        let metrics = crate::metrics::Metrics::new();
+        let own = metrics.in_flight();
+        writer.write(charge(&alice, "own", 1)).await.unwrap();
+        assert_eq!((writer.stats().transactions, writer.stats().inline), (2, 2));
+        // Another request in flight on the thread: handed to the writer thread.
+        let other = metrics.in_flight();
         writer.write(charge(&alice, "busy", 1)).await.unwrap();
-        assert_eq!((writer.stats().transactions, writer.stats().inline), (2, 1));
-        busy.iter().for_each(tokio::task::JoinHandle::abort);
+        assert_eq!((writer.stats().transactions, writer.stats().inline), (3, 2));
+        drop((own, other));
         let (balance, _) = database
             .read_blocking(move |c| users::balance(c, &alice))
             .unwrap();
-        assert_eq!(balance, NanoUsd(-2));
+        assert_eq!(balance, NanoUsd(-3));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
