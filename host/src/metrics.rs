@@ -131,6 +131,11 @@ struct PluginLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThreadLabels {
+    thread: u64,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InstanceLabels {
     plugin: String,
 }
@@ -200,6 +205,7 @@ pub struct Metrics {
     plugin_failures: Family<PluginLabels, Counter>,
     charge_commit: Histogram,
     in_flight: Gauge,
+    connections: Family<ThreadLabels, Gauge>,
     instances: Arc<InstanceWatch>,
 }
 
@@ -219,6 +225,7 @@ impl Metrics {
         let plugin_failures = Family::<PluginLabels, Counter>::default();
         let charge_commit = Histogram::new(exponential_buckets(0.000_1, 2.0, 14));
         let in_flight = Gauge::default();
+        let connections = Family::<ThreadLabels, Gauge>::default();
         let mut registry = Registry::with_prefix("monoize");
         registry.register(
             "requests",
@@ -252,6 +259,11 @@ impl Metrics {
             "Requests being served (streams until their last byte)",
             in_flight.clone(),
         );
+        registry.register(
+            "server_connections_open",
+            "Client connections open, by the connection thread serving them",
+            connections.clone(),
+        );
         let instances = Arc::new(InstanceWatch::default());
         registry.register_collector(Box::new(Arc::clone(&instances)));
         Metrics {
@@ -262,8 +274,18 @@ impl Metrics {
             plugin_failures,
             charge_commit,
             in_flight,
+            connections,
             instances,
         }
+    }
+
+    /// The open-connection count of connection thread `thread`: the server's threads count
+    /// into it themselves (see `server::threads`).
+    pub fn connections_open(&self, thread: usize) -> Gauge {
+        let thread = u64::try_from(thread).unwrap_or(u64::MAX);
+        self.connections
+            .get_or_create(&ThreadLabels { thread })
+            .clone()
     }
 
     /// Reports the instances of `plugin`, read from `source` at each scrape.

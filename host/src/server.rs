@@ -52,11 +52,13 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let state = Arc::new(state);
+    let metrics = state.metrics.clone();
     let builder = auto::Builder::new(TokioExecutor::new());
     let serve_one = move |stream, peer, watcher: Watcher| {
         serve_connection(Arc::clone(&state), builder.clone(), stream, peer, watcher)
     };
-    let mut threads = match ConnectionThreads::start(count, serve_one) {
+    let open_gauge = |thread| metrics.connections_open(thread);
+    let mut threads = match ConnectionThreads::start(count, open_gauge, serve_one) {
         Ok(threads) => threads,
         Err(error) => {
             tracing::error!(%error, "cannot start the connection threads");

@@ -607,6 +607,15 @@ async fn metrics_move_with_requests() {
     assert_eq!(count("monoize_charge_commit_duration_seconds_count"), 1.0);
     assert!(count("monoize_charge_commit_duration_seconds_sum") > 0.0);
     assert_eq!(count("monoize_requests_in_flight"), 0.0);
+    // The scrape's own keep-alive connection is open on one of the connection threads, and
+    // no more connections than the requests made.
+    let open: Vec<f64> = text
+        .lines()
+        .filter(|line| line.starts_with("monoize_server_connections_open{thread=\""))
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .collect();
+    let total: f64 = open.iter().sum();
+    assert!(!open.is_empty() && (1.0..=4.0).contains(&total), "{text}");
 
     // A stream is in flight until its last byte.
     let endless = start(&[(ProviderType::ChatCompletion, &["endless"])], |_| {}).await;

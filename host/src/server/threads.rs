@@ -11,12 +11,10 @@
 //! on a single-threaded one. A new connection goes to the thread with the fewest open, so load
 //! spreads as connections come and go.
 
+use hyper_util::server::graceful::Watcher;
+use prometheus_client::metrics::gauge::Gauge;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -42,24 +40,29 @@ pub struct ConnectionThreads {
 
 struct ConnectionThread {
     queue: mpsc::UnboundedSender<Handoff>,
-    /// Connections handed to it and not yet closed.
-    open: Arc<AtomicUsize>,
+    /// Connections handed to it and not yet closed (also `/metrics`' count).
+    open: Gauge,
     handle: std::thread::JoinHandle<()>,
 }
 
 /// Decrements a thread's open count when its connection ends, however it ends.
-struct OpenGuard(Arc<AtomicUsize>);
+struct OpenGuard(Gauge);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.dec();
     }
 }
 
 impl ConnectionThreads {
     /// Starts `count` threads (at least one) that serve each connection handed to them with
-    /// `serve`. Fails only if the operating system refuses a thread.
-    pub fn start<S, F>(count: usize, serve: S) -> std::io::Result<ConnectionThreads>
+    /// `serve`, thread `index` counting its open connections in `open_gauge(index)`. Fails only
+    /// if the operating system refuses a thread.
+    pub fn start<S, F>(
+        count: usize,
+        open_gauge: impl Fn(usize) -> Gauge,
+        serve: S,
+    ) -> std::io::Result<ConnectionThreads>
     where
         S: Fn(TcpStream, SocketAddr, Watcher) -> F + Clone + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
@@ -68,10 +71,10 @@ impl ConnectionThreads {
         let threads = (0..count.max(1))
             .map(|index| {
                 let (queue, arrivals) = mpsc::unbounded_channel();
-                let open = Arc::new(AtomicUsize::new(0));
+                let open = open_gauge(index);
                 let serve = serve.clone();
                 let aborted = aborted.clone();
-                let thread_open = Arc::clone(&open);
+                let thread_open = open.clone();
                 let handle = std::thread::Builder::new()
                     .name(format!("monoize-conn-{index}"))
                     .spawn(move || run(arrivals, aborted, &thread_open, serve))?;
@@ -97,16 +100,16 @@ impl ConnectionThreads {
         let start = self.next;
         self.next = (start + 1) % count.max(1);
         let mut order: Vec<usize> = (0..count).map(|offset| (start + offset) % count).collect();
-        order.sort_by_key(|&index| self.threads[index].open.load(Ordering::Relaxed));
+        order.sort_by_key(|&index| self.threads[index].open.get());
         let mut handoff = handoff;
         for index in order {
             let thread = &self.threads[index];
             // Counted before it arrives, so the next hand-off already sees it.
-            thread.open.fetch_add(1, Ordering::Relaxed);
+            thread.open.inc();
             match thread.queue.send(handoff) {
                 Ok(()) => return,
                 Err(mpsc::error::SendError(returned)) => {
-                    thread.open.fetch_sub(1, Ordering::Relaxed);
+                    thread.open.dec();
                     handoff = returned;
                 }
             }
@@ -118,7 +121,7 @@ impl ConnectionThreads {
     pub fn open_counts(&self) -> Vec<usize> {
         self.threads
             .iter()
-            .map(|thread| thread.open.load(Ordering::Relaxed))
+            .map(|thread| usize::try_from(thread.open.get()).unwrap_or(0))
             .collect()
     }
 
@@ -176,7 +179,7 @@ impl Stopping {
 fn run<S, F>(
     mut arrivals: mpsc::UnboundedReceiver<Handoff>,
     mut aborted: watch::Receiver<bool>,
-    open: &Arc<AtomicUsize>,
+    open: &Gauge,
     serve: S,
 ) where
     S: Fn(TcpStream, SocketAddr, Watcher) -> F,
@@ -199,7 +202,7 @@ fn run<S, F>(
                 arrival = arrivals.recv() => {
                     let Some(handoff) = arrival else { break };
                     // The hand-off counted the connection as open; this guard uncounts it.
-                    let guard = OpenGuard(Arc::clone(open));
+                    let guard = OpenGuard(open.clone());
                     match TcpStream::from_std(handoff.stream) {
                         Ok(stream) => {
                             let connection = serve(stream, handoff.peer, handoff.watcher);
@@ -278,7 +281,8 @@ mod tests {
     #[tokio::test]
     async fn connections_spread_over_the_threads_and_each_stays_on_its_own() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut threads = ConnectionThreads::start(2, echo_thread_name).unwrap();
+        let mut threads =
+            ConnectionThreads::start(2, |_| Gauge::default(), echo_thread_name).unwrap();
         let graceful = GracefulShutdown::new();
         let mut clients = Vec::new();
         for _ in 0..4 {
@@ -328,7 +332,8 @@ mod tests {
     #[tokio::test]
     async fn abort_drops_the_connections_still_open_and_ends_the_threads() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut threads = ConnectionThreads::start(2, echo_thread_name).unwrap();
+        let mut threads =
+            ConnectionThreads::start(2, |_| Gauge::default(), echo_thread_name).unwrap();
         let graceful = GracefulShutdown::new();
         let mut client = connect(&listener, &mut threads, &graceful).await;
         assert!(ask(&mut client).await.starts_with("monoize-conn-"));
