@@ -228,16 +228,13 @@ impl LedgerWriter {
                 let idle = pending.load(Ordering::Acquire) == 0
                     && !database.checkpoint_due()
                     && caller_thread_is_quiet();
-                let job = match idle.then(|| database.try_writer()).flatten() {
-                    Some(mut writer) => {
-                        let mut batch = vec![job];
-                        commit(&mut writer, &mut batch, &self.counters, &self.accounts);
-                        drop(writer);
-                        self.counters.inline.fetch_add(1, Ordering::Relaxed);
-                        return answer.try_recv().map_err(|_| stopped())?;
-                    }
-                    None => job,
-                };
+                if let Some(mut writer) = idle.then(|| database.try_writer()).flatten() {
+                    let mut batch = vec![job];
+                    commit(&mut writer, &mut batch, &self.counters, &self.accounts);
+                    drop(writer);
+                    self.counters.inline.fetch_add(1, Ordering::Relaxed);
+                    return answer.try_recv().map_err(|_| stopped())?;
+                }
                 pending.fetch_add(1, Ordering::AcqRel);
                 if queue.send(job).await.is_err() {
                     pending.fetch_sub(1, Ordering::AcqRel);

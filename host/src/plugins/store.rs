@@ -67,8 +67,9 @@ pub struct PluginState {
     pub log_budget: u32,
     /// Time spent awaiting async host calls, not yet given back to the time bound.
     host_wait: Duration,
-    /// When the call is interrupted, unless host waits move it on.
-    call_deadline: Instant,
+    /// When the call is interrupted, unless host waits move it on; `None` for a bound too far
+    /// away for the clock to name.
+    call_deadline: Option<Instant>,
 }
 
 impl PluginState {
@@ -100,9 +101,11 @@ impl PluginState {
         let waited = std::mem::take(&mut self.host_wait);
         self.call_deadline = self
             .call_deadline
-            .checked_add(waited)
-            .unwrap_or(self.call_deadline);
-        if Instant::now() >= self.call_deadline {
+            .and_then(|deadline| deadline.checked_add(waited));
+        if self
+            .call_deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
             UpdateDeadline::Interrupt
         } else {
             UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
@@ -202,11 +205,11 @@ pub fn new_store(engine: &PluginEngine, plugin: Arc<str>) -> Store<PluginState> 
         capabilities: Capabilities::default(),
         log_budget: LOG_LINES_PER_CALL,
         host_wait: Duration::ZERO,
-        call_deadline: Instant::now(),
+        call_deadline: None,
     };
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limits);
-    // Every tick: spend one of the call's, yield, and trap once they are spent (`on_tick`).
+    // At every tick: trap past the deadline, else yield and run on (`on_tick`).
     store.epoch_deadline_callback(|mut context| Ok(context.data_mut().on_tick()));
     store
 }
@@ -224,7 +227,9 @@ pub fn begin_call(
     state.capabilities = capabilities;
     state.log_budget = LOG_LINES_PER_CALL;
     state.host_wait = Duration::ZERO;
-    state.call_deadline = Instant::now() + engine.limits().timeout + EPOCH_TICK;
+    // One tick more than the bound covers the tick in flight when the call starts.
+    state.call_deadline =
+        Instant::now().checked_add(engine.limits().timeout.saturating_add(EPOCH_TICK));
     store.set_epoch_deadline(1);
 }
 
