@@ -4,7 +4,7 @@
 //! - `ok`: answers in the endpoint's shape, complete enough for the stock OpenAI and Anthropic
 //!   SDKs to parse;
 //! - `500`, `401`, `403`, `404`, `400` (in the endpoint's error dialect), `429` (with
-//!   `retry-after: 1`);
+//!   `retry-after: 1`), and any other status from 400 up (`402`, `431`, …) in the error dialect;
 //! - `slow`: answers after 5 s; `slowstream`: sends a stream's headers at once and its first
 //!   event after 5 s;
 //! - `cut`: a stream whose connection breaks after its first event;
@@ -221,6 +221,15 @@ async fn answer(
         "403" => error_body(&path, 403, "permission_error", "forbidden"),
         "404" => error_body(&path, 404, "not_found_error", "no such model"),
         "400" => error_body(&path, 400, "invalid_request_error", "your request is bad"),
+        code if code.len() == 3 && code.parse::<u16>().is_ok_and(|code| code >= 400) => {
+            let code = code.parse().unwrap_or(500);
+            error_body(
+                &path,
+                code,
+                "api_error",
+                "the mock refuses with this status",
+            )
+        }
         "429" => {
             let mut response = error_body(&path, 429, "rate_limit_error", "slow down");
             response

@@ -243,6 +243,79 @@ async fn consecutive_failures_trip_a_channel_for_its_cooldown() {
 }
 
 #[tokio::test]
+async fn a_client_error_the_request_caused_passes_through_and_never_counts_against_a_channel() {
+    for mode in ["431", "415", "409"] {
+        let gateway = start(
+            &[
+                (ProviderType::ChatCompletion, &[mode]),
+                (ProviderType::ChatCompletion, &["ok"]),
+            ],
+            |_| {},
+        )
+        .await;
+        // Past the failure threshold (3): counted against the channel, these would trip it.
+        for request in 1..=4 {
+            let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+            assert_eq!(status.to_string(), mode, "{body}");
+            assert_eq!(
+                body["error"]["message"], "the mock refuses with this status",
+                "the upstream's answer passes through"
+            );
+            assert_eq!(gateway.mock.seen_in(mode), request, "{mode}: never benched");
+        }
+        assert_eq!(gateway.mock.seen_in("ok"), 0, "{mode} is not retried");
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_out_of_credit_moves_on_to_the_next_channel() {
+    let gateway = start(
+        &[
+            (ProviderType::ChatCompletion, &["402"]),
+            (ProviderType::ChatCompletion, &["ok"]),
+        ],
+        |_| {},
+    )
+    .await;
+    let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        paths(&gateway),
+        ["/402/v1/chat/completions", "/ok/v1/chat/completions"]
+    );
+}
+
+#[tokio::test]
+async fn a_clients_organization_and_project_never_reach_the_channel() {
+    let gateway = start(&[(ProviderType::ChatCompletion, &["ok"])], |_| {}).await;
+    let headers = [
+        BEARER,
+        ("openai-organization", "org-of-the-client"),
+        ("openai-project", "proj-of-the-client"),
+        ("x-goog-user-project", "project-of-the-client"),
+        ("openai-beta", "assistants=v2"),
+    ];
+    let (status, body, _) = gateway.json("/v1/chat/completions", &headers, CHAT).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = gateway.mock.seen();
+    let sent = &seen[0].headers;
+    for dropped in [
+        "openai-organization",
+        "openai-project",
+        "x-goog-user-project",
+    ] {
+        assert!(
+            !sent.contains_key(dropped),
+            "{dropped} reached the upstream"
+        );
+    }
+    assert_eq!(
+        sent["openai-beta"], "assistants=v2",
+        "other client headers pass"
+    );
+}
+
+#[tokio::test]
 async fn a_bad_key_trips_its_channel_at_once() {
     for mode in ["401", "403"] {
         let gateway = start(

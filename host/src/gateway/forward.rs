@@ -37,8 +37,8 @@ const MAX_REJECTION_BODY: usize = 1 << 20;
 /// The `anthropic-version` sent when the client did not send one.
 const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
-/// Request headers never forwarded: the client's credentials, Monoize's own headers,
-/// hop-by-hop headers, and those the client sets itself.
+/// Request headers never forwarded: the client's credentials and what scopes them, Monoize's
+/// own headers, hop-by-hop headers, and those the client sets itself.
 const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "authorization",
     "x-api-key",
@@ -64,6 +64,11 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "x-real-ip",
     "x-max-multiplier",
     "x-request-id",
+    // They scope the credential, and the credential is the channel's: a client's organization
+    // or project would make the upstream refuse the channel's key (a 401 that trips it).
+    "openai-organization",
+    "openai-project",
+    "x-goog-user-project",
 ];
 
 /// Response headers never passed back: hop-by-hop, lengths (a stream's body may change),
@@ -457,8 +462,8 @@ async fn try_attempt(
             body,
         })));
     }
-    match status.as_u16() {
-        400 | 413 | 422 => {
+    match status_fault(status) {
+        StatusFault::Request => {
             let body = read_capped(body, MAX_REJECTION_BODY, upstream.timeouts.idle)
                 .await
                 .map_err(|reason| failure(AttemptOutcome::StreamFailed, reason))?;
@@ -468,21 +473,54 @@ async fn try_attempt(
                 body,
             })
         }
-        401 | 403 => Err(failure(
+        StatusFault::BadKey => Err(failure(
             AttemptOutcome::BadKey,
             format!("upstream status {status}"),
         )),
-        429 => Err(Failure {
+        StatusFault::RateLimited => Err(Failure {
             retry_after: retry_after(&parts.headers),
             ..failure(
                 AttemptOutcome::RateLimited,
                 format!("upstream status {status}"),
             )
         }),
-        _ => Err(failure(
+        StatusFault::Channel => Err(failure(
             AttemptOutcome::UpstreamStatus,
             format!("upstream status {status}"),
         )),
+    }
+}
+
+/// Whose fault an upstream's unsuccessful status is (DESIGN §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatusFault {
+    /// The request's: any upstream would refuse it the same way, so it is passed through
+    /// with its status and body, and the channel's health is left alone.
+    Request,
+    /// The channel's key (`401`, `403`): the channel trips at once.
+    BadKey,
+    /// The channel's rate limit (`429`), with its `retry-after`.
+    RateLimited,
+    /// The channel's or its provider's trouble: move on, counting it against the channel.
+    Channel,
+}
+
+/// Sorts a status by fault. DESIGN §5 names `400`, `413` and `422` as the request's and `401`,
+/// `403`, `404`, `408`, `429` and `5xx` as the channel's; the rest of the `4xx` is sorted the
+/// same way. Whatever a client can cause by what it sends (`405`, `409`, `411`, `414`, `415`,
+/// `431`, …) is the request's: counted against channels, one client's odd request could bench
+/// every channel for everyone. Only the statuses that speak of the channel are its fault: `402`
+/// (its account is out of credit), `404` and `410` (this provider lacks or retired the model),
+/// `407` (a proxy before it wants credentials), `408`, `421` and `425` (this connection could
+/// not take the request; another may). A `1xx` or `3xx` is no answer at all (a redirect means a
+/// wrong `base_url`): the channel's too.
+fn status_fault(status: StatusCode) -> StatusFault {
+    match status.as_u16() {
+        401 | 403 => StatusFault::BadKey,
+        429 => StatusFault::RateLimited,
+        402 | 404 | 407 | 408 | 410 | 421 | 425 => StatusFault::Channel,
+        400..=499 => StatusFault::Request,
+        _ => StatusFault::Channel,
     }
 }
 
@@ -641,6 +679,26 @@ pub fn response_with<B>(status: StatusCode, headers: HeaderMap, body: B) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_status_has_the_fault_design_gives_it_and_client_errors_stay_the_requests() {
+        let fault = |code: u16| status_fault(StatusCode::from_u16(code).unwrap());
+        for code in [
+            400, 405, 409, 411, 413, 414, 415, 416, 417, 422, 431, 451, 499,
+        ] {
+            assert_eq!(fault(code), StatusFault::Request, "{code}");
+        }
+        for code in [401, 403] {
+            assert_eq!(fault(code), StatusFault::BadKey, "{code}");
+        }
+        assert_eq!(fault(429), StatusFault::RateLimited);
+        for code in [
+            100, 301, 302, 307, 308, 402, 404, 407, 408, 410, 421, 425, 500, 502, 503, 504, 529,
+            599,
+        ] {
+            assert_eq!(fault(code), StatusFault::Channel, "{code}");
+        }
+    }
 
     #[test]
     fn urls_append_the_endpoint_path_once() {
