@@ -11,6 +11,7 @@
 //! - `endless`: a stream that sends its first event, then a keep-alive comment every 50 ms
 //!   until the reader goes away, which it records (see [`MockUpstream::wait_cancelled`]);
 //!   `silent`: the same without the comments, so only a closed connection can tell;
+//! - `absurdusage`: a chat completion reporting `u64::MAX` prompt and completion tokens;
 //! - `flaky`: answers `500` while [`MockUpstream::set_failing`] says so, like `ok` otherwise.
 //!
 //! Any other mode answers like `ok`. A request with `"stream": true` is answered as SSE in the
@@ -237,6 +238,15 @@ async fn answer(
                 .insert("retry-after", HeaderValue::from_static("1"));
             response
         }
+        "absurdusage" => json_body(
+            200,
+            &json!({
+                "id": "chatcmpl-mock", "object": "chat.completion", "model": model,
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "hi"}}],
+                "usage": {"prompt_tokens": u64::MAX, "completion_tokens": u64::MAX}
+            }),
+        ),
         "slow" => {
             tokio::time::sleep(Duration::from_secs(5)).await;
             json_body(200, &json!({"late": true}))

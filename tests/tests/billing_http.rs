@@ -180,6 +180,32 @@ const CUT_EVENT: &str =
 
 /// An upstream that answers every request with a chunked SSE head and [`CUT_EVENT`], then
 /// drops the connection without ending the body.
+#[tokio::test]
+async fn a_usage_too_large_to_believe_is_charged_on_the_estimate_and_the_answer_delivered() {
+    let mock = MockUpstream::start().await.unwrap();
+    let db = Database::open_in_memory().unwrap();
+    add_provider(
+        &db,
+        ProviderType::ChatCompletion,
+        0,
+        &mock.base_url("absurdusage"),
+    )
+    .await;
+    price(&db, 1, 1).await;
+    let alice = add_user(&db, "alice", 1_000_000, false, KEY).await;
+    let server = serve(db.clone()).await;
+    let (status, body, request) = server.json(CHAT, KEY, CHAT_BODY).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "hi");
+    let row = charge_of(&db, &request)
+        .await
+        .expect("the request is charged");
+    let meta = meta(&row);
+    assert_eq!(meta["usage_estimated"], true, "{}", row.meta_json);
+    assert!(row.delta_nano_usd < NanoUsd::ZERO, "{row:?}");
+    assert_eq!(balance(&db, &alice).await, ledger_sum(&db, &alice).await);
+}
+
 async fn cut_upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

@@ -2,24 +2,30 @@
 
 use serde_json::Value;
 
-use super::{SseEvent, count, may_mention};
+use super::{SseEvent, Unbelievable, count, may_mention};
 use crate::billing::Usage;
 
 /// The usage in an Anthropic `usage` object. Anthropic's `input_tokens` leaves out the
 /// tokens read from or written to the prompt cache, so they are added back: the prompt is
-/// all three, of which the cache reads are "cached".
+/// all three, of which the cache reads are "cached". `None` when it is absent or null, or
+/// when a count in it cannot be believed (see [`super::MAX_BELIEVABLE_TOKENS`]).
 pub fn usage(usage: &Value) -> Option<Usage> {
     if !usage.is_object() {
         return None;
     }
-    let input = count(usage, "input_tokens");
-    let output = count(usage, "output_tokens");
+    read(usage).ok().flatten()
+}
+
+fn read(usage: &Value) -> Result<Option<Usage>, Unbelievable> {
+    let input = count(usage, "input_tokens")?;
+    let output = count(usage, "output_tokens")?;
+    let cache_read = count(usage, "cache_read_input_tokens")?;
+    let cache_write = count(usage, "cache_creation_input_tokens")?.unwrap_or(0);
     if input.is_none() && output.is_none() {
-        return None;
+        return Ok(None);
     }
-    let cache_read = count(usage, "cache_read_input_tokens");
-    let cache_write = count(usage, "cache_creation_input_tokens").unwrap_or(0);
-    Some(Usage {
+    Ok(Some(Usage {
+        // Each is at most 2^32, so the sum cannot overflow.
         prompt_tokens: input
             .unwrap_or(0)
             .saturating_add(cache_read.unwrap_or(0))
@@ -28,32 +34,39 @@ pub fn usage(usage: &Value) -> Option<Usage> {
         cached_prompt_tokens: cache_read,
         reasoning_tokens: None,
         estimated: false,
-    })
+    }))
 }
 
 /// Folds one stream event into `total`: `message_start` carries the input usage,
 /// `message_delta` the (cumulative) output tokens and, in newer API versions, input counts.
-pub fn observe_stream_event(event: &SseEvent, total: &mut Option<Usage>) {
+/// `Err` when a count in it cannot be believed.
+pub fn observe_stream_event(
+    event: &SseEvent,
+    total: &mut Option<Usage>,
+) -> Result<(), Unbelievable> {
     if !may_mention(&event.data, "message_start") && !may_mention(&event.data, "message_delta") {
-        return;
+        return Ok(());
     }
     let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
-        return;
+        return Ok(());
     };
     match data["type"].as_str() {
         Some("message_start") => {
-            if let Some(start) = usage(&data["message"]["usage"]) {
+            let usage = &data["message"]["usage"];
+            if usage.is_object()
+                && let Some(start) = read(usage)?
+            {
                 *total = Some(start);
             }
         }
         Some("message_delta") => {
             let delta = &data["usage"];
             let mut current = total.unwrap_or_default();
-            if let Some(output) = count(delta, "output_tokens") {
+            if let Some(output) = count(delta, "output_tokens")? {
                 current.completion_tokens = output;
             }
-            if count(delta, "input_tokens").is_some()
-                && let Some(with_input) = usage(delta)
+            if count(delta, "input_tokens")?.is_some()
+                && let Some(with_input) = read(delta)?
             {
                 current.prompt_tokens = with_input.prompt_tokens;
                 current.cached_prompt_tokens = with_input.cached_prompt_tokens;
@@ -62,6 +75,7 @@ pub fn observe_stream_event(event: &SseEvent, total: &mut Option<Usage>) {
         }
         _ => {}
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -92,13 +106,15 @@ mod tests {
                 "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}",
             ),
             &mut total,
-        );
+        )
+        .unwrap();
         observe_stream_event(
             &SseEvent::parse(
                 "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}",
             ),
             &mut total,
-        );
+        )
+        .unwrap();
         let total = total.unwrap();
         assert_eq!((total.prompt_tokens, total.completion_tokens), (12, 9));
     }

@@ -284,6 +284,9 @@ pub struct StreamUsage {
     endpoint: EndpointKind,
     drop_usage_chunk: bool,
     usage: Option<Usage>,
+    /// An event reported a count that cannot be believed: the stream's usage is unreadable
+    /// for good, and the stream is billed on the estimate.
+    unbelievable: bool,
 }
 
 impl StreamUsage {
@@ -294,6 +297,7 @@ impl StreamUsage {
             endpoint,
             drop_usage_chunk,
             usage: None,
+            unbelievable: false,
         }
     }
 
@@ -301,19 +305,22 @@ impl StreamUsage {
     pub fn observe(&mut self, event: &SseEvent) -> EventAction {
         match self.endpoint {
             EndpointKind::Messages => {
-                anthropic::observe_stream_event(event, &mut self.usage);
+                let observed = anthropic::observe_stream_event(event, &mut self.usage);
+                self.believe(observed);
                 EventAction::Forward
             }
             EndpointKind::Responses => {
-                if let Some(usage) = openai::responses_stream_usage(event) {
-                    self.usage = Some(usage);
+                if let Some(found) = openai::responses_stream_usage(event) {
+                    let found = found.map(|usage| self.usage = Some(usage));
+                    self.believe(found);
                 }
                 EventAction::Forward
             }
             EndpointKind::ChatCompletions | EndpointKind::Embeddings => {
                 match openai::chat_stream_usage(event) {
-                    Some((usage, usage_only)) => {
-                        self.usage = Some(usage);
+                    Some((found, usage_only)) => {
+                        let found = found.map(|usage| self.usage = Some(usage));
+                        self.believe(found);
                         if usage_only && self.drop_usage_chunk {
                             EventAction::Drop
                         } else {
@@ -326,9 +333,15 @@ impl StreamUsage {
         }
     }
 
-    /// The usage reported so far.
+    fn believe(&mut self, observed: Result<(), Unbelievable>) {
+        if observed.is_err() {
+            self.unbelievable = true;
+        }
+    }
+
+    /// The usage reported so far; `None` once a count could not be believed.
     pub fn usage(&self) -> Option<Usage> {
-        self.usage
+        self.usage.filter(|_| !self.unbelievable)
     }
 }
 
@@ -339,9 +352,35 @@ fn may_mention(data: &str, word: &str) -> bool {
     data.contains(word) || data.contains("\\u")
 }
 
-/// Reads a JSON number field as `u64`.
-fn count(value: &serde_json::Value, field: &str) -> Option<u64> {
-    value.get(field).and_then(serde_json::Value::as_u64)
+/// The most tokens one request is believed to have used: far past any model's context, and
+/// small enough that no realistic price times it overflows a charge.
+pub const MAX_BELIEVABLE_TOKENS: u64 = 1 << 32;
+
+/// A token count that is there but cannot be believed: not a whole number (`-3`, `3.5`,
+/// `"3"`) or above [`MAX_BELIEVABLE_TOKENS`]. It makes the whole `usage` unreadable, so the
+/// request is billed on the estimate: a misread count would bill it as zero, and an absurd one
+/// could not be charged at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unbelievable;
+
+/// Reads a token count field: `Ok(None)` when it is absent or null.
+fn count(value: &serde_json::Value, field: &str) -> Result<Option<u64>, Unbelievable> {
+    match value.get(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(found) => found
+            .as_u64()
+            .filter(|tokens| *tokens <= MAX_BELIEVABLE_TOKENS)
+            .map(Some)
+            .ok_or(Unbelievable),
+    }
+}
+
+/// Reads a token count field of an optional details object (`prompt_tokens_details`, …).
+fn detail_count(
+    details: Option<&serde_json::Value>,
+    field: &str,
+) -> Result<Option<u64>, Unbelievable> {
+    details.map_or(Ok(None), |details| count(details, field))
 }
 
 #[cfg(test)]
@@ -412,6 +451,66 @@ mod tests {
             std::str::from_utf8(&upstream).unwrap(),
             r#"{"model":"real\"x","stream":true,"model":"dup","n":1,"stream_options":{"include_usage":true}}"#
         );
+    }
+
+    #[test]
+    fn a_usage_with_a_count_that_cannot_be_believed_is_no_usage_so_the_estimate_bills() {
+        let most = MAX_BELIEVABLE_TOKENS;
+        let unbelievable = [
+            r#"{"usage":{"prompt_tokens":-3,"completion_tokens":2}}"#.to_owned(),
+            r#"{"usage":{"prompt_tokens":3.5,"completion_tokens":2}}"#.to_owned(),
+            r#"{"usage":{"prompt_tokens":"3","completion_tokens":2}}"#.to_owned(),
+            r#"{"usage":{"prompt_tokens":3,"completion_tokens":18446744073709551615}}"#.to_owned(),
+            r#"{"usage":{"prompt_tokens":3,"completion_tokens":1e30}}"#.to_owned(),
+            format!(
+                r#"{{"usage":{{"input_tokens":{},"output_tokens":2}}}}"#,
+                most + 1
+            ),
+            r#"{"usage":{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":-1}}}"#
+                .to_owned(),
+        ];
+        for body in &unbelievable {
+            assert_eq!(
+                response_usage(EndpointKind::ChatCompletions, body.as_bytes()),
+                None,
+                "{body}"
+            );
+        }
+        let anthropic = r#"{"usage":{"input_tokens":3,"cache_read_input_tokens":"9"}}"#;
+        assert_eq!(
+            response_usage(EndpointKind::Messages, anthropic.as_bytes()),
+            None
+        );
+        // At the bound, and with counts absent or null, the usage is read as reported.
+        let at_most = format!(r#"{{"usage":{{"prompt_tokens":{most},"completion_tokens":null}}}}"#);
+        let usage = response_usage(EndpointKind::ChatCompletions, at_most.as_bytes()).unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (most, 0));
+    }
+
+    #[test]
+    fn a_stream_with_one_unbelievable_count_is_billed_on_the_estimate() {
+        let mut chat = StreamUsage::new(EndpointKind::ChatCompletions, true);
+        let chunk = r#"data: {"choices":[],"usage":{"prompt_tokens":-1,"completion_tokens":2}}"#;
+        assert_eq!(
+            chat.observe(&SseEvent::parse(chunk)),
+            EventAction::Drop,
+            "the usage-only chunk is still left out"
+        );
+        assert_eq!(chat.usage(), None);
+        let mut messages = StreamUsage::new(EndpointKind::Messages, false);
+        let start = r#"data: {"type":"message_start","message":{"usage":{"input_tokens":5,"output_tokens":1}}}"#;
+        messages.observe(&SseEvent::parse(start));
+        assert!(messages.usage().is_some());
+        let delta = r#"data: {"type":"message_delta","usage":{"output_tokens":-7}}"#;
+        messages.observe(&SseEvent::parse(delta));
+        let later = r#"data: {"type":"message_delta","usage":{"output_tokens":9}}"#;
+        messages.observe(&SseEvent::parse(later));
+        assert_eq!(messages.usage(), None, "unreadable for good");
+        let mut responses = StreamUsage::new(EndpointKind::Responses, false);
+        let done =
+            r#"data: {"type":"response.completed","response":{"usage":{"input_tokens":"x"}}}"#;
+        responses.observe(&SseEvent::parse(done));
+        assert_eq!(responses.usage(), None);
     }
 
     #[test]

@@ -3,51 +3,65 @@
 
 use serde_json::Value;
 
-use super::{SseEvent, count, may_mention};
+use super::{SseEvent, Unbelievable, count, detail_count, may_mention};
 use crate::billing::Usage;
 
 /// The usage in an OpenAI `usage` object: chat completions and embeddings
 /// (`prompt_tokens`, `completion_tokens`, `*_details`) or responses (`input_tokens`,
-/// `output_tokens`, `*_details`). `None` when it is absent or null.
+/// `output_tokens`, `*_details`). `None` when it is absent or null, or when a count in it
+/// cannot be believed (see [`super::MAX_BELIEVABLE_TOKENS`]).
 pub fn usage(usage: &Value) -> Option<Usage> {
     if !usage.is_object() {
         return None;
     }
-    let prompt = count(usage, "prompt_tokens").or_else(|| count(usage, "input_tokens"));
-    let completion = count(usage, "completion_tokens").or_else(|| count(usage, "output_tokens"));
+    read(usage).ok().flatten()
+}
+
+fn read(usage: &Value) -> Result<Option<Usage>, Unbelievable> {
+    let prompt = match count(usage, "prompt_tokens")? {
+        None => count(usage, "input_tokens")?,
+        found => found,
+    };
+    let completion = match count(usage, "completion_tokens")? {
+        None => count(usage, "output_tokens")?,
+        found => found,
+    };
     let prompt_details = usage
         .get("prompt_tokens_details")
         .or_else(|| usage.get("input_tokens_details"));
     let completion_details = usage
         .get("completion_tokens_details")
         .or_else(|| usage.get("output_tokens_details"));
+    let cached_prompt_tokens = detail_count(prompt_details, "cached_tokens")?;
+    let reasoning_tokens = detail_count(completion_details, "reasoning_tokens")?;
     if prompt.is_none() && completion.is_none() {
-        return None;
+        return Ok(None);
     }
-    Some(Usage {
+    Ok(Some(Usage {
         prompt_tokens: prompt.unwrap_or(0),
         completion_tokens: completion.unwrap_or(0),
-        cached_prompt_tokens: prompt_details.and_then(|details| count(details, "cached_tokens")),
-        reasoning_tokens: completion_details.and_then(|details| count(details, "reasoning_tokens")),
+        cached_prompt_tokens,
+        reasoning_tokens,
         estimated: false,
-    })
+    }))
 }
 
-/// The usage of a chat-completions stream chunk, and whether the chunk is the usage-only
-/// one (`choices` empty) that the host asked for.
-pub fn chat_stream_usage(event: &SseEvent) -> Option<(Usage, bool)> {
+/// The usage of a chat-completions stream chunk that has one (`Err` when a count in it cannot
+/// be believed), and whether the chunk is the usage-only one (`choices` empty) that the host
+/// asked for.
+pub fn chat_stream_usage(event: &SseEvent) -> Option<(Result<Usage, Unbelievable>, bool)> {
     if event.data.trim() == "[DONE]" || !may_mention(&event.data, "usage") {
         return None;
     }
     let chunk: Value = serde_json::from_str(&event.data).ok()?;
-    let found = usage(&chunk["usage"])?;
+    let found = reported(&chunk["usage"])?;
     let usage_only = chunk["choices"].as_array().is_some_and(Vec::is_empty);
     Some((found, usage_only))
 }
 
 /// The usage of a responses stream, reported by its `response.completed` (or
-/// `response.incomplete`) event.
-pub fn responses_stream_usage(event: &SseEvent) -> Option<Usage> {
+/// `response.incomplete`) event (`Err` when a count in it cannot be believed).
+pub fn responses_stream_usage(event: &SseEvent) -> Option<Result<Usage, Unbelievable>> {
     if !may_mention(&event.data, "usage") {
         return None;
     }
@@ -60,7 +74,15 @@ pub fn responses_stream_usage(event: &SseEvent) -> Option<Usage> {
     if kind != "response.completed" && kind != "response.incomplete" {
         return None;
     }
-    usage(&data["response"]["usage"])
+    reported(&data["response"]["usage"])
+}
+
+/// The usage in `usage` when it reports one, believable or not.
+fn reported(usage: &Value) -> Option<Result<Usage, Unbelievable>> {
+    if !usage.is_object() {
+        return None;
+    }
+    read(usage).transpose()
 }
 
 #[cfg(test)]
@@ -107,8 +129,8 @@ mod tests {
             "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":4}}}",
         );
         assert_eq!(
-            responses_stream_usage(&completed).map(|u| u.completion_tokens),
-            Some(4)
+            responses_stream_usage(&completed).map(|u| u.map(|u| u.completion_tokens)),
+            Some(Ok(4))
         );
     }
 }
