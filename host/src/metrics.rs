@@ -68,7 +68,8 @@ impl PluginCall {
 pub enum AttemptOutcome {
     /// It served the request.
     Served,
-    /// It refused the request as malformed (`400`, `413`, `422`), passed through.
+    /// A refusal the request caused (`400`, `413`, `422` and the other client errors that are
+    /// not the channel's), passed through.
     Rejected,
     /// `401` or `403`: the channel's key is bad.
     BadKey,
@@ -84,6 +85,9 @@ pub enum AttemptOutcome {
     StreamFailed,
     /// The request could not be built for the channel (a bad URL or key).
     BadChannel,
+    /// A success status over a web page (`text/html`), not an API's answer: a `base_url` that
+    /// points at a website.
+    NotAnApi,
 }
 
 impl AttemptOutcome {
@@ -99,6 +103,7 @@ impl AttemptOutcome {
             AttemptOutcome::ConnectionFailed => "connection_failed",
             AttemptOutcome::StreamFailed => "stream_failed",
             AttemptOutcome::BadChannel => "bad_channel",
+            AttemptOutcome::NotAnApi => "not_an_api",
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - `endless`: a stream that sends its first event, then a keep-alive comment every 50 ms
 //!   until the reader goes away, which it records (see [`MockUpstream::wait_cancelled`]);
 //!   `silent`: the same without the comments, so only a closed connection can tell;
+//! - `webpage`: `200` with an HTML page, as a website answers any path;
 //! - `absurdusage`: a chat completion reporting `u64::MAX` prompt and completion tokens;
 //! - `flaky`: answers `500` while [`MockUpstream::set_failing`] says so, like `ok` otherwise.
 //!
@@ -236,6 +237,18 @@ async fn answer(
             response
                 .headers_mut()
                 .insert("retry-after", HeaderValue::from_static("1"));
+            response
+        }
+        "webpage" => {
+            let page = b"<!doctype html><html><body>Welcome to our site</body></html>";
+            let body = http_body_util::Full::new(Bytes::from_static(page))
+                .map_err(|never| match never {})
+                .boxed();
+            let mut response = Response::new(body);
+            response.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
             response
         }
         "absurdusage" => json_body(

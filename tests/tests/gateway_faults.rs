@@ -286,6 +286,33 @@ async fn an_upstream_out_of_credit_moves_on_to_the_next_channel() {
 }
 
 #[tokio::test]
+async fn a_web_page_answered_with_200_is_the_channels_fault_and_the_next_one_serves() {
+    for (body, path) in [
+        (CHAT, "/v1/chat/completions"),
+        (CHAT_STREAM, "/v1/chat/completions"),
+    ] {
+        let gateway = start(
+            &[
+                (ProviderType::ChatCompletion, &["webpage"]),
+                (ProviderType::ChatCompletion, &["ok"]),
+            ],
+            |_| {},
+        )
+        .await;
+        let response = gateway.send(path, &[BEARER], body).await;
+        assert_eq!(response.status(), 200);
+        let text = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        assert!(!text.contains("Welcome"), "{text}");
+        assert_eq!(gateway.mock.seen_in("webpage"), 1);
+        assert_eq!(gateway.mock.seen_in("ok"), 1);
+        let metrics = gateway.metrics().await;
+        let series = r#"monoize_upstream_attempts_total{outcome="not_an_api"}"#;
+        assert_eq!(sample(&metrics, series), 1.0, "{metrics}");
+    }
+}
+
+#[tokio::test]
 async fn a_clients_organization_and_project_never_reach_the_channel() {
     let gateway = start(&[(ProviderType::ChatCompletion, &["ok"])], |_| {}).await;
     let headers = [

@@ -434,6 +434,12 @@ async fn try_attempt(
     let status = response.status();
     let (parts, mut body) = response.into_parts();
     let headers = filter_response_headers(&parts.headers);
+    if status.is_success() && is_web_page(&parts.headers) {
+        return Err(failure(
+            AttemptOutcome::NotAnApi,
+            format!("upstream status {status} with a web page (text/html), not an API answer"),
+        ));
+    }
     if status.is_success() {
         let first_chunk = if outbound.stream {
             let left = deadline.saturating_sub(started.elapsed());
@@ -489,6 +495,21 @@ async fn try_attempt(
             format!("upstream status {status}"),
         )),
     }
+}
+
+/// Whether a response is an HTML page: what a website answers (a single-page app answers
+/// `200` and its page on every path), never an LLM API. Served as the answer, it would be
+/// charged and then fail in the client's SDK; as the channel's fault, the next channel serves.
+fn is_web_page(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media_type| {
+            let media_type = media_type.trim();
+            media_type.eq_ignore_ascii_case("text/html")
+                || media_type.eq_ignore_ascii_case("application/xhtml+xml")
+        })
 }
 
 /// Whose fault an upstream's unsuccessful status is (DESIGN §5).
