@@ -115,6 +115,21 @@ fn base_url(value: &Value, param: &str) -> Result<String, ApiError> {
     Ok(url.to_owned())
 }
 
+/// A channel's key, trimmed (a pasted key often ends in a newline): printable ASCII without
+/// spaces, as every provider's keys are. Anything else could never be sent in a header, and
+/// the channel would fail every request.
+fn api_key(value: &Value, param: &str) -> Result<String, ApiError> {
+    let text = http::string(value, param)?;
+    let key = text.trim();
+    if key.len() > 4096 || !key.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(ApiError::invalid(
+            param,
+            format!("`{param}` must be printable ASCII without spaces, at most 4096 characters"),
+        ));
+    }
+    Ok(key.to_owned())
+}
+
 /// A weight ≥ 0.
 fn weight(value: &Value, param: &str) -> Result<u32, ApiError> {
     value
@@ -238,9 +253,8 @@ fn channels(
             .required("base_url", base_url)
             .map_err(rename("base_url"))?;
         let api_key = channel
-            .optional("api_key", http::string)
+            .optional("api_key", api_key)
             .map_err(rename("api_key"))?
-            .map(|key| key.trim().to_owned())
             .filter(|key| !key.is_empty());
         if id.is_none() && api_key.is_none() {
             return Err(ApiError::invalid(

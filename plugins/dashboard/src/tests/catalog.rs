@@ -168,6 +168,18 @@ fn provider_fields_are_validated_naming_the_field() {
         ),
         (
             with(
+                json!({"channels": [{"name": "c", "base_url": "https://x", "api_key": "sk-a\nX-Evil: 1"}]}),
+            ),
+            "channels[0].api_key",
+        ),
+        (
+            with(
+                json!({"channels": [{"name": "c", "base_url": "https://x", "api_key": "sk-clé"}]}),
+            ),
+            "channels[0].api_key",
+        ),
+        (
+            with(
                 json!({"channels": [{"name": "c", "base_url": "https://x", "api_key": "k", "id": "c1"}]}),
             ),
             "channels[0].id",
