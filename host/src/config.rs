@@ -334,7 +334,7 @@ impl Config {
                 "MONOIZE_PLUGIN_TIMEOUT_MS",
                 DEFAULT_PLUGIN_TIMEOUT_MS,
             )?,
-            plugin_memory_mb: positive(&env, "MONOIZE_PLUGIN_MEMORY_MB", DEFAULT_PLUGIN_MEMORY_MB)?,
+            plugin_memory_mb: plugin_memory_mb(&env)?,
             plugin_cache_dir: match path("MONOIZE_PLUGIN_CACHE_DIR") {
                 Some(dir) if dir.as_os_str() == "off" => PluginCacheDir::Off,
                 Some(dir) => PluginCacheDir::Path(dir),
@@ -422,6 +422,22 @@ impl Config {
             metrics_token: None,
             server_threads: None,
         }
+    }
+}
+
+/// The most memory `MONOIZE_PLUGIN_MEMORY_MB` may give an instance: a 32-bit linear memory
+/// (and the pool's reservation for it) holds 4 GiB.
+pub const MAX_PLUGIN_MEMORY_MB: u64 = 4096;
+
+fn plugin_memory_mb(env: &impl Fn(&str) -> Option<String>) -> Result<u64, ConfigError> {
+    const VARIABLE: &str = "MONOIZE_PLUGIN_MEMORY_MB";
+    match positive(env, VARIABLE, DEFAULT_PLUGIN_MEMORY_MB)? {
+        megabytes if megabytes <= MAX_PLUGIN_MEMORY_MB => Ok(megabytes),
+        megabytes => Err(ConfigError::InvalidValue {
+            variable: VARIABLE,
+            expected: "a number of MiB from 1 to 4096",
+            value: megabytes.to_string(),
+        }),
     }
 }
 
@@ -847,6 +863,7 @@ mod tests {
             ("MONOIZE_PLUGIN_TIMEOUT_MS", "0"),
             ("MONOIZE_PLUGIN_MEMORY_MB", "-1"),
             ("MONOIZE_PLUGIN_MEMORY_MB", "1.5"),
+            ("MONOIZE_PLUGIN_MEMORY_MB", "4097"),
         ] {
             let message = Config::from_lookup(env_of(&[(variable, value)]))
                 .unwrap_err()

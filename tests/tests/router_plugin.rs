@@ -248,11 +248,19 @@ async fn a_plugin_importing_a_legacy_table_is_refused_at_load() {
 }
 
 #[tokio::test]
-async fn garbage_bytes_are_a_load_error() {
-    let error = RouterPlugin::load(&engine(), "garbage", b"not wasm")
-        .err()
-        .expect("refused");
-    assert!(matches!(error.kind, PluginErrorKind::Load(_)), "{error}");
+async fn garbage_bytes_are_a_load_error_in_one_line() {
+    let engine = engine();
+    for bytes in [
+        &b"not wasm, a text file"[..],
+        b"\0asm\x0d\0\x01\0 truncated",
+    ] {
+        let error = RouterPlugin::load(&engine, "garbage", bytes)
+            .err()
+            .expect("refused");
+        assert!(matches!(error.kind, PluginErrorKind::Load(_)), "{error}");
+        // The CLI prints it as its one line.
+        assert_eq!(error.to_string().lines().count(), 1, "{error}");
+    }
 }
 
 #[tokio::test]

@@ -82,8 +82,13 @@ fn load_component(
     world_imports: &[&str],
 ) -> Result<InstancePre<PluginState>, PluginError> {
     let load_error = |message: String| PluginError::new(name, PluginErrorKind::Load(message));
+    if !bytes.starts_with(b"\0asm") {
+        return Err(load_error(
+            "not a WebAssembly component: the file does not begin with `\\0asm`".to_owned(),
+        ));
+    }
     let component = Component::new(engine.engine(), bytes)
-        .map_err(|error| load_error(format!("not a valid component: {error:#}")))?;
+        .map_err(|error| load_error(format!("not a valid component: {}", one_line(&error))))?;
     for (import, _) in component.component_type().imports(engine.engine()) {
         if !import_allowed(import, world_imports) {
             return Err(PluginError::new(
@@ -94,7 +99,16 @@ fn load_component(
     }
     linker
         .instantiate_pre(&component)
-        .map_err(|error| load_error(format!("cannot be linked: {error:#}")))
+        .map_err(|error| load_error(format!("cannot be linked: {}", one_line(&error))))
+}
+
+/// An error with its causes on one line: wasmtime's parse errors can span several (byte
+/// arrays printed one per line), and the CLI reports a failure in one line.
+fn one_line(error: &wasmtime::Error) -> String {
+    format!("{error:#}")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Whether a component may import `import` (`namespace:package/interface@version`).
