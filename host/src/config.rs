@@ -52,6 +52,10 @@ pub const DEFAULT_PLUGIN_MEMORY_MB: u64 = 64;
 /// The largest request body the gateway reads when `MONOIZE_HTTP_BODY_MAX_BYTES` is unset
 /// (50 MiB); a larger one is answered `413`.
 pub const DEFAULT_HTTP_BODY_MAX_BYTES: u64 = 50 << 20;
+/// How long a client may take to send a request's headers, and how long a keep-alive HTTP/1
+/// connection may sit idle before its next request, when `MONOIZE_HTTP_HEADER_TIMEOUT_MS` is
+/// unset.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT_MS: u64 = 30_000;
 /// How long connecting to an upstream may take when `MONOIZE_UPSTREAM_CONNECT_TIMEOUT_MS` is
 /// unset.
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 10_000;
@@ -280,6 +284,11 @@ pub struct Config {
     /// The largest request body the gateway accepts, in bytes (`MONOIZE_HTTP_BODY_MAX_BYTES`);
     /// larger is `413`.
     pub http_body_max_bytes: u64,
+    /// How long a client may take to send a request's headers in ms, counted from when the
+    /// connection is ready for them, so it also bounds an idle keep-alive HTTP/1 connection
+    /// (`MONOIZE_HTTP_HEADER_TIMEOUT_MS`); past it the connection is closed. A client that
+    /// trickles its headers (slowloris) cannot hold connections open.
+    pub http_header_timeout_ms: u64,
     /// The upstream connect timeout in ms (`MONOIZE_UPSTREAM_CONNECT_TIMEOUT_MS`).
     pub upstream_connect_timeout_ms: u64,
     /// How long an upstream may take to send its response headers (and a stream its first
@@ -344,6 +353,11 @@ impl Config {
                 &env,
                 "MONOIZE_HTTP_BODY_MAX_BYTES",
                 DEFAULT_HTTP_BODY_MAX_BYTES,
+            )?,
+            http_header_timeout_ms: positive(
+                &env,
+                "MONOIZE_HTTP_HEADER_TIMEOUT_MS",
+                DEFAULT_HTTP_HEADER_TIMEOUT_MS,
             )?,
             upstream_connect_timeout_ms: positive(
                 &env,
@@ -411,6 +425,7 @@ impl Config {
             plugin_memory_mb: DEFAULT_PLUGIN_MEMORY_MB,
             plugin_cache_dir: PluginCacheDir::BesideDatabase,
             http_body_max_bytes: DEFAULT_HTTP_BODY_MAX_BYTES,
+            http_header_timeout_ms: DEFAULT_HTTP_HEADER_TIMEOUT_MS,
             upstream_connect_timeout_ms: DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
             upstream_first_byte_timeout_ms: DEFAULT_UPSTREAM_FIRST_BYTE_TIMEOUT_MS,
             upstream_idle_timeout_ms: DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS,
@@ -544,6 +559,7 @@ mod tests {
     fn gateway_limits_and_timeouts_come_from_the_environment() {
         let config = Config::from_lookup(env_of(&[])).unwrap();
         assert_eq!(config.http_body_max_bytes, 50 * 1024 * 1024);
+        assert_eq!(config.http_header_timeout_ms, 30_000);
         assert_eq!(
             config.upstream_connect_timeout_ms,
             DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS
@@ -551,6 +567,7 @@ mod tests {
         assert!(config.trusted_proxy_cidrs.is_empty());
         let config = Config::from_lookup(env_of(&[
             ("MONOIZE_HTTP_BODY_MAX_BYTES", "1024"),
+            ("MONOIZE_HTTP_HEADER_TIMEOUT_MS", "4"),
             ("MONOIZE_UPSTREAM_CONNECT_TIMEOUT_MS", "5"),
             ("MONOIZE_UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "6"),
             ("MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS", "7"),
@@ -558,6 +575,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(config.http_body_max_bytes, 1024);
+        assert_eq!(config.http_header_timeout_ms, 4);
         assert_eq!(
             (
                 config.upstream_connect_timeout_ms,

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use serde_json::{Value, json};
@@ -31,6 +31,13 @@ use crate::{dashboard, gateway};
 /// How long in-flight requests may run on after a shutdown signal before the server stops
 /// waiting for them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How often an idle HTTP/2 connection is pinged; a peer that does not answer within
+/// [`HTTP2_KEEP_ALIVE_TIMEOUT`] is gone, and its connection is closed.
+const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long an HTTP/2 ping may wait for its answer.
+const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A pause after a failed `accept` (too many open files), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -53,7 +60,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     });
     let state = Arc::new(state);
     let metrics = state.metrics.clone();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = connection_builder(Duration::from_millis(state.config.http_header_timeout_ms));
     let serve_one = move |stream, peer, watcher: Watcher| {
         serve_connection(Arc::clone(&state), builder.clone(), stream, peer, watcher)
     };
@@ -93,6 +100,23 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
         tracing::warn!("in-flight requests did not finish in time; stopping anyway");
     }
     stopping.abort().await;
+}
+
+/// How every client connection is served: HTTP/1 connections must send a request's headers
+/// within `header_timeout` (idle keep-alive included), and idle HTTP/2 connections are pinged,
+/// so neither a slow client nor a vanished one holds a connection open.
+fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT);
+    builder
 }
 
 /// Serves one connection on the current (connection) thread until it closes.

@@ -404,3 +404,51 @@ async fn a_tripped_channel_is_tried_again_after_its_cooldown_and_recovers() {
         "a success made it healthy again"
     );
 }
+
+/// Reads until the server closes the connection, or `WAIT` runs out (`false`).
+async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buffer = [0_u8; 4096];
+    let until_closed = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, until_closed).await.is_ok()
+}
+
+#[tokio::test]
+async fn a_client_that_trickles_its_headers_or_sits_idle_is_disconnected() {
+    let gateway = Setup::new()
+        .provider(ProviderType::ChatCompletion, &["ok"])
+        .config(|config| config.http_header_timeout_ms = 300)
+        .start()
+        .await;
+    // A slowloris: headers begun and never finished.
+    let mut trickling = TcpStream::connect(gateway.address).await.unwrap();
+    trickling
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: monoize\r\n")
+        .await
+        .unwrap();
+    // A keep-alive connection that goes quiet after one request.
+    let mut idle = TcpStream::connect(gateway.address).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: monoize\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0_u8; 1024];
+    let read = idle.read(&mut answer).await.unwrap();
+    assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+    assert!(
+        closed_by_server(&mut trickling).await,
+        "the trickling client was dropped"
+    );
+    assert!(
+        closed_by_server(&mut idle).await,
+        "the idle connection was closed"
+    );
+    // The server itself serves on.
+    let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(status, 200, "{body}");
+}
