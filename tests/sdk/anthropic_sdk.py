@@ -42,6 +42,14 @@ def streaming_messages():
     check("streaming_messages")
 
 
+def models():
+    ids = [model.id for model in client.models.list()]
+    assert ids == ["m"], ids
+    model = client.models.retrieve("m")
+    assert (model.id, model.type, model.display_name) == ("m", "model", "m"), model
+    check("models")
+
+
 def errors():
     wrong = anthropic.Anthropic(api_key="sk-wrong-000000000000", max_retries=0, timeout=20)
     try:
@@ -70,4 +78,5 @@ def errors():
 
 messages()
 streaming_messages()
+models()
 errors()

@@ -54,6 +54,12 @@ def embeddings():
 def models():
     ids = [model.id for model in client.models.list()]
     assert ids == ["m"], ids
+    assert client.models.retrieve("m").id == "m"
+    try:
+        client.models.retrieve("no-such-model")
+        raise AssertionError("an unknown model was found")
+    except openai.NotFoundError as error:
+        assert error.code == "model_not_found", error
     check("models")
 
 

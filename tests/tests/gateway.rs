@@ -388,6 +388,34 @@ async fn models_list_and_key_policy() {
     assert_eq!(status, 200);
     assert_eq!(body["object"], "list");
     assert_eq!(body["data"][0]["id"], "m");
+    // Anthropic's page fields too, for its SDK and Claude Code.
+    assert_eq!(body["data"][0]["type"], "model");
+    assert_eq!(
+        (&body["has_more"], &body["first_id"]),
+        (&json!(false), &json!("m"))
+    );
+    for path in ["/v1/models/m", "/api/v1/models/m"] {
+        let (status, body, _) = gateway.json(path, &[X_API_KEY], "").await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(
+            (&body["id"], &body["object"]),
+            (&json!("m"), &json!("model"))
+        );
+    }
+    let (status, body, response) = gateway
+        .json("/v1/models/openai%2Fnope", &[BEARER], "")
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("openai/nope")
+    );
+    assert!(response.headers().contains_key("x-request-id"));
+    let (status, _, _) = gateway.json("/v1/models/m", &[], "").await;
+    assert_eq!(status, 401);
     let (status, _, _) = gateway
         .json("/v1/chat/completions", &[BEARER], r#"{"model":"m"}"#)
         .await;
@@ -404,6 +432,11 @@ async fn models_list_and_key_policy() {
         .await;
     assert_eq!(status, 403);
     assert_eq!(body["error"]["code"], "model_not_allowed");
+    let (status, body, _) = limited.json("/v1/models/m", &[BEARER], "").await;
+    assert_eq!(
+        status, 404,
+        "a model outside the key's limits is not found: {body}"
+    );
 
     let fenced = start(&[(ProviderType::ChatCompletion, &["ok"])], |key| {
         key.ip_whitelist = vec!["10.0.0.0/8".to_owned()];

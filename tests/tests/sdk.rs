@@ -124,7 +124,10 @@ async fn the_anthropic_sdk_works_with_only_the_base_url_and_key_changed() {
         ],
     )
     .await;
-    assert_eq!(checks, ["messages", "streaming_messages", "errors"]);
+    assert_eq!(
+        checks,
+        ["messages", "streaming_messages", "models", "errors"]
+    );
     let seen = gateway.mock.seen();
     assert!(!seen.is_empty());
     assert!(

@@ -42,6 +42,10 @@ pub enum GatewayError {
     /// The key may not use this model.
     #[error("this API key may not use the model `{0}`")]
     ModelNotAllowed(String),
+    /// `GET /v1/models/{id}` of a model the key cannot reach (none serves it, or its limits
+    /// leave it out: the same answer, so a key learns nothing of models it may not use).
+    #[error("the model `{0}` does not exist or this API key cannot use it")]
+    ModelNotFound(String),
     /// The client's address is not in the key's whitelist.
     #[error("this API key may not be used from this address")]
     AddressNotAllowed,
@@ -79,6 +83,7 @@ impl GatewayError {
             | GatewayError::AddressNotAllowed
             | GatewayError::BillingDenied(_) => StatusCode::FORBIDDEN,
             GatewayError::InsufficientBalance(_) => StatusCode::PAYMENT_REQUIRED,
+            GatewayError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::Route(RouteFailure::Refused(refusal)) => match refusal {
                 RouteRefusal::UnknownModel(_) => StatusCode::NOT_FOUND,
                 RouteRefusal::NotPermitted(_) => StatusCode::FORBIDDEN,
@@ -99,6 +104,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => ("invalid_request_error", "request_too_large"),
             GatewayError::BadRequest(_) => ("invalid_request_error", "invalid_request"),
             GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
+            GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
             GatewayError::AddressNotAllowed => ("permission_error", "ip_not_allowed"),
             GatewayError::InsufficientBalance(_) => {
                 ("insufficient_balance", "insufficient_balance")

@@ -73,24 +73,30 @@ pub fn dialect_of(endpoint: EndpointKind) -> Dialect {
     }
 }
 
-/// `GET /v1/models`.
-pub async fn list_models(
+/// `GET /v1/models` (`model` `None`) or `GET /v1/models/{model}`.
+pub async fn models(
     state: Arc<AppState>,
     request: Request<Incoming>,
+    model: Option<String>,
 ) -> Response<ResponseBody> {
     let _in_flight = state.metrics.in_flight();
     let request_id = new_request_id();
-    let response = match state
+    let answer = state
         .gateway
         .auth
         .authenticate(&state.db, request.headers())
         .await
-    {
-        Ok(key) => {
-            let mut response = json_response(
-                StatusCode::OK,
-                &models::list(&state.snapshot.current(), &key),
-            );
+        .and_then(|key| {
+            let snapshot = state.snapshot.current();
+            match &model {
+                None => Ok(models::list(&snapshot, &key)),
+                Some(id) => models::one(&snapshot, &key, id)
+                    .ok_or_else(|| GatewayError::ModelNotFound(id.clone())),
+            }
+        });
+    let response = match answer {
+        Ok(body) => {
+            let mut response = json_response(StatusCode::OK, &body);
             set_request_id(&mut response, &request_id);
             response
         }
