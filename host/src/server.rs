@@ -2,6 +2,7 @@
 //! Every request goes through [`dispatch`], the one place that maps a method and path to a
 //! handler. The accept loop hands each connection to one of the [`threads`], where it stays.
 
+pub mod cors;
 pub mod threads;
 
 use std::convert::Infallible;
@@ -183,7 +184,8 @@ async fn respond(
 /// Maps a request to its handler: the one routing table of the server. Handlers get the
 /// shared state by `Arc`, so one that streams can keep it beyond the call; `peer` is the
 /// connection's remote address. The forwarding endpoints answer under `/v1/…` and
-/// `/api/v1/…` alike.
+/// `/api/v1/…` alike, and they and the model endpoints answer browsers of any origin
+/// ([`cors`]).
 pub async fn dispatch(
     state: Arc<AppState>,
     request: Request<Incoming>,
@@ -198,7 +200,11 @@ pub async fn dispatch(
         "/v1/messages" => Some(EndpointKind::Messages),
         _ => None,
     };
-    match (request.method(), path, api_path, endpoint) {
+    let api = endpoint.is_some() || api_path == "/v1/models" || api_path.starts_with("/v1/models/");
+    if api && request.method() == Method::OPTIONS {
+        return cors::preflight(request.headers());
+    }
+    let mut response = match (request.method(), path, api_path, endpoint) {
         (&Method::GET | &Method::HEAD, "/healthz", _, _) => healthz(&state).await,
         (_, "/healthz", _, _) => method_not_allowed(request.method()),
         (&Method::GET, "/metrics", _, _) => metrics_response(&state, &request),
@@ -217,7 +223,11 @@ pub async fn dispatch(
         }
         (_, path, _, _) if dashboard::serves(path) => dashboard::handle(state, request).await,
         (_, path, _, _) => not_found(path),
+    };
+    if api {
+        cors::allow(&mut response);
     }
+    response
 }
 
 /// `GET /healthz`: 200 with the schema version when the database answers, 503 otherwise.
@@ -295,6 +305,13 @@ pub fn error_response(
         status,
         &json!({"error": {"message": message, "type": error_type, "param": null, "code": code}}),
     )
+}
+
+/// An empty body.
+pub fn empty_body() -> ResponseBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A JSON response with `status`.

@@ -803,3 +803,65 @@ async fn a_plugin_computing_for_its_whole_bound_does_not_hold_up_its_threads_oth
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["error"]["code"], "plugin_failed", "{body}");
 }
+
+#[tokio::test]
+async fn browsers_may_call_the_api_from_any_origin_but_not_the_dashboard() {
+    let gateway = start(&[(ProviderType::ChatCompletion, &["ok"])], |_| {}).await;
+    let origin = ("origin", "https://chat.example");
+    for path in [
+        "/v1/chat/completions",
+        "/api/v1/messages",
+        "/v1/models",
+        "/v1/models/m",
+    ] {
+        let asked = (
+            "access-control-request-headers",
+            "authorization, content-type, x-custom",
+        );
+        let method = ("access-control-request-method", "POST");
+        let preflight = gateway
+            .send_as("OPTIONS", path, &[origin, asked, method], "")
+            .await;
+        assert_eq!(preflight.status(), 204, "{path}");
+        let headers = preflight.headers();
+        assert_eq!(headers["access-control-allow-origin"], "*");
+        assert_eq!(
+            headers["access-control-allow-headers"],
+            "authorization, content-type, x-custom"
+        );
+        assert!(
+            headers["access-control-allow-methods"]
+                .to_str()
+                .unwrap()
+                .contains("POST")
+        );
+    }
+    assert!(gateway.mock.seen().is_empty(), "a preflight goes nowhere");
+    // The answers themselves, errors included, are readable from the page.
+    for (headers, expected) in [(vec![BEARER, origin], 200), (vec![origin], 401)] {
+        let response = gateway.send("/v1/chat/completions", &headers, CHAT).await;
+        assert_eq!(response.status(), expected);
+        assert_eq!(response.headers()["access-control-allow-origin"], "*");
+        let exposed = response.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap();
+        assert!(exposed.contains("x-request-id"), "{exposed}");
+    }
+    // The dashboard has a session cookie: same-origin only.
+    let dashboard = gateway
+        .send_as("OPTIONS", "/api/dashboard/auth/login", &[origin], "")
+        .await;
+    assert!(
+        !dashboard
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+    let login = gateway
+        .send(
+            "/api/dashboard/auth/login",
+            &[origin],
+            r#"{"username":"x","password":"y"}"#,
+        )
+        .await;
+    assert!(!login.headers().contains_key("access-control-allow-origin"));
+}

@@ -220,8 +220,20 @@ impl Gateway {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Response<Incoming> {
+        let method = if body.is_empty() { "GET" } else { "POST" };
+        self.send_as(method, path, headers, body).await
+    }
+
+    /// Sends a `method` request with `headers` and `body`.
+    pub async fn send_as(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Response<Incoming> {
         let mut request = Request::builder()
-            .method(if body.is_empty() { "GET" } else { "POST" })
+            .method(method)
             .uri(format!("http://{}{path}", self.address));
         for (name, value) in headers {
             request = request.header(*name, *value);
