@@ -212,14 +212,14 @@ pub async fn dispatch(
             gateway::handle(state, request, peer, endpoint).await
         }
         (_, _, _, Some(_)) => method_not_allowed(request.method()),
-        (&Method::GET, _, "/v1/models", _) => gateway::models(state, request, None).await,
+        (&Method::GET, _, "/v1/models", _) => gateway::models(state, request, peer, None).await,
         (_, _, "/v1/models", _) => method_not_allowed(request.method()),
         (&Method::GET, _, models_path, _) if models_path.starts_with("/v1/models/") => {
             // The rest of the path, decoded: a model's name may hold `/` (`openai/gpt-4o`).
             let id = percent_encoding::percent_decode_str(&models_path["/v1/models/".len()..])
                 .decode_utf8_lossy()
                 .into_owned();
-            gateway::models(state, request, Some(id)).await
+            gateway::models(state, request, peer, Some(id)).await
         }
         (_, path, _, _) if dashboard::serves(path) => dashboard::handle(state, request).await,
         (_, path, _, _) => not_found(path),

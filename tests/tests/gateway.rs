@@ -380,10 +380,7 @@ async fn streams_arrive_incrementally_without_the_unasked_usage_chunk() {
 
 #[tokio::test]
 async fn models_list_and_key_policy() {
-    let gateway = start(&[(ProviderType::ChatCompletion, &["ok"])], |key| {
-        key.max_multiplier = Some("0.5".parse().unwrap());
-    })
-    .await;
+    let gateway = start(&[(ProviderType::ChatCompletion, &["ok"])], |_| {}).await;
     let (status, body, _) = gateway.json("/v1/models", &[BEARER], "").await;
     assert_eq!(status, 200);
     assert_eq!(body["object"], "list");
@@ -416,11 +413,31 @@ async fn models_list_and_key_policy() {
     assert!(response.headers().contains_key("x-request-id"));
     let (status, _, _) = gateway.json("/v1/models/m", &[], "").await;
     assert_eq!(status, 401);
-    let (status, _, _) = gateway
+
+    let capped = start(&[(ProviderType::ChatCompletion, &["ok"])], |key| {
+        key.max_multiplier = Some("0.5".parse().unwrap());
+    })
+    .await;
+    let (status, _, _) = capped
         .json("/v1/chat/completions", &[BEARER], r#"{"model":"m"}"#)
         .await;
     assert_ne!(status, 200, "the ceiling excludes the only provider");
-    assert!(gateway.mock.seen().is_empty());
+    assert!(capped.mock.seen().is_empty());
+    let (status, body, _) = capped.json("/v1/models", &[BEARER], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"], json!([]), "nothing it could use is listed");
+    let grouped = start(&[(ProviderType::ChatCompletion, &["ok"])], |key| {
+        key.token_group = Some("elsewhere".to_owned());
+    })
+    .await;
+    let (_, body, _) = grouped.json("/v1/models", &[BEARER], "").await;
+    assert_eq!(
+        body["data"],
+        json!([]),
+        "a group no provider is open to lists nothing"
+    );
+    let (status, _, _) = grouped.json("/v1/models/m", &[BEARER], "").await;
+    assert_eq!(status, 404);
 
     let limited = start(&[(ProviderType::ChatCompletion, &["ok"])], |key| {
         key.model_limits_enabled = true;
@@ -446,6 +463,11 @@ async fn models_list_and_key_policy() {
         .json("/v1/chat/completions", &[BEARER], r#"{"model":"m"}"#)
         .await;
     assert_eq!(status, 403);
+    for path in ["/v1/models", "/v1/models/m"] {
+        let (status, body, _) = fenced.json(path, &[BEARER], "").await;
+        assert_eq!(status, 403, "{path}");
+        assert_eq!(body["error"]["code"], "ip_not_allowed");
+    }
     let (status, _, _) = fenced
         .json(
             "/v1/chat/completions",

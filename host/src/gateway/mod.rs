@@ -73,10 +73,12 @@ pub fn dialect_of(endpoint: EndpointKind) -> Dialect {
     }
 }
 
-/// `GET /v1/models` (`model` `None`) or `GET /v1/models/{model}`.
+/// `GET /v1/models` (`model` `None`) or `GET /v1/models/{model}`, for a key used from an
+/// address its whitelist admits.
 pub async fn models(
     state: Arc<AppState>,
     request: Request<Incoming>,
+    peer: SocketAddr,
     model: Option<String>,
 ) -> Response<ResponseBody> {
     let _in_flight = state.metrics.in_flight();
@@ -87,6 +89,9 @@ pub async fn models(
         .authenticate(&state.db, request.headers())
         .await
         .and_then(|key| {
+            let trusted = &state.config.trusted_proxy_cidrs;
+            let client = policy::client_address(peer, request.headers(), trusted);
+            policy::check_address(&key, client)?;
             let snapshot = state.snapshot.current();
             match &model {
                 None => Ok(models::list(&snapshot, &key)),

@@ -5,10 +5,11 @@
 use serde_json::{Value, json};
 
 use super::auth::VerifiedKey;
+use super::policy;
 use crate::routing::RoutingSnapshot;
 
-/// The list of the servable models (sorted, distinct), narrowed to the key's model limits
-/// when it has them.
+/// The list of the models the key can use (sorted, distinct): served by a provider open to
+/// its group, within its multiplier ceiling and its model limits.
 pub fn list(snapshot: &RoutingSnapshot, key: &VerifiedKey) -> Value {
     let models = reachable(snapshot, key);
     let data: Vec<Value> = models.iter().copied().map(entry).collect();
@@ -27,8 +28,9 @@ pub fn one(snapshot: &RoutingSnapshot, key: &VerifiedKey, id: &str) -> Option<Va
 }
 
 fn reachable<'a>(snapshot: &'a RoutingSnapshot, key: &VerifiedKey) -> Vec<&'a str> {
+    let groups = policy::key_groups(key);
     snapshot
-        .servable_models()
+        .servable_models_for(key.max_multiplier, groups.as_deref())
         .into_iter()
         .filter(|model| {
             key.model_limits

@@ -78,16 +78,23 @@ pub struct PolicyInput<'a> {
     pub requested_ceilings: [Option<Multiplier>; 2],
 }
 
+/// Whether `key` may be used from `client` (its IP whitelist, when it has one).
+pub fn check_address(key: &VerifiedKey, client: IpAddr) -> Result<(), GatewayError> {
+    if key.ip_whitelist.is_empty() || key.ip_whitelist.iter().any(|range| range.contains(client)) {
+        Ok(())
+    } else {
+        Err(GatewayError::AddressNotAllowed)
+    }
+}
+
+/// The groups a key's requests are routed within (see [`crate::routing::groups_permit`]).
+pub fn key_groups(key: &VerifiedKey) -> Option<Vec<String>> {
+    key.group.clone().map(|group| vec![group])
+}
+
 /// Applies `key`'s policy to a request and answers what to ask the router.
 pub fn apply(key: &VerifiedKey, input: &PolicyInput<'_>) -> Result<RouteRequest, GatewayError> {
-    if !key.ip_whitelist.is_empty()
-        && !key
-            .ip_whitelist
-            .iter()
-            .any(|range| range.contains(input.client))
-    {
-        return Err(GatewayError::AddressNotAllowed);
-    }
+    check_address(key, input.client)?;
     if let Some(allowed) = &key.model_limits
         && !allowed.iter().any(|model| model == input.model)
     {
@@ -99,7 +106,7 @@ pub fn apply(key: &VerifiedKey, input: &PolicyInput<'_>) -> Result<RouteRequest,
         model: input.model.to_owned(),
         endpoint: input.endpoint,
         max_multiplier: lowest([key.max_multiplier, header, body]),
-        groups: key.group.clone().map(|group| vec![group]),
+        groups: key_groups(key),
         seed: seed_of(input.request_id),
     })
 }

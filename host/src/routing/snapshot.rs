@@ -250,14 +250,32 @@ impl RoutingSnapshot {
     }
 
     /// The sorted distinct logical models that an enabled provider serves through an enabled
-    /// channel of weight > 0 (what `GET /v1/models` lists).
+    /// channel of weight > 0.
     pub fn servable_models(&self) -> Vec<&str> {
+        self.servable_models_for(None, None)
+    }
+
+    /// [`Self::servable_models`] for a key with `ceiling` and `groups` (the rules of
+    /// [`super::groups_permit`]): only providers open to its groups, and of those only the
+    /// models whose multiplier is within its ceiling (what `GET /v1/models` lists).
+    pub fn servable_models_for(
+        &self,
+        ceiling: Option<Multiplier>,
+        groups: Option<&[String]>,
+    ) -> Vec<&str> {
         let mut models: Vec<&str> = self
             .providers
             .iter()
             .filter(|provider| provider.enabled)
             .filter(|provider| provider.channels.iter().any(|c| c.enabled && c.weight > 0))
-            .flat_map(|provider| provider.models.iter().map(|entry| entry.model.as_str()))
+            .filter(|provider| super::groups_permit(groups, &provider.groups))
+            .flat_map(|provider| {
+                provider
+                    .models
+                    .iter()
+                    .filter(|entry| ceiling.is_none_or(|ceiling| entry.multiplier <= ceiling))
+                    .map(|entry| entry.model.as_str())
+            })
             .collect();
         models.sort_unstable();
         models.dedup();
