@@ -13,8 +13,11 @@ mod gateway_harness;
 
 use http_body_util::BodyExt;
 use monoize::db::routing::ProviderType;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 use gateway_harness::{BEARER, Setup, WAIT, eventually, refused_base_url, sample, start};
 
@@ -451,4 +454,76 @@ async fn a_client_that_trickles_its_headers_or_sits_idle_is_disconnected() {
     // The server itself serves on.
     let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// Reads one request (head and `content-length` body) from `socket`; `false` at its end.
+async fn read_one_request(socket: &mut TcpStream) -> bool {
+    let mut seen = Vec::new();
+    let mut buffer = [0_u8; 4096];
+    loop {
+        if let Some(end) = seen.windows(4).position(|window| window == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or(0);
+            if seen.len() >= end + 4 + length {
+                return true;
+            }
+        }
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => return false,
+            Ok(read) => seen.extend_from_slice(&buffer[..read]),
+        }
+    }
+}
+
+/// An upstream that answers the first request on each connection, keeping it alive, and
+/// closes it unanswered on the second: the keep-alive race (an upstream closing an idle
+/// connection just as a request goes out on it), made certain. Answers its base URL and a
+/// count of the connections it accepted.
+async fn closes_each_connection_after_one_answer() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let body = r#"{"id":"c","object":"chat.completion","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if read_one_request(&mut socket).await {
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                    read_one_request(&mut socket).await;
+                }
+            });
+        }
+    });
+    (format!("http://{address}"), accepted)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_unanswered_is_sent_again_once() {
+    let (base_url, accepted) = closes_each_connection_after_one_answer().await;
+    let gateway = Setup::new()
+        .provider(ProviderType::ChatCompletion, &[base_url.as_str()])
+        .start()
+        .await;
+    for request in 1..=3 {
+        let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+        assert_eq!(status, 200, "request {request}: {body}");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "requests 2 and 3 found their pooled connection closed and went out again"
+    );
+    let metrics = gateway.metrics().await;
+    let failed = r#"monoize_upstream_attempts_total{outcome="connection_failed"}"#;
+    assert_eq!(sample(&metrics, failed), 0.0, "{metrics}");
 }

@@ -412,24 +412,35 @@ async fn try_attempt(
 ) -> Result<AttemptResult, Failure> {
     let body = (outbound.body_for)(&attempt.upstream_model)
         .map_err(|reason| failure(AttemptOutcome::BadChannel, reason))?;
-    let request = build_request(provider, channel, outbound, body)
-        .map_err(|reason| failure(AttemptOutcome::BadChannel, reason))?;
     let started = Instant::now();
     let deadline = upstream.timeouts.first_byte;
-    let response = match tokio::time::timeout(deadline, upstream.pool().request(request)).await {
-        Err(_) => {
-            return Err(failure(
-                AttemptOutcome::Timeout,
-                "no response headers in time",
-            ));
+    let mut sent_again = false;
+    let response = loop {
+        let request = build_request(provider, channel, outbound, body.clone())
+            .map_err(|reason| failure(AttemptOutcome::BadChannel, reason))?;
+        let left = deadline.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, upstream.pool().request(request)).await {
+            Err(_) => {
+                return Err(failure(
+                    AttemptOutcome::Timeout,
+                    "no response headers in time",
+                ));
+            }
+            Ok(Err(error)) if !sent_again && closed_before_answering(&error) => {
+                // The keep-alive race: the upstream closed an idle pooled connection just as
+                // the request went out on it, so it never read the request. Once, on another
+                // connection; the channel did nothing wrong.
+                tracing::debug!(channel = %channel.name, %error, "upstream closed a pooled connection unanswered; sending again");
+                sent_again = true;
+            }
+            Ok(Err(error)) => {
+                return Err(failure(
+                    AttemptOutcome::ConnectionFailed,
+                    format!("connection failed: {error}"),
+                ));
+            }
+            Ok(Ok(response)) => break response,
         }
-        Ok(Err(error)) => {
-            return Err(failure(
-                AttemptOutcome::ConnectionFailed,
-                format!("connection failed: {error}"),
-            ));
-        }
-        Ok(Ok(response)) => response,
     };
     let status = response.status();
     let (parts, mut body) = response.into_parts();
@@ -495,6 +506,33 @@ async fn try_attempt(
             format!("upstream status {status}"),
         )),
     }
+}
+
+/// Whether the upstream closed (or reset) an established connection before answering the
+/// request sent on it: what a pooled keep-alive connection does when the upstream closed it as
+/// idle just as the request went out. A failure to connect is not this.
+fn closed_before_answering(error: &hyper_util::client::legacy::Error) -> bool {
+    if error.is_connect() {
+        return false;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>()
+            && hyper_error.is_incomplete_message()
+        {
+            return true;
+        }
+        if let Some(io_error) = cause.downcast_ref::<std::io::Error>()
+            && matches!(
+                io_error.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            )
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Whether a response is an HTML page: what a website answers (a single-page app answers
