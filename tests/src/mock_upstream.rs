@@ -11,6 +11,7 @@
 //! - `endless`: a stream that sends its first event, then a keep-alive comment every 50 ms
 //!   until the reader goes away, which it records (see [`MockUpstream::wait_cancelled`]);
 //!   `silent`: the same without the comments, so only a closed connection can tell;
+//! - `nostream`: answers in the endpoint's whole JSON shape even when asked to stream;
 //! - `webpage`: `200` with an HTML page, as a website answers any path;
 //! - `absurdusage`: a chat completion reporting `u64::MAX` prompt and completion tokens;
 //! - `flaky`: answers `500` while [`MockUpstream::set_failing`] says so, like `ok` otherwise.
@@ -268,6 +269,7 @@ async fn answer(
         "cut" if streaming => stream(&shared, Feed::Cut(first_event(&path, &model))),
         "endless" if streaming => stream(&shared, Feed::Endless(first_event(&path, &model))),
         "silent" if streaming => stream(&shared, Feed::Silent(first_event(&path, &model))),
+        "nostream" => json_body(200, &whole(&path, &model, &body)),
         _ if streaming => stream(&shared, Feed::Events(events(&path, &model))),
         _ => json_body(200, &whole(&path, &model, &body)),
     })

@@ -206,6 +206,33 @@ async fn a_usage_too_large_to_believe_is_charged_on_the_estimate_and_the_answer_
     assert_eq!(balance(&db, &alice).await, ledger_sum(&db, &alice).await);
 }
 
+#[tokio::test]
+async fn an_upstream_that_ignores_stream_is_relayed_and_billed_as_the_json_it_answered() {
+    let mock = MockUpstream::start().await.unwrap();
+    let db = Database::open_in_memory().unwrap();
+    add_provider(
+        &db,
+        ProviderType::ChatCompletion,
+        0,
+        &mock.base_url("nostream"),
+    )
+    .await;
+    price(&db, 1, 1).await;
+    let alice = add_user(&db, "alice", 1_000, false, KEY).await;
+    let server = serve(db.clone()).await;
+    let streaming = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, body, request) = server.json(CHAT, KEY, streaming).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion", "{body}");
+    let row = charge_of(&db, &request)
+        .await
+        .expect("the request is charged");
+    let meta = meta(&row);
+    assert_eq!(meta["usage_estimated"], false, "{}", row.meta_json);
+    assert_eq!(row.delta_nano_usd, NanoUsd(-COST));
+    assert_eq!(balance(&db, &alice).await, NanoUsd(1_000 - COST));
+}
+
 async fn cut_upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

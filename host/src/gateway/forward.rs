@@ -452,7 +452,9 @@ async fn try_attempt(
         ));
     }
     if status.is_success() {
-        let first_chunk = if outbound.stream {
+        // An upstream that ignored `stream` answers one JSON body: it is relayed (and billed)
+        // as the whole body it is.
+        let first_chunk = if outbound.stream && !is_json(&parts.headers) {
             let left = deadline.saturating_sub(started.elapsed());
             match tokio::time::timeout(left, next_data(&mut body)).await {
                 Err(_) => return Err(failure(AttemptOutcome::Timeout, "no first chunk in time")),
@@ -539,15 +541,27 @@ fn closed_before_answering(error: &hyper_util::client::legacy::Error) -> bool {
 /// `200` and its page on every path), never an LLM API. Served as the answer, it would be
 /// charged and then fail in the client's SDK; as the channel's fault, the next channel serves.
 fn is_web_page(headers: &HeaderMap) -> bool {
+    media_type(headers).is_some_and(|media_type| {
+        media_type.eq_ignore_ascii_case("text/html")
+            || media_type.eq_ignore_ascii_case("application/xhtml+xml")
+    })
+}
+
+/// Whether a response is one JSON document (`application/json`, `…+json`).
+fn is_json(headers: &HeaderMap) -> bool {
+    media_type(headers).is_some_and(|media_type| {
+        let lower = media_type.to_ascii_lowercase();
+        lower == "application/json" || lower.ends_with("+json")
+    })
+}
+
+/// A response's media type: its `content-type` without parameters.
+fn media_type(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
-        .is_some_and(|media_type| {
-            let media_type = media_type.trim();
-            media_type.eq_ignore_ascii_case("text/html")
-                || media_type.eq_ignore_ascii_case("application/xhtml+xml")
-        })
+        .map(str::trim)
 }
 
 /// Whose fault an upstream's unsuccessful status is (DESIGN §5).
