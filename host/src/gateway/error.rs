@@ -24,7 +24,8 @@ pub enum Dialect {
 }
 
 /// Why the gateway did not serve a request. Upstream answers that are the request's fault
-/// (`400`, `413`, `422`) are not errors: they are passed through as they came.
+/// (`400`, `413`, `422` and the other client errors that do not speak of the channel) are not
+/// errors: they are passed through as they came.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
     /// No key, an unknown key, a wrong hash, a disabled or expired key or user: one answer.
