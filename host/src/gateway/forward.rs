@@ -72,7 +72,9 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
 ];
 
 /// Response headers never passed back: hop-by-hop, lengths (a stream's body may change),
-/// cookies and the upstream's request id (the client gets Monoize's).
+/// cookies and the upstream's request id (the client gets Monoize's). `content-encoding` is
+/// kept: the host asks for `identity`, and an upstream that compresses anyway sends bytes only
+/// its header lets the client read.
 const DROPPED_RESPONSE_HEADERS: &[&str] = &[
     "connection",
     "keep-alive",
@@ -82,7 +84,6 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
     "transfer-encoding",
     "upgrade",
     "content-length",
-    "content-encoding",
     "set-cookie",
     "x-request-id",
     "alt-svc",
@@ -752,6 +753,32 @@ pub fn response_with<B>(status: StatusCode, headers: HeaderMap, body: B) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_headers_lose_hop_by_hop_lengths_and_cookies_but_keep_their_encoding() {
+        let mut upstream = HeaderMap::new();
+        for (name, value) in [
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+            ("content-length", "10"),
+            ("transfer-encoding", "chunked"),
+            ("set-cookie", "session=1"),
+            ("x-request-id", "upstream-id"),
+            ("openai-processing-ms", "12"),
+        ] {
+            upstream.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let kept = filter_response_headers(&upstream);
+        let mut names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["content-encoding", "content-type", "openai-processing-ms"]
+        );
+    }
 
     #[test]
     fn every_status_has_the_fault_design_gives_it_and_client_errors_stay_the_requests() {
