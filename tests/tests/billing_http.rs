@@ -174,26 +174,21 @@ async fn a_stream_whose_client_asked_no_usage_is_billed_from_the_usage_the_host_
     assert_eq!(balance(&db, &alice).await, NanoUsd(1_000_000 - 2 * COST));
 }
 
-/// One streamed event, then the connection dropped: an upstream cut before it reported usage.
-const CUT_EVENT: &str =
-    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a partial answer\"}}]}\n\n";
-
-/// An upstream that answers every request with a chunked SSE head and [`CUT_EVENT`], then
-/// drops the connection without ending the body.
-#[tokio::test]
-async fn a_usage_too_large_to_believe_is_charged_on_the_estimate_and_the_answer_delivered() {
+/// Alice with `balance` and the key [`KEY`], and one chat provider on the mock's `mode`
+/// ([`UPSTREAM_MODEL`] priced at 1 nano-USD per token each way).
+async fn start_on(mode: &str, balance: i64) -> (MockUpstream, Database, String, Server) {
     let mock = MockUpstream::start().await.unwrap();
     let db = Database::open_in_memory().unwrap();
-    add_provider(
-        &db,
-        ProviderType::ChatCompletion,
-        0,
-        &mock.base_url("absurdusage"),
-    )
-    .await;
+    add_provider(&db, ProviderType::ChatCompletion, 0, &mock.base_url(mode)).await;
     price(&db, 1, 1).await;
-    let alice = add_user(&db, "alice", 1_000_000, false, KEY).await;
+    let alice = add_user(&db, "alice", balance, false, KEY).await;
     let server = serve(db.clone()).await;
+    (mock, db, alice, server)
+}
+
+#[tokio::test]
+async fn a_usage_too_large_to_believe_is_charged_on_the_estimate_and_the_answer_delivered() {
+    let (_mock, db, alice, server) = start_on("absurdusage", 1_000_000).await;
     let (status, body, request) = server.json(CHAT, KEY, CHAT_BODY).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["message"]["content"], "hi");
@@ -208,18 +203,7 @@ async fn a_usage_too_large_to_believe_is_charged_on_the_estimate_and_the_answer_
 
 #[tokio::test]
 async fn an_upstream_that_ignores_stream_is_relayed_and_billed_as_the_json_it_answered() {
-    let mock = MockUpstream::start().await.unwrap();
-    let db = Database::open_in_memory().unwrap();
-    add_provider(
-        &db,
-        ProviderType::ChatCompletion,
-        0,
-        &mock.base_url("nostream"),
-    )
-    .await;
-    price(&db, 1, 1).await;
-    let alice = add_user(&db, "alice", 1_000, false, KEY).await;
-    let server = serve(db.clone()).await;
+    let (_mock, db, alice, server) = start_on("nostream", 1_000).await;
     let streaming = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let (status, body, request) = server.json(CHAT, KEY, streaming).await;
     assert_eq!(status, 200, "{body}");
@@ -233,6 +217,12 @@ async fn an_upstream_that_ignores_stream_is_relayed_and_billed_as_the_json_it_an
     assert_eq!(balance(&db, &alice).await, NanoUsd(1_000 - COST));
 }
 
+/// One streamed event, then the connection dropped: an upstream cut before it reported usage.
+const CUT_EVENT: &str =
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a partial answer\"}}]}\n\n";
+
+/// An upstream that answers every request with a chunked SSE head and [`CUT_EVENT`], then
+/// drops the connection without ending the body.
 async fn cut_upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
