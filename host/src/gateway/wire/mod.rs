@@ -124,10 +124,13 @@ impl ClientRequest {
             .and_then(|value| serde_json::from_str::<String>(value.get()).ok())
             .filter(|model| !model.is_empty())
             .ok_or_else(|| bad("the request body has no `model` string"))?;
-        let stream = fields
-            .get("stream")
-            .and_then(|value| serde_json::from_str::<bool>(value.get()).ok())
-            .unwrap_or(false);
+        // Not a boolean (`"yes"`, `1`) is refused as every upstream API refuses it: passed on, a
+        // lenient upstream could stream what the host relays and bills as a whole body.
+        let stream = match fields.get("stream").map(|value| value.get().trim()) {
+            None | Some("null" | "false") => false,
+            Some("true") => true,
+            Some(_) => return Err(bad("`stream` must be true or false")),
+        };
         let client_wants_usage = endpoint == EndpointKind::ChatCompletions
             && fields
                 .get("stream_options")
@@ -428,6 +431,23 @@ mod tests {
                 ClientRequest::parse(EndpointKind::ChatCompletions, body),
                 Err(GatewayError::BadRequest(_))
             ));
+        }
+        for body in [
+            &br#"{"model":"m","stream":"yes"}"#[..],
+            br#"{"model":"m","stream":1}"#,
+        ] {
+            assert!(matches!(
+                ClientRequest::parse(EndpointKind::ChatCompletions, body),
+                Err(GatewayError::BadRequest(message)) if message.contains("`stream`")
+            ));
+        }
+        for (body, stream) in [
+            (&br#"{"model":"m","stream":null}"#[..], false),
+            (br#"{"model":"m","stream": true }"#, true),
+            (br#"{"model":"m"}"#, false),
+        ] {
+            let request = ClientRequest::parse(EndpointKind::ChatCompletions, body).unwrap();
+            assert_eq!(request.stream, stream);
         }
         let bad_ceiling = br#"{"model":"m","max_multiplier":"-1"}"#;
         assert!(ClientRequest::parse(EndpointKind::ChatCompletions, bad_ceiling).is_err());
