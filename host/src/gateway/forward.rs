@@ -551,8 +551,12 @@ fn is_web_page(headers: &HeaderMap) -> bool {
 /// Whether a response is one JSON document (`application/json`, `…+json`).
 fn is_json(headers: &HeaderMap) -> bool {
     media_type(headers).is_some_and(|media_type| {
-        let lower = media_type.to_ascii_lowercase();
-        lower == "application/json" || lower.ends_with("+json")
+        let suffix = media_type
+            .len()
+            .checked_sub(5)
+            .and_then(|at| media_type.get(at..));
+        media_type.eq_ignore_ascii_case("application/json")
+            || suffix.is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
     })
 }
 

@@ -30,7 +30,7 @@ pub fn one(snapshot: &RoutingSnapshot, key: &VerifiedKey, id: &str) -> Option<Va
 fn reachable<'a>(snapshot: &'a RoutingSnapshot, key: &VerifiedKey) -> Vec<&'a str> {
     let groups = policy::key_groups(key);
     snapshot
-        .servable_models_for(key.max_multiplier, groups.as_deref())
+        .servable_models(key.max_multiplier, groups.as_deref())
         .into_iter()
         .filter(|model| {
             key.model_limits

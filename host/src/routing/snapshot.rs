@@ -250,15 +250,10 @@ impl RoutingSnapshot {
     }
 
     /// The sorted distinct logical models that an enabled provider serves through an enabled
-    /// channel of weight > 0.
-    pub fn servable_models(&self) -> Vec<&str> {
-        self.servable_models_for(None, None)
-    }
-
-    /// [`Self::servable_models`] for a key with `ceiling` and `groups` (the rules of
+    /// channel of weight > 0, for a key with `ceiling` and `groups` (the rules of
     /// [`super::groups_permit`]): only providers open to its groups, and of those only the
     /// models whose multiplier is within its ceiling (what `GET /v1/models` lists).
-    pub fn servable_models_for(
+    pub fn servable_models(
         &self,
         ceiling: Option<Multiplier>,
         groups: Option<&[String]>,

@@ -10,12 +10,10 @@ use crate::billing::Usage;
 /// all three, of which the cache reads are "cached". `None` when it is absent or null, or
 /// when a count in it cannot be believed (see [`super::MAX_BELIEVABLE_TOKENS`]).
 pub fn usage(usage: &Value) -> Option<Usage> {
-    if !usage.is_object() {
-        return None;
-    }
     read(usage).ok().flatten()
 }
 
+/// The usage in `usage` (`Ok(None)` when it is not an object or names no count).
 fn read(usage: &Value) -> Result<Option<Usage>, Unbelievable> {
     let input = count(usage, "input_tokens")?;
     let output = count(usage, "output_tokens")?;
@@ -52,10 +50,7 @@ pub fn observe_stream_event(
     };
     match data["type"].as_str() {
         Some("message_start") => {
-            let usage = &data["message"]["usage"];
-            if usage.is_object()
-                && let Some(start) = read(usage)?
-            {
+            if let Some(start) = read(&data["message"]["usage"])? {
                 *total = Some(start);
             }
         }

@@ -308,22 +308,21 @@ impl StreamUsage {
     pub fn observe(&mut self, event: &SseEvent) -> EventAction {
         match self.endpoint {
             EndpointKind::Messages => {
-                let observed = anthropic::observe_stream_event(event, &mut self.usage);
-                self.believe(observed);
+                if anthropic::observe_stream_event(event, &mut self.usage).is_err() {
+                    self.unbelievable = true;
+                }
                 EventAction::Forward
             }
             EndpointKind::Responses => {
                 if let Some(found) = openai::responses_stream_usage(event) {
-                    let found = found.map(|usage| self.usage = Some(usage));
-                    self.believe(found);
+                    self.record(found);
                 }
                 EventAction::Forward
             }
             EndpointKind::ChatCompletions | EndpointKind::Embeddings => {
                 match openai::chat_stream_usage(event) {
                     Some((found, usage_only)) => {
-                        let found = found.map(|usage| self.usage = Some(usage));
-                        self.believe(found);
+                        self.record(found);
                         if usage_only && self.drop_usage_chunk {
                             EventAction::Drop
                         } else {
@@ -336,9 +335,11 @@ impl StreamUsage {
         }
     }
 
-    fn believe(&mut self, observed: Result<(), Unbelievable>) {
-        if observed.is_err() {
-            self.unbelievable = true;
+    /// Keeps a reported usage, or remembers that one could not be believed.
+    fn record(&mut self, found: Result<Usage, Unbelievable>) {
+        match found {
+            Ok(usage) => self.usage = Some(usage),
+            Err(Unbelievable) => self.unbelievable = true,
         }
     }
 

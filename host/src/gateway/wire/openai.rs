@@ -11,12 +11,10 @@ use crate::billing::Usage;
 /// `output_tokens`, `*_details`). `None` when it is absent or null, or when a count in it
 /// cannot be believed (see [`super::MAX_BELIEVABLE_TOKENS`]).
 pub fn usage(usage: &Value) -> Option<Usage> {
-    if !usage.is_object() {
-        return None;
-    }
     read(usage).ok().flatten()
 }
 
+/// The usage in `usage` (`Ok(None)` when it is not an object or names no count).
 fn read(usage: &Value) -> Result<Option<Usage>, Unbelievable> {
     let prompt = match count(usage, "prompt_tokens")? {
         None => count(usage, "input_tokens")?,
@@ -79,9 +77,6 @@ pub fn responses_stream_usage(event: &SseEvent) -> Option<Result<Usage, Unbeliev
 
 /// The usage in `usage` when it reports one, believable or not.
 fn reported(usage: &Value) -> Option<Result<Usage, Unbelievable>> {
-    if !usage.is_object() {
-        return None;
-    }
     read(usage).transpose()
 }
 
