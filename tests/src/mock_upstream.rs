@@ -11,6 +11,10 @@
 //! - `endless`: a stream that sends its first event, then a keep-alive comment every 50 ms
 //!   until the reader goes away, which it records (see [`MockUpstream::wait_cancelled`]);
 //!   `silent`: the same without the comments, so only a closed connection can tell;
+//! - `lingering`: a whole stream, final event included, whose body then stays open until the
+//!   reader goes away (recorded);
+//! - `unterminated`: a stream whose second event never ends: `data: ` and then `x`s, 64 KiB at
+//!   a time, until the reader goes away (recorded) or [`UNTERMINATED_MAX_BYTES`] were sent;
 //! - `nostream`: answers in the endpoint's whole JSON shape even when asked to stream;
 //! - `webpage`: `200` with an HTML page, as a website answers any path;
 //! - `absurdusage`: a chat completion reporting `u64::MAX` prompt and completion tokens;
@@ -57,6 +61,14 @@ struct Shared {
     cancelled_changed: Notify,
 }
 
+impl Shared {
+    /// Counts a stream whose reader went away.
+    fn record_cancelled(&self) {
+        self.cancelled.fetch_add(1, Ordering::SeqCst);
+        self.cancelled_changed.notify_waiters();
+    }
+}
+
 /// A running mock upstream.
 #[derive(Debug, Clone)]
 pub struct MockUpstream {
@@ -80,7 +92,14 @@ enum Feed {
     Silent(String),
     /// The events after a 5 s silence.
     Late(Vec<String>),
+    /// The events, then an open body until the reader goes away.
+    Lingering(Vec<String>),
+    /// The first event, then one that never ends, until the reader goes away.
+    Unterminated(String),
 }
+
+/// The most an `unterminated` stream sends of its endless event before it only waits.
+pub const UNTERMINATED_MAX_BYTES: usize = 96 << 20;
 
 impl MockUpstream {
     /// Starts a mock on a free port; it runs until the test's runtime ends.
@@ -269,6 +288,10 @@ async fn answer(
         "cut" if streaming => stream(&shared, Feed::Cut(first_event(&path, &model))),
         "endless" if streaming => stream(&shared, Feed::Endless(first_event(&path, &model))),
         "silent" if streaming => stream(&shared, Feed::Silent(first_event(&path, &model))),
+        "lingering" if streaming => stream(&shared, Feed::Lingering(events(&path, &model))),
+        "unterminated" if streaming => {
+            stream(&shared, Feed::Unterminated(first_event(&path, &model)))
+        }
         "nostream" => json_body(200, &whole(&path, &model, &body)),
         _ if streaming => stream(&shared, Feed::Events(events(&path, &model))),
         _ => json_body(200, &whole(&path, &model, &body)),
@@ -433,15 +456,29 @@ fn stream(shared: &Arc<Shared>, feed: Feed) -> Response<Body> {
                         () = tokio::time::sleep(Duration::from_millis(50)) => {}
                     }
                 }
-                shared.cancelled.fetch_add(1, Ordering::SeqCst);
-                shared.cancelled_changed.notify_waiters();
+                shared.record_cancelled();
             }
             Feed::Silent(first) => {
                 if sender.send(Ok(Bytes::from(first))).await.is_ok() {
                     sender.closed().await;
                 }
-                shared.cancelled.fetch_add(1, Ordering::SeqCst);
-                shared.cancelled_changed.notify_waiters();
+                shared.record_cancelled();
+            }
+            Feed::Lingering(events) => {
+                send_paced(&sender, events).await;
+                sender.closed().await;
+                shared.record_cancelled();
+            }
+            Feed::Unterminated(first) => {
+                let piece = Bytes::from(vec![b'x'; 64 << 10]);
+                let mut next = Bytes::from(first + "data: ");
+                let mut sent = 0;
+                while sent < UNTERMINATED_MAX_BYTES && sender.send(Ok(next)).await.is_ok() {
+                    sent += piece.len();
+                    next = piece.clone();
+                }
+                sender.closed().await;
+                shared.record_cancelled();
             }
         }
     });

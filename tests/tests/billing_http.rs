@@ -217,6 +217,87 @@ async fn an_upstream_that_ignores_stream_is_relayed_and_billed_as_the_json_it_an
     assert_eq!(balance(&db, &alice).await, NanoUsd(1_000 - COST));
 }
 
+#[tokio::test]
+async fn a_stream_is_over_at_its_final_event_though_the_upstream_holds_its_body_open() {
+    // `serve` cuts a stream silent for 5 s; a charge held back until the upstream closed its
+    // body would be cut that way, and its client would see the stream as broken.
+    let mock = MockUpstream::start().await.unwrap();
+    let db = Database::open_in_memory().unwrap();
+    let lingering = mock.base_url("lingering");
+    add_provider(&db, ProviderType::ChatCompletion, 0, &lingering).await;
+    add_provider(&db, ProviderType::Messages, 1, &lingering).await;
+    add_provider(&db, ProviderType::Responses, 2, &lingering).await;
+    price(&db, 1, 1).await;
+    let alice = add_user(&db, "alice", 1_000_000, false, KEY).await;
+    let server = serve(db.clone()).await;
+    let cases = [
+        (
+            CHAT,
+            r#"{"model":"m","stream":true,"messages":[]}"#,
+            "data: [DONE]",
+        ),
+        (
+            MESSAGES,
+            r#"{"model":"m","max_tokens":5,"stream":true,"messages":[]}"#,
+            "event: message_stop",
+        ),
+        (
+            "/v1/responses",
+            r#"{"model":"m","stream":true,"input":"hi"}"#,
+            "event: response.completed",
+        ),
+    ];
+    for (path, body, final_event) in cases {
+        let response = server.send(path, KEY, body).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let request = request_id(&response);
+        let read = read_all(&mut response.into_body(), String::new()).await;
+        assert!(read.complete, "{path}: the stream ends whole: {read:?}");
+        assert!(read.text.contains(final_event), "{path}: {read:?}");
+        let row = charge_of(&db, &request)
+            .await
+            .expect("the stream is charged");
+        let meta = meta(&row);
+        assert_eq!(meta["usage_estimated"], false, "{path}: {}", row.meta_json);
+        assert_eq!(row.delta_nano_usd, NanoUsd(-COST), "{path}");
+    }
+    assert!(
+        mock.wait_cancelled(3, WAIT).await,
+        "the host lets go of every body the upstream kept open"
+    );
+    assert_eq!(balance(&db, &alice).await, NanoUsd(1_000_000 - 3 * COST));
+}
+
+#[tokio::test]
+async fn an_upstream_event_that_never_ends_is_cut_at_the_limit_and_charged_on_an_estimate() {
+    let (mock, db, alice, server) = start_on("unterminated", 1_000_000).await;
+    let response = server
+        .send(CHAT, KEY, r#"{"model":"m","stream":true,"messages":[]}"#)
+        .await;
+    assert_eq!(response.status(), 200);
+    let request = request_id(&response);
+    let read = read_all(&mut response.into_body(), String::new()).await;
+    assert!(!read.complete, "the client sees the stream cut");
+    assert!(
+        read.text.contains("one"),
+        "the first event arrived: {read:?}"
+    );
+    assert!(
+        read.text.len() < 4096 && !read.text.contains("xxx"),
+        "no part of the endless event is relayed ({} bytes arrived)",
+        read.text.len()
+    );
+    assert!(
+        mock.wait_cancelled(1, WAIT).await,
+        "the upstream request is dropped"
+    );
+    let row = charge_of(&db, &request)
+        .await
+        .expect("the cut stream is charged");
+    assert_eq!(meta(&row)["usage_estimated"], true, "{}", row.meta_json);
+    assert_eq!(balance(&db, &alice).await, ledger_sum(&db, &alice).await);
+}
+
 /// One streamed event, then the connection dropped: an upstream cut before it reported usage.
 const CUT_EVENT: &str =
     "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a partial answer\"}}]}\n\n";

@@ -10,6 +10,10 @@
 //! client's body ends only then. A client that has the whole stream therefore has a committed
 //! charge, even if the process is killed a moment later. When the charge could not be
 //! recorded, the held events are not delivered and the stream ends as cut.
+//!
+//! The final event ends the stream: the charge and the client's end do not wait for the
+//! upstream to close its body, which one holding it open would otherwise delay until the idle
+//! timeout cut the stream. What the upstream sends after its final event is not relayed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -53,40 +57,68 @@ impl Body for ChannelBody {
 }
 
 /// Splits a byte stream into complete SSE events (each with its terminating blank line).
+///
+/// Each byte is looked at once: a push resumes the search for the blank line where the last
+/// one stopped, so an event arriving in many small chunks (a Responses stream's base64 image,
+/// megabytes long) costs its length, not its length times its chunk count. An event that has
+/// not ended within [`MAX_EVENT_BYTES`] is refused: the host holds no more of one event than
+/// of a whole JSON answer.
 #[derive(Debug, Default)]
 pub struct SseSplitter {
     buffer: BytesMut,
+    /// How far into `buffer` no event end was found.
+    searched: usize,
 }
 
+/// The most bytes of one SSE event the relay holds while waiting for its end: as many as of a
+/// whole JSON answer (a Responses stream's `response.completed` carries the whole answer).
+pub const MAX_EVENT_BYTES: usize = super::MAX_RESPONSE_BODY;
+
+/// An upstream event longer than [`MAX_EVENT_BYTES`] without its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTooLong;
+
 impl SseSplitter {
-    /// Adds `chunk` and answers the events it completed.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<Bytes> {
+    /// Adds `chunk` and answers the events it completed, or [`EventTooLong`] when the event
+    /// still open has grown past [`MAX_EVENT_BYTES`] (its bytes are then dropped).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, EventTooLong> {
         self.buffer.extend_from_slice(chunk);
         let mut events = Vec::new();
-        while let Some(end) = event_end(&self.buffer) {
+        while let Some(end) = event_end(&self.buffer, self.searched) {
             events.push(self.buffer.split_to(end).freeze());
+            self.searched = 0;
         }
-        events
+        // An end is a line feed and up to two bytes after it: the last two bytes may yet
+        // begin one.
+        self.searched = self.buffer.len().saturating_sub(2);
+        if self.buffer.len() > MAX_EVENT_BYTES {
+            self.buffer = BytesMut::new();
+            self.searched = 0;
+            return Err(EventTooLong);
+        }
+        Ok(events)
     }
 
     /// Whatever is left after the last complete event.
     pub fn rest(&mut self) -> Option<Bytes> {
+        self.searched = 0;
         (!self.buffer.is_empty()).then(|| self.buffer.split().freeze())
     }
 }
 
-/// The end (exclusive) of the first complete event: a line feed followed by an empty line.
-fn event_end(buffer: &[u8]) -> Option<usize> {
-    buffer.iter().enumerate().find_map(|(index, &byte)| {
-        if byte != b'\n' {
-            return None;
-        }
+/// The end (exclusive) of the first complete event, searching from `from`: a line feed
+/// followed by an empty line.
+fn event_end(buffer: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while let Some(offset) = buffer.get(at..)?.iter().position(|&byte| byte == b'\n') {
+        let index = at + offset;
         match buffer.get(index + 1..) {
-            Some([b'\n', ..]) => Some(index + 2),
-            Some([b'\r', b'\n', ..]) => Some(index + 3),
-            _ => None,
+            Some([b'\n', ..]) => return Some(index + 2),
+            Some([b'\r', b'\n', ..]) => return Some(index + 3),
+            _ => at = index + 1,
         }
-    })
+    }
+    None
 }
 
 /// How a relayed stream ended.
@@ -132,11 +164,25 @@ pub fn is_final_event(event: &SseEvent) -> bool {
     }
     match &event.event {
         Some(name) => FINAL_TYPES.contains(&name.as_str()),
-        // Without an `event:` line, the JSON's own `type` says it.
-        None => FINAL_TYPE_FIELDS
-            .iter()
-            .any(|field| event.data.contains(field)),
+        // Without an `event:` line, the JSON's own top-level `type` says it (the text search
+        // only spares parsing every other event).
+        None => {
+            FINAL_TYPE_FIELDS
+                .iter()
+                .any(|field| event.data.contains(field))
+                && top_level_type(&event.data)
+                    .is_some_and(|kind| FINAL_TYPES.contains(&kind.as_str()))
+        }
     }
+}
+
+/// The `type` field of the JSON object `data`, if it is one with a string `type`.
+fn top_level_type(data: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        r#type: Option<String>,
+    }
+    serde_json::from_str::<Typed>(data).ok()?.r#type
 }
 
 /// Relays `body` (whose `first_chunk` was already read) to the client; `finish` runs when it
@@ -204,6 +250,29 @@ fn concat(mut parts: Vec<Bytes>) -> Bytes {
     joined.freeze()
 }
 
+/// How long, after a stream's final event, the upstream may take to end its body, and how many
+/// more bytes it may send meanwhile, before the host lets go of it (its connection then closes
+/// instead of going back to the pool). The client does not wait for it.
+const DRAIN_AFTER_FINAL: Duration = Duration::from_secs(1);
+/// See [`DRAIN_AFTER_FINAL`].
+const DRAIN_MAX_BYTES: usize = 64 << 10;
+
+/// Reads and discards what an upstream sends after its stream's final event, within
+/// [`DRAIN_AFTER_FINAL`] and [`DRAIN_MAX_BYTES`], so that a body ending a moment late still
+/// leaves its connection reusable.
+async fn drain(mut body: Incoming) {
+    let mut left = DRAIN_MAX_BYTES;
+    let _ = tokio::time::timeout(DRAIN_AFTER_FINAL, async {
+        while let Ok(Some(data)) = next_data(&mut body).await {
+            left = left.saturating_sub(data.len());
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 async fn run_relay<F, Fut>(
     sender: mpsc::Sender<Result<Bytes, BoxError>>,
     first_chunk: Bytes,
@@ -220,6 +289,8 @@ async fn run_relay<F, Fut>(
     let mut chunk = Some(first_chunk);
     // The final event and all after it, delivered only once the charge is committed.
     let mut held: Vec<Bytes> = Vec::new();
+    // Whether the upstream's body has ended (its connection can then go back to the pool).
+    let mut body_over = false;
     let end = loop {
         // What has already arrived leaves as one frame: nothing waits for more data, but a
         // burst of events costs the client's connection one wake-up and one write, not one
@@ -228,7 +299,15 @@ async fn run_relay<F, Fut>(
         let mut out_bytes = 0usize;
         let mut ended = None;
         while let Some(data) = chunk.take() {
-            for event in splitter.push(&data) {
+            let Ok(events) = splitter.push(&data) else {
+                tracing::info!(
+                    limit = MAX_EVENT_BYTES,
+                    "an upstream event ran past the limit without its end"
+                );
+                ended = Some(StreamEnd::UpstreamFailed);
+                break;
+            };
+            for event in events {
                 let parsed = SseEvent::parse(&String::from_utf8_lossy(&event));
                 if usage.observe(&parsed) == EventAction::Drop {
                     continue;
@@ -241,13 +320,23 @@ async fn run_relay<F, Fut>(
                 out_bytes = out_bytes.saturating_add(event.len());
                 out.push(event);
             }
+            if !held.is_empty() {
+                // The stream is over at its final event. Whatever the upstream sends after it
+                // is not relayed: it is only asked whether its body has ended as well.
+                body_over = matches!(arrived(&mut body).await, Arrived::End(_));
+                ended = Some(StreamEnd::Completed);
+                break;
+            }
             if out_bytes >= MAX_FRAME_BYTES {
                 break;
             }
             match arrived(&mut body).await {
                 Arrived::Data(data) => chunk = Some(data),
                 Arrived::Nothing => {}
-                Arrived::End(end) => ended = Some(end),
+                Arrived::End(end) => {
+                    body_over = true;
+                    ended = Some(end);
+                }
             }
         }
         if !out.is_empty() && sender.send(Ok(concat(out))).await.is_err() {
@@ -262,7 +351,10 @@ async fn run_relay<F, Fut>(
         };
         match next {
             Ok(Ok(Some(data))) => chunk = Some(data),
-            Ok(Ok(None)) => break StreamEnd::Completed,
+            Ok(Ok(None)) => {
+                body_over = true;
+                break StreamEnd::Completed;
+            }
             Ok(Err(error)) => break upstream_failed(&error),
             Err(_) => {
                 tracing::info!("the upstream stream went silent past the idle timeout");
@@ -270,8 +362,13 @@ async fn run_relay<F, Fut>(
             }
         }
     };
-    // Cancel the upstream request at once when it is no longer read.
-    drop(body);
+    if end == StreamEnd::Completed && !body_over {
+        // Complete at its final event while the upstream still holds its body open.
+        tokio::spawn(drain(body));
+    } else {
+        // Cancel the upstream request at once when it is no longer read.
+        drop(body);
+    }
     if end != StreamEnd::ClientGone
         && let Some(rest) = splitter.rest()
     {
@@ -312,14 +409,67 @@ mod tests {
     #[test]
     fn events_split_on_blank_lines_of_either_ending() {
         let mut splitter = SseSplitter::default();
-        assert!(splitter.push(b"data: 1\n").is_empty());
+        assert_eq!(splitter.push(b"data: 1\n"), Ok(vec![]));
         let events = splitter.push(b"\ndata: 2\r\n\r\ndata: 3");
         assert_eq!(
             events,
-            vec![Bytes::from("data: 1\n\n"), Bytes::from("data: 2\r\n\r\n")]
+            Ok(vec![
+                Bytes::from("data: 1\n\n"),
+                Bytes::from("data: 2\r\n\r\n")
+            ])
         );
         assert_eq!(splitter.rest(), Some(Bytes::from("data: 3")));
         assert_eq!(splitter.rest(), None);
+    }
+
+    #[test]
+    fn an_event_end_split_across_chunks_anywhere_is_found_once() {
+        let text = b"data: a\n\ndata: bb\r\n\r\n: c\n\ndata: d\n\r\n";
+        let expected = vec![
+            Bytes::from("data: a\n\n"),
+            Bytes::from("data: bb\r\n\r\n"),
+            Bytes::from(": c\n\n"),
+            Bytes::from("data: d\n\r\n"),
+        ];
+        // Every way of cutting the text in three.
+        for first in 0..=text.len() {
+            for second in first..=text.len() {
+                let mut splitter = SseSplitter::default();
+                let mut events = Vec::new();
+                for part in [&text[..first], &text[first..second], &text[second..]] {
+                    events.extend(splitter.push(part).unwrap());
+                }
+                assert_eq!(events, expected, "cut at {first} and {second}");
+                assert_eq!(splitter.rest(), None);
+            }
+        }
+    }
+
+    #[test]
+    fn an_event_longer_than_the_limit_without_its_end_is_refused() {
+        let mut splitter = SseSplitter::default();
+        let piece = vec![b'x'; 1 << 20];
+        assert_eq!(
+            splitter.push(b"data: ok\n\ndata: "),
+            Ok(vec![Bytes::from("data: ok\n\n")])
+        );
+        let mut refused = false;
+        for _ in 0..=MAX_EVENT_BYTES / piece.len() {
+            match splitter.push(&piece) {
+                Ok(events) => assert!(events.is_empty()),
+                Err(EventTooLong) => {
+                    refused = true;
+                    break;
+                }
+            }
+        }
+        assert!(refused, "the open event passed the limit");
+        assert_eq!(splitter.rest(), None, "its bytes are dropped");
+        // An event exactly at the limit, end included, still passes.
+        let mut event = b"data: ".to_vec();
+        event.resize(MAX_EVENT_BYTES - 2, b'y');
+        event.extend_from_slice(b"\n\n");
+        assert_eq!(splitter.push(&event).map(|events| events.len()), Ok(1));
     }
 
     #[test]
@@ -338,6 +488,9 @@ mod tests {
             "data: {\"choices\":[{\"delta\":{\"content\":\"[DONE]\"}}]}\n\n",
             "event: message_delta\ndata: {\"type\":\"message_delta\"}\n\n",
             "data: {\"text\":\"say \\\"type\\\":\\\"message_stop\\\"\"}\n\n",
+            // The final type inside a nested object is not the event's own.
+            "data: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"message_stop\"}}\n\n",
+            "data: {\"item\":{\"type\":\"response.completed\"},\"type\":\"response.created\"}\n\n",
             "event: response.output_text.delta\ndata: {}\n\n",
         ];
         for text in others {
