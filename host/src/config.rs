@@ -56,6 +56,9 @@ pub const DEFAULT_HTTP_BODY_MAX_BYTES: u64 = 50 << 20;
 /// connection may sit idle before its next request, when `MONOIZE_HTTP_HEADER_TIMEOUT_MS` is
 /// unset.
 pub const DEFAULT_HTTP_HEADER_TIMEOUT_MS: u64 = 30_000;
+/// How long a request body may stay silent between two of its pieces when
+/// `MONOIZE_HTTP_BODY_TIMEOUT_MS` is unset.
+pub const DEFAULT_HTTP_BODY_TIMEOUT_MS: u64 = 30_000;
 /// How long connecting to an upstream may take when `MONOIZE_UPSTREAM_CONNECT_TIMEOUT_MS` is
 /// unset.
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 10_000;
@@ -289,6 +292,10 @@ pub struct Config {
     /// (`MONOIZE_HTTP_HEADER_TIMEOUT_MS`); past it the connection is closed. A client that
     /// trickles its headers (slowloris) cannot hold connections open.
     pub http_header_timeout_ms: u64,
+    /// How long a request body may stay silent between two of its pieces in ms
+    /// (`MONOIZE_HTTP_BODY_TIMEOUT_MS`); past it the request is answered `408`. A client that
+    /// withholds its body cannot hold a request open.
+    pub http_body_timeout_ms: u64,
     /// The upstream connect timeout in ms (`MONOIZE_UPSTREAM_CONNECT_TIMEOUT_MS`).
     pub upstream_connect_timeout_ms: u64,
     /// How long an upstream may take to send its response headers (and a stream its first
@@ -359,6 +366,11 @@ impl Config {
                 "MONOIZE_HTTP_HEADER_TIMEOUT_MS",
                 DEFAULT_HTTP_HEADER_TIMEOUT_MS,
             )?,
+            http_body_timeout_ms: positive(
+                &env,
+                "MONOIZE_HTTP_BODY_TIMEOUT_MS",
+                DEFAULT_HTTP_BODY_TIMEOUT_MS,
+            )?,
             upstream_connect_timeout_ms: positive(
                 &env,
                 "MONOIZE_UPSTREAM_CONNECT_TIMEOUT_MS",
@@ -426,6 +438,7 @@ impl Config {
             plugin_cache_dir: PluginCacheDir::BesideDatabase,
             http_body_max_bytes: DEFAULT_HTTP_BODY_MAX_BYTES,
             http_header_timeout_ms: DEFAULT_HTTP_HEADER_TIMEOUT_MS,
+            http_body_timeout_ms: DEFAULT_HTTP_BODY_TIMEOUT_MS,
             upstream_connect_timeout_ms: DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
             upstream_first_byte_timeout_ms: DEFAULT_UPSTREAM_FIRST_BYTE_TIMEOUT_MS,
             upstream_idle_timeout_ms: DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS,
@@ -560,6 +573,7 @@ mod tests {
         let config = Config::from_lookup(env_of(&[])).unwrap();
         assert_eq!(config.http_body_max_bytes, 50 * 1024 * 1024);
         assert_eq!(config.http_header_timeout_ms, 30_000);
+        assert_eq!(config.http_body_timeout_ms, 30_000);
         assert_eq!(
             config.upstream_connect_timeout_ms,
             DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS
@@ -568,6 +582,7 @@ mod tests {
         let config = Config::from_lookup(env_of(&[
             ("MONOIZE_HTTP_BODY_MAX_BYTES", "1024"),
             ("MONOIZE_HTTP_HEADER_TIMEOUT_MS", "4"),
+            ("MONOIZE_HTTP_BODY_TIMEOUT_MS", "8"),
             ("MONOIZE_UPSTREAM_CONNECT_TIMEOUT_MS", "5"),
             ("MONOIZE_UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "6"),
             ("MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS", "7"),
@@ -576,6 +591,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.http_body_max_bytes, 1024);
         assert_eq!(config.http_header_timeout_ms, 4);
+        assert_eq!(config.http_body_timeout_ms, 8);
         assert_eq!(
             (
                 config.upstream_connect_timeout_ms,

@@ -2,6 +2,7 @@
 //! Every request goes through [`dispatch`], the one place that maps a method and path to a
 //! handler. The accept loop hands each connection to one of the [`threads`], where it stays.
 
+pub mod body;
 pub mod cors;
 pub mod threads;
 

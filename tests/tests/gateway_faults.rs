@@ -13,13 +13,15 @@ mod gateway_harness;
 
 use http_body_util::BodyExt;
 use monoize::db::routing::ProviderType;
+use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use gateway_harness::{BEARER, Setup, WAIT, eventually, refused_base_url, sample, start};
+use gateway_harness::{BEARER, KEY, Setup, WAIT, eventually, refused_base_url, sample, start};
 
 const CHAT: &str = r#"{"model":"m"}"#;
 const CHAT_STREAM: &str = r#"{"model":"m","stream":true}"#;
@@ -454,6 +456,69 @@ async fn a_client_that_trickles_its_headers_or_sits_idle_is_disconnected() {
     // The server itself serves on.
     let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// Sends `path` a head declaring a 200-byte body and only 20 bytes of it, then waits; answers
+/// the status line and the body of what came back.
+async fn withhold_body(gateway: &gateway_harness::Gateway, path: &str) -> (String, Value) {
+    let mut socket = TcpStream::connect(gateway.address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: monoize\r\nauthorization: Bearer {KEY}\r\n\
+         content-type: application/json\r\ncontent-length: 200\r\n\r\n{{\"model\":\"m\",     "
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, socket.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_client_that_withholds_its_body_is_answered_408_in_its_dialect() {
+    let gateway = Setup::new()
+        .provider(ProviderType::ChatCompletion, &["ok"])
+        .config(|config| config.http_body_timeout_ms = 300)
+        .start()
+        .await;
+    let (status, body) = withhold_body(&gateway, "/v1/chat/completions").await;
+    assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+    let (status, body) = withhold_body(&gateway, "/v1/messages").await;
+    assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "timeout_error", "{body}");
+    let (status, body) = withhold_body(&gateway, "/api/dashboard/auth/login").await;
+    assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+    assert!(gateway.mock.seen().is_empty(), "nothing went upstream");
+    // A body that arrives in pieces, each in time, is read whole.
+    let mut socket = TcpStream::connect(gateway.address).await.unwrap();
+    let body = br#"{"model":"m","messages":[]}"#;
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: monoize\r\nauthorization: Bearer {KEY}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    for piece in body.chunks(8) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        socket.write_all(piece).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, socket.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
 }
 
 /// Reads one request (head and `content-length` body) from `socket`; `false` at its end.

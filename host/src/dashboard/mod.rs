@@ -14,11 +14,12 @@ pub mod bootstrap;
 mod session;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
@@ -28,6 +29,7 @@ use crate::plugins::PluginError;
 use crate::plugins::dashboard::{
     DashboardPlugin, DashboardRequest, DashboardResponse, DashboardServices,
 };
+use crate::server::body::{self, BodyError};
 use crate::server::{ResponseBody, json_response};
 
 pub use session::{SESSION_COOKIE, presented_token};
@@ -86,6 +88,12 @@ pub enum DashboardError {
         /// The limit in force.
         limit: u64,
     },
+    /// The body stopped arriving for longer than the body timeout (408).
+    #[error("the request body stalled: nothing of it arrived for {timeout_ms} ms")]
+    BodyStalled {
+        /// The timeout in force, in ms.
+        timeout_ms: u128,
+    },
     /// A body that is not declared as JSON (415).
     #[error("the request body must be JSON (content-type: application/json)")]
     NotJson,
@@ -100,11 +108,22 @@ pub enum DashboardError {
     Internal(String),
 }
 
+impl From<BodyError> for DashboardError {
+    fn from(error: BodyError) -> DashboardError {
+        match error {
+            BodyError::TooLarge { limit } => DashboardError::BodyTooLarge { limit },
+            BodyError::Stalled { timeout_ms } => DashboardError::BodyStalled { timeout_ms },
+            BodyError::Unreadable(reason) => DashboardError::BadBody(reason),
+        }
+    }
+}
+
 impl DashboardError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
             DashboardError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            DashboardError::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
             DashboardError::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             DashboardError::BadBody(_) => StatusCode::BAD_REQUEST,
             DashboardError::Plugin(_) | DashboardError::Internal(_) => {
@@ -117,6 +136,7 @@ impl DashboardError {
     pub fn code(&self) -> &'static str {
         match self {
             DashboardError::BodyTooLarge { .. } => "body_too_large",
+            DashboardError::BodyStalled { .. } => "request_timeout",
             DashboardError::NotJson => "unsupported_media_type",
             DashboardError::BadBody(_) => "invalid_body",
             DashboardError::Plugin(_) => "plugin_failed",
@@ -181,15 +201,8 @@ async fn answer(
 ) -> Result<Response<ResponseBody>, DashboardError> {
     let (parts, body) = request.into_parts();
     let limit = DASHBOARD_BODY_MAX_BYTES.min(state.config.http_body_max_bytes);
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|text| text.trim().parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Err(DashboardError::BodyTooLarge { limit });
-    }
-    let body = read_body(body, limit).await?;
+    let timeout = Duration::from_millis(state.config.http_body_timeout_ms);
+    let body = body::read_whole(&parts.headers, body, limit, timeout).await?;
     if !body.is_empty() && !is_json(&parts.headers) {
         return Err(DashboardError::NotJson);
     }
@@ -246,17 +259,6 @@ impl Cookies {
             return value;
         }
         HeaderValue::from_str(&format!("{text}; Secure")).unwrap_or(value)
-    }
-}
-
-async fn read_body(body: Incoming, limit: u64) -> Result<Bytes, DashboardError> {
-    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, cap).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(DashboardError::BodyTooLarge { limit })
-        }
-        Err(error) => Err(DashboardError::BadBody(error.to_string())),
     }
 }
 
@@ -403,7 +405,7 @@ mod tests {
         assert_eq!(headers[CONTENT_TYPE], "application/json");
         assert_eq!(headers["set-cookie"], "monoize_session=t; HttpOnly");
         assert_eq!(headers[CACHE_CONTROL], "no-store");
-        assert!(headers.get(CONTENT_LENGTH).is_none());
+        assert!(headers.get(hyper::header::CONTENT_LENGTH).is_none());
         assert!(headers.get("x-ok").is_none());
         let secure = Cookies { secure: true };
         let response = response_of("p", answered, "req_1", secure).unwrap();

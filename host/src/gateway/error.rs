@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::route::RouteFailure;
 use crate::routing::RouteRefusal;
+use crate::server::body::BodyError;
 use crate::server::{ResponseBody, json_response};
 
 /// The header every gateway response carries.
@@ -36,6 +37,12 @@ pub enum GatewayError {
     BodyTooLarge {
         /// The configured cap.
         limit: u64,
+    },
+    /// The body stopped arriving for longer than `MONOIZE_HTTP_BODY_TIMEOUT_MS`.
+    #[error("the request body stalled: nothing of it arrived for {timeout_ms} ms")]
+    BodyStalled {
+        /// The timeout in force, in ms.
+        timeout_ms: u128,
     },
     /// The request is malformed (not JSON, no `model`, a bad `max_multiplier`, …).
     #[error("{0}")]
@@ -73,12 +80,23 @@ pub enum GatewayError {
     Internal(String),
 }
 
+impl From<BodyError> for GatewayError {
+    fn from(error: BodyError) -> GatewayError {
+        match error {
+            BodyError::TooLarge { limit } => GatewayError::BodyTooLarge { limit },
+            BodyError::Stalled { timeout_ms } => GatewayError::BodyStalled { timeout_ms },
+            BodyError::Unreadable(_) => GatewayError::BadRequest(error.to_string()),
+        }
+    }
+}
+
 impl GatewayError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::Unauthorized => StatusCode::UNAUTHORIZED,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::ModelNotAllowed(_)
             | GatewayError::AddressNotAllowed
@@ -103,6 +121,7 @@ impl GatewayError {
         match self {
             GatewayError::Unauthorized => ("authentication_error", "unauthorized"),
             GatewayError::BodyTooLarge { .. } => ("invalid_request_error", "request_too_large"),
+            GatewayError::BodyStalled { .. } => ("invalid_request_error", "request_timeout"),
             GatewayError::BadRequest(_) => ("invalid_request_error", "invalid_request"),
             GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
             GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
@@ -131,6 +150,7 @@ impl GatewayError {
             StatusCode::FORBIDDEN => "permission_error",
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            StatusCode::REQUEST_TIMEOUT => "timeout_error",
             StatusCode::BAD_REQUEST => "invalid_request_error",
             StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
             _ => "api_error",

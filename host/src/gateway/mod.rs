@@ -22,9 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::CONTENT_LENGTH;
 use hyper::{Request, Response, StatusCode};
 
 use self::auth::Authenticator;
@@ -39,7 +38,7 @@ use crate::app::AppState;
 use crate::config::Config;
 use crate::metrics::{self, InFlight, PluginCall};
 use crate::routing::EndpointKind;
-use crate::server::{ResponseBody, json_response};
+use crate::server::{ResponseBody, body, json_response};
 
 /// The most bytes of a whole (non-stream) upstream response read.
 const MAX_RESPONSE_BODY: usize = 64 << 20;
@@ -152,19 +151,6 @@ enum Handled {
     Streaming(Response<ResponseBody>),
 }
 
-async fn read_body(body: Incoming, limit: u64) -> Result<Bytes, GatewayError> {
-    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, cap).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::BodyTooLarge { limit })
-        }
-        Err(error) => Err(GatewayError::BadRequest(format!(
-            "the request body could not be read: {error}"
-        ))),
-    }
-}
-
 fn full(bytes: Bytes) -> ResponseBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
@@ -184,16 +170,13 @@ async fn pipeline(
         .authenticate(&state.db, request.headers())
         .await?;
     let (parts, body) = request.into_parts();
-    let limit = state.config.http_body_max_bytes;
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|text| text.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Err(GatewayError::BodyTooLarge { limit });
-    }
-    let bytes = read_body(body, limit).await?;
+    let bytes = body::read_whole(
+        &parts.headers,
+        body,
+        state.config.http_body_max_bytes,
+        Duration::from_millis(state.config.http_body_timeout_ms),
+    )
+    .await?;
     let client = ClientRequest::parse(endpoint, &bytes)?;
     log.model = Some(client.model.clone());
     let route_request = policy::apply(
