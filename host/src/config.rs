@@ -77,6 +77,9 @@ pub const DEFAULT_HEALTH_COOLDOWN_MS: u64 = 60_000;
 /// How often key uses are written to `api_keys.last_used_at` when
 /// `MONOIZE_LAST_USED_FLUSH_MS` is unset.
 pub const DEFAULT_LAST_USED_FLUSH_MS: u64 = 1_000;
+/// How long in-flight requests may run on after a shutdown signal when
+/// `MONOIZE_SHUTDOWN_GRACE_MS` is unset.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
 /// The DSN forms we accept, for error messages.
 const SUPPORTED_DSNS: &str =
@@ -316,6 +319,10 @@ pub struct Config {
     /// How often key uses are written to `api_keys.last_used_at`, in ms
     /// (`MONOIZE_LAST_USED_FLUSH_MS`).
     pub last_used_flush_ms: u64,
+    /// How long in-flight requests may run on after a shutdown signal, in ms
+    /// (`MONOIZE_SHUTDOWN_GRACE_MS`). Streams still open after it are cut and charged for what
+    /// they relayed before the process stops.
+    pub shutdown_grace_ms: u64,
     /// Whether the dashboard's session cookie is marked `Secure` (`MONOIZE_SESSION_COOKIE_SECURE`,
     /// `true` or `false`): set it when clients reach Monoize over HTTPS (a TLS-terminating proxy
     /// in front), so the browser never sends the session over plain HTTP.
@@ -409,6 +416,11 @@ impl Config {
                 "MONOIZE_LAST_USED_FLUSH_MS",
                 DEFAULT_LAST_USED_FLUSH_MS,
             )?,
+            shutdown_grace_ms: positive(
+                &env,
+                "MONOIZE_SHUTDOWN_GRACE_MS",
+                DEFAULT_SHUTDOWN_GRACE_MS,
+            )?,
             session_cookie_secure: flag(&env, "MONOIZE_SESSION_COOKIE_SECURE")?,
             metrics_token: metrics_token(&env)?,
             server_threads: server_threads(&env)?,
@@ -446,6 +458,7 @@ impl Config {
             health_failure_threshold: DEFAULT_HEALTH_FAILURE_THRESHOLD,
             health_cooldown_ms: DEFAULT_HEALTH_COOLDOWN_MS,
             last_used_flush_ms: DEFAULT_LAST_USED_FLUSH_MS,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             session_cookie_secure: false,
             metrics_token: None,
             server_threads: None,

@@ -30,9 +30,9 @@ use crate::db::schema;
 use crate::routing::EndpointKind;
 use crate::{dashboard, gateway};
 
-/// How long in-flight requests may run on after a shutdown signal before the server stops
-/// waiting for them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long the streams cut at the end of a shutdown's grace may take to settle their charges
+/// before the server stops anyway (a settle is a plugin call and a commit: milliseconds).
+const SETTLE_GRACE: Duration = Duration::from_secs(5);
 
 /// How often an idle HTTP/2 connection is pinged; a peer that does not answer within
 /// [`HTTP2_KEEP_ALIVE_TIMEOUT`] is gone, and its connection is closed.
@@ -53,7 +53,8 @@ pub type ResponseBody = BoxBody<Bytes, BoxError>;
 pub use crate::app::AppState;
 
 /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets in-flight
-/// requests finish for up to [`SHUTDOWN_GRACE`] and returns. The accept loop runs on the
+/// requests finish for up to `MONOIZE_SHUTDOWN_GRACE_MS`, cuts the streams still open (each
+/// charged for what it relayed, within [`SETTLE_GRACE`]) and returns. The accept loop runs on the
 /// caller's runtime; each connection is served on one of the connection threads
 /// (`MONOIZE_SERVER_THREADS`, one per core by default; see [`threads`]).
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) {
@@ -62,6 +63,8 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     });
     let state = Arc::new(state);
     let metrics = state.metrics.clone();
+    let streams = state.gateway.streams.clone();
+    let grace = Duration::from_millis(state.config.shutdown_grace_ms);
     let builder = connection_builder(Duration::from_millis(state.config.http_header_timeout_ms));
     let serve_one = move |stream, peer, watcher: Watcher| {
         serve_connection(Arc::clone(&state), builder.clone(), stream, peer, watcher)
@@ -95,11 +98,23 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     drop(listener);
     tracing::info!("shutting down");
     let stopping = threads.stop();
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("in-flight requests did not finish in time; stopping anyway");
+        tracing::warn!(
+            streams = streams.count(),
+            "in-flight requests did not finish in time; cutting the open streams, each charged for what it relayed"
+        );
+        if tokio::time::timeout(SETTLE_GRACE, streams.cut())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                streams = streams.count(),
+                "cut streams did not settle in time; stopping anyway"
+            );
+        }
     }
     stopping.abort().await;
 }

@@ -25,8 +25,9 @@ use billing_support::{
     ledger_sum, meta, price, read_all, request_id, serve,
 };
 use http_body_util::BodyExt;
+use monoize::app::AppState;
 use monoize::billing::{SettleRequest, Usage};
-use monoize::config::Dsn;
+use monoize::config::{Config, Dsn};
 use monoize::db::ledger::LedgerKind;
 use monoize::db::routing::ProviderType;
 use monoize::db::{self, Database};
@@ -580,4 +581,60 @@ async fn a_json_body_leaves_only_after_its_charge_is_committed() {
         .await
         .expect("committed before the body left");
     assert_eq!(row.delta_nano_usd, NanoUsd(-COST));
+}
+
+#[tokio::test]
+async fn a_stream_still_open_when_the_shutdown_grace_ends_is_cut_and_charged_before_exit() {
+    let mock = MockUpstream::start().await.unwrap();
+    let db = Database::open_in_memory().unwrap();
+    // A stream that never ends: its first event, then a keep-alive comment every 50 ms.
+    add_provider(
+        &db,
+        ProviderType::ChatCompletion,
+        0,
+        &mock.base_url("endless"),
+    )
+    .await;
+    price(&db, 1, 1).await;
+    let alice = add_user(&db, "alice", 1_000_000, false, KEY).await;
+    let mut config = Config::in_memory();
+    config.shutdown_grace_ms = 200;
+    let state = AppState::start(db.clone(), config).await.unwrap();
+    state.reload_routing().await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(monoize::server::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+
+    let body = r#"{"model":"m","stream":true,"messages":[]}"#;
+    let response = billing_support::send(&billing_support::client(), address, CHAT, KEY, body)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let request = request_id(&response);
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(WAIT, body.frame())
+        .await
+        .expect("the first event arrives")
+        .unwrap()
+        .unwrap();
+    let first = String::from_utf8_lossy(first.data_ref().unwrap()).into_owned();
+    assert!(first.contains("one"), "{first}");
+
+    stop.send(()).unwrap();
+    let read = read_all(&mut body, first).await;
+    assert!(!read.complete, "the client sees the stream cut: {read:?}");
+    tokio::time::timeout(WAIT, serving)
+        .await
+        .expect("the server stops after its grace")
+        .unwrap();
+    let row = charge_of(&db, &request)
+        .await
+        .expect("the cut stream was charged before the server stopped");
+    let meta = meta(&row);
+    assert_eq!(meta["usage_estimated"], true, "{}", row.meta_json);
+    assert!(row.delta_nano_usd < NanoUsd::ZERO, "{row:?}");
+    assert_eq!(balance(&db, &alice).await, ledger_sum(&db, &alice).await);
 }

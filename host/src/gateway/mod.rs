@@ -33,6 +33,7 @@ use self::forward::{ForwardOutcome, Outbound, Timeouts, Upstream, UpstreamClient
 use self::log::RequestLog;
 use self::request_id::new_request_id;
 use self::route::RouteFailure;
+use self::stream::LiveStreams;
 use self::wire::{ClientRequest, StreamUsage};
 use crate::app::AppState;
 use crate::config::Config;
@@ -50,6 +51,8 @@ pub struct Gateway {
     pub auth: Authenticator,
     /// The pooled upstream client.
     pub upstream: Upstream,
+    /// The streams being relayed, for a shutdown to cut and wait for.
+    pub streams: LiveStreams,
 }
 
 impl Gateway {
@@ -60,6 +63,7 @@ impl Gateway {
                 config.last_used_flush_ms,
             )),
             upstream: Upstream::new(Timeouts::from_config(config))?,
+            streams: LiveStreams::default(),
         })
     }
 }
@@ -265,6 +269,7 @@ async fn pipeline(
         Some(first_chunk) => {
             // settle, then log, when the stream is over
             let usage = StreamUsage::new(endpoint, !client.client_wants_usage);
+            let live = state.gateway.streams.clone();
             let state = Arc::clone(state);
             let attempt = served.attempt;
             let mut log = log.clone();
@@ -277,15 +282,11 @@ async fn pipeline(
                     summary.bytes_streamed,
                 );
                 let charged = bill::settle(&state, &context, &attempt, usage).await;
-                log.stream_end = Some(match summary.end {
-                    stream::StreamEnd::Completed => "completed",
-                    stream::StreamEnd::UpstreamFailed => "upstream_failed",
-                    stream::StreamEnd::ClientGone => "client_gone",
-                });
+                log.stream_end = Some(summary.end.as_str());
                 log.emit();
                 charged
             };
-            let body = stream::relay(first_chunk, served.body, idle, usage, finish);
+            let body = stream::relay(&live, first_chunk, served.body, idle, usage, finish);
             Ok(Handled::Streaming(forward::response_with(
                 served.status,
                 served.headers,

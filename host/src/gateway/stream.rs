@@ -11,6 +11,10 @@
 //! charge, even if the process is killed a moment later. When the charge could not be
 //! recorded, the held events are not delivered and the stream ends as cut.
 //!
+//! A shutdown that outlasts its grace cuts the streams still open ([`LiveStreams::cut`]):
+//! each is charged for what it relayed, as any cut stream is, before the process stops. A
+//! stream dropped with its runtime instead would have reached its client unbilled.
+//!
 //! The final event ends the stream: the charge and the client's end do not wait for the
 //! upstream to close its body, which one holding it open would otherwise delay until the idle
 //! timeout cut the stream. What the upstream sends after its final event is not relayed.
@@ -22,7 +26,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::forward::next_data;
 use super::wire::{EventAction, SseEvent, StreamUsage};
@@ -130,6 +134,54 @@ pub enum StreamEnd {
     UpstreamFailed,
     /// The client went away.
     ClientGone,
+    /// The server was shutting down and its grace ran out.
+    ShutDown,
+}
+
+impl StreamEnd {
+    /// Its name in the request's log line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamEnd::Completed => "completed",
+            StreamEnd::UpstreamFailed => "upstream_failed",
+            StreamEnd::ClientGone => "client_gone",
+            StreamEnd::ShutDown => "shut_down",
+        }
+    }
+}
+
+/// The streams being relayed, so that a shutdown can cut them and wait for their charges.
+/// Cheap to clone; every clone is the same set.
+#[derive(Debug, Clone)]
+pub struct LiveStreams {
+    /// `true` once the streams are to be cut; each relay holds a receiver until it is over.
+    cut: watch::Sender<bool>,
+}
+
+impl Default for LiveStreams {
+    fn default() -> LiveStreams {
+        LiveStreams {
+            cut: watch::Sender::new(false),
+        }
+    }
+}
+
+impl LiveStreams {
+    /// How many streams are being relayed (or settling) now.
+    pub fn count(&self) -> usize {
+        self.cut.receiver_count()
+    }
+
+    /// Cuts every stream being relayed and waits until each has settled its charge and ended.
+    /// Streams that start afterwards are cut at once.
+    pub async fn cut(&self) {
+        self.cut.send_replace(true);
+        self.cut.closed().await;
+    }
+
+    fn join(&self) -> watch::Receiver<bool> {
+        self.cut.subscribe()
+    }
 }
 
 /// What the settle phase learns when a stream is over.
@@ -190,6 +242,7 @@ fn top_level_type(data: &str) -> Option<String> {
 /// answers whether the charge was recorded: when it was not, what was held back is not
 /// delivered and the client sees the stream cut.
 pub fn relay<F, Fut>(
+    live: &LiveStreams,
     first_chunk: Bytes,
     body: Incoming,
     idle: Duration,
@@ -201,8 +254,56 @@ where
     Fut: Future<Output = bool> + Send + 'static,
 {
     let (sender, receiver) = mpsc::channel(RELAY_BUFFER);
-    tokio::spawn(run_relay(sender, first_chunk, body, idle, usage, finish));
+    let relay = Relay {
+        client: sender,
+        cut: live.join(),
+    };
+    tokio::spawn(run_relay(relay, first_chunk, body, idle, usage, finish));
     ChannelBody { receiver }
+}
+
+/// The relay's side of the client's body, and its membership of the [`LiveStreams`] (held
+/// until the relay is over, settle included).
+struct Relay {
+    client: mpsc::Sender<Result<Bytes, BoxError>>,
+    cut: watch::Receiver<bool>,
+}
+
+/// Why a relay stopped waiting.
+enum Interrupted {
+    /// The client went away.
+    ClientGone,
+    /// The server cut its streams.
+    ShutDown,
+}
+
+impl Interrupted {
+    fn end(self) -> StreamEnd {
+        match self {
+            Interrupted::ClientGone => StreamEnd::ClientGone,
+            Interrupted::ShutDown => StreamEnd::ShutDown,
+        }
+    }
+}
+
+impl Relay {
+    /// Hands `bytes` to the client, waiting for room unless the client goes away or the
+    /// streams are cut.
+    async fn deliver(&mut self, bytes: Bytes) -> Result<(), Interrupted> {
+        tokio::select! {
+            sent = self.client.send(Ok(bytes)) => sent.map_err(|_| Interrupted::ClientGone),
+            _ = self.cut.wait_for(|&cut| cut) => Err(Interrupted::ShutDown),
+        }
+    }
+
+    /// Waits for `next`, unless the client goes away or the streams are cut first.
+    async fn wait<T>(&mut self, next: impl Future<Output = T>) -> Result<T, Interrupted> {
+        tokio::select! {
+            () = self.client.closed() => Err(Interrupted::ClientGone),
+            _ = self.cut.wait_for(|&cut| cut) => Err(Interrupted::ShutDown),
+            value = next => Ok(value),
+        }
+    }
 }
 
 /// The most bytes of events gathered into one frame for the client.
@@ -274,7 +375,7 @@ async fn drain(mut body: Incoming) {
 }
 
 async fn run_relay<F, Fut>(
-    sender: mpsc::Sender<Result<Bytes, BoxError>>,
+    mut relay: Relay,
     first_chunk: Bytes,
     mut body: Incoming,
     idle: Duration,
@@ -339,15 +440,20 @@ async fn run_relay<F, Fut>(
                 }
             }
         }
-        if !out.is_empty() && sender.send(Ok(concat(out))).await.is_err() {
-            break StreamEnd::ClientGone;
+        if !out.is_empty()
+            && let Err(interrupted) = relay.deliver(concat(out)).await
+        {
+            break interrupted.end();
         }
         if let Some(end) = ended {
             break end;
         }
-        let next = tokio::select! {
-            () = sender.closed() => break StreamEnd::ClientGone,
-            next = tokio::time::timeout(idle, next_data(&mut body)) => next,
+        let next = match relay
+            .wait(tokio::time::timeout(idle, next_data(&mut body)))
+            .await
+        {
+            Ok(next) => next,
+            Err(interrupted) => break interrupted.end(),
         };
         match next {
             Ok(Ok(Some(data))) => chunk = Some(data),
@@ -381,25 +487,26 @@ async fn run_relay<F, Fut>(
         bytes_streamed,
     })
     .await;
-    if end == StreamEnd::ClientGone {
-        return;
-    }
-    if !charged {
+    // Settled: a shutdown no longer waits for this stream.
+    let Relay { client, cut } = relay;
+    drop(cut);
+    let failure = match end {
+        StreamEnd::ClientGone => return,
         // Nothing delivered goes unbilled: without a recorded charge the end stays behind.
-        let _ = sender
-            .send(Err("the charge of this stream could not be recorded".into()))
-            .await;
-        return;
-    }
-    if !held.is_empty() && sender.send(Ok(concat(held))).await.is_err() {
-        return;
-    }
-    if end == StreamEnd::UpstreamFailed {
-        // The client must see a cut stream as cut, not as a complete one.
-        let _ = sender
-            .send(Err("the upstream stream ended early".into()))
-            .await;
-    }
+        _ if !charged => "the charge of this stream could not be recorded",
+        StreamEnd::ShutDown => "the server is shutting down",
+        StreamEnd::Completed | StreamEnd::UpstreamFailed => {
+            if !held.is_empty() && client.send(Ok(concat(held))).await.is_err() {
+                return;
+            }
+            if end == StreamEnd::Completed {
+                return;
+            }
+            // The client must see a cut stream as cut, not as a complete one.
+            "the upstream stream ended early"
+        }
+    };
+    let _ = client.send(Err(failure.into())).await;
 }
 
 #[cfg(test)]
