@@ -305,7 +305,8 @@ pub struct Config {
     /// chunk) in ms (`MONOIZE_UPSTREAM_FIRST_BYTE_TIMEOUT_MS`); past it the next attempt is tried.
     pub upstream_first_byte_timeout_ms: u64,
     /// How long an upstream body may stay silent between chunks in ms
-    /// (`MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS`); past it the response is cut.
+    /// (`MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS`); past it the response is cut. A streaming client
+    /// that takes nothing of what waits for it for as long is treated as gone.
     pub upstream_idle_timeout_ms: u64,
     /// Peers whose `X-Forwarded-For` is believed (`MONOIZE_TRUSTED_PROXY_CIDRS`, comma
     /// separated addresses or CIDRs); empty: the peer address is the client's.

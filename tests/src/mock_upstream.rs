@@ -15,6 +15,8 @@
 //!   reader goes away (recorded);
 //! - `unterminated`: a stream whose second event never ends: `data: ` and then `x`s, 64 KiB at
 //!   a time, until the reader goes away (recorded) or [`UNTERMINATED_MAX_BYTES`] were sent;
+//! - `flood`: a stream of 64 KiB comment events sent as fast as they are taken, until the
+//!   reader goes away (recorded) or [`UNTERMINATED_MAX_BYTES`] were sent;
 //! - `nostream`: answers in the endpoint's whole JSON shape even when asked to stream;
 //! - `webpage`: `200` with an HTML page, as a website answers any path;
 //! - `absurdusage`: a chat completion reporting `u64::MAX` prompt and completion tokens;
@@ -96,6 +98,9 @@ enum Feed {
     Lingering(Vec<String>),
     /// The first event, then one that never ends, until the reader goes away.
     Unterminated(String),
+    /// The first event, then large events as fast as they are taken, until the reader goes
+    /// away.
+    Flood(String),
 }
 
 /// The most an `unterminated` stream sends of its endless event before it only waits.
@@ -288,6 +293,7 @@ async fn answer(
         "cut" if streaming => stream(&shared, Feed::Cut(first_event(&path, &model))),
         "endless" if streaming => stream(&shared, Feed::Endless(first_event(&path, &model))),
         "silent" if streaming => stream(&shared, Feed::Silent(first_event(&path, &model))),
+        "flood" if streaming => stream(&shared, Feed::Flood(first_event(&path, &model))),
         "lingering" if streaming => stream(&shared, Feed::Lingering(events(&path, &model))),
         "unterminated" if streaming => {
             stream(&shared, Feed::Unterminated(first_event(&path, &model)))
@@ -466,6 +472,20 @@ fn stream(shared: &Arc<Shared>, feed: Feed) -> Response<Body> {
             }
             Feed::Lingering(events) => {
                 send_paced(&sender, events).await;
+                sender.closed().await;
+                shared.record_cancelled();
+            }
+            Feed::Flood(first) => {
+                let mut comment = vec![b'x'; 64 << 10];
+                comment[0] = b':';
+                comment.extend_from_slice(b"\n\n");
+                let comment = Bytes::from(comment);
+                let mut next = Bytes::from(first);
+                let mut sent = 0;
+                while sent < UNTERMINATED_MAX_BYTES && sender.send(Ok(next)).await.is_ok() {
+                    sent += comment.len();
+                    next = comment.clone();
+                }
                 sender.closed().await;
                 shared.record_cancelled();
             }

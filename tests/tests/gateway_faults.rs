@@ -190,6 +190,30 @@ async fn a_client_that_goes_away_cancels_the_upstream_request() {
     }
 }
 
+#[tokio::test]
+async fn a_client_that_stops_reading_its_stream_is_let_go_after_the_idle_timeout() {
+    let gateway = Setup::new()
+        .provider(ProviderType::ChatCompletion, &["flood"])
+        .config(|config| config.upstream_idle_timeout_ms = 300)
+        .start()
+        .await;
+    // A client that sends its request and never reads a byte of the answer, though it stays
+    // connected: the socket buffers fill, then the relay's, then it waits on the client.
+    let mut client = TcpStream::connect(gateway.address).await.unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{CHAT_STREAM}",
+        BEARER.1,
+        CHAT_STREAM.len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    assert!(
+        gateway.mock.wait_cancelled(1, WAIT).await,
+        "the upstream request of a client that takes nothing is dropped"
+    );
+    drop(client);
+}
+
 async fn client_goes_away(mode: &str) {
     let gateway = start(&[(ProviderType::ChatCompletion, &[mode])], |_| {}).await;
     let mut client = TcpStream::connect(gateway.address).await.unwrap();

@@ -257,6 +257,7 @@ where
     let relay = Relay {
         client: sender,
         cut: live.join(),
+        stall: idle,
     };
     tokio::spawn(run_relay(relay, first_chunk, body, idle, usage, finish));
     ChannelBody { receiver }
@@ -267,6 +268,9 @@ where
 struct Relay {
     client: mpsc::Sender<Result<Bytes, BoxError>>,
     cut: watch::Receiver<bool>,
+    /// How long the client may take nothing while events wait for it before it counts as
+    /// gone: a client that stops reading would otherwise hold the upstream request for ever.
+    stall: Duration,
 }
 
 /// Why a relay stopped waiting.
@@ -287,11 +291,18 @@ impl Interrupted {
 }
 
 impl Relay {
-    /// Hands `bytes` to the client, waiting for room unless the client goes away or the
-    /// streams are cut.
+    /// Hands `bytes` to the client, waiting for room unless the client goes away, takes
+    /// nothing for the stall time, or the streams are cut.
     async fn deliver(&mut self, bytes: Bytes) -> Result<(), Interrupted> {
         tokio::select! {
-            sent = self.client.send(Ok(bytes)) => sent.map_err(|_| Interrupted::ClientGone),
+            sent = tokio::time::timeout(self.stall, self.client.send(Ok(bytes))) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(Interrupted::ClientGone),
+                Err(_) => {
+                    tracing::info!("the client took nothing of its stream past the idle timeout");
+                    Err(Interrupted::ClientGone)
+                }
+            },
             _ = self.cut.wait_for(|&cut| cut) => Err(Interrupted::ShutDown),
         }
     }
@@ -488,7 +499,7 @@ async fn run_relay<F, Fut>(
     })
     .await;
     // Settled: a shutdown no longer waits for this stream.
-    let Relay { client, cut } = relay;
+    let Relay { client, cut, .. } = relay;
     drop(cut);
     let failure = match end {
         StreamEnd::ClientGone => return,
