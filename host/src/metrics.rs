@@ -83,10 +83,12 @@ pub enum AttemptOutcome {
     ConnectionFailed,
     /// A stream broke or ended before its first chunk.
     StreamFailed,
+    /// A whole body broke off, stalled past the idle timeout or ran past its cap.
+    BodyFailed,
     /// The request could not be built for the channel (a bad URL or key).
     BadChannel,
-    /// A success status over a web page (`text/html`), not an API's answer: a `base_url` that
-    /// points at a website.
+    /// A success status over a web page (`text/html`) or a whole body that is not JSON, not an
+    /// API's answer: a `base_url` that points at a website, a broken upstream.
     NotAnApi,
 }
 
@@ -102,6 +104,7 @@ impl AttemptOutcome {
             AttemptOutcome::Timeout => "timeout",
             AttemptOutcome::ConnectionFailed => "connection_failed",
             AttemptOutcome::StreamFailed => "stream_failed",
+            AttemptOutcome::BodyFailed => "body_failed",
             AttemptOutcome::BadChannel => "bad_channel",
             AttemptOutcome::NotAnApi => "not_an_api",
         }

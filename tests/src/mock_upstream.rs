@@ -7,7 +7,9 @@
 //!   `retry-after: 1`), and any other status from 400 up (`402`, `431`, …) in the error dialect;
 //! - `slow`: answers after 5 s; `slowstream`: sends a stream's headers at once and its first
 //!   event after 5 s;
-//! - `cut`: a stream whose connection breaks after its first event;
+//! - `cut`: a stream whose connection breaks after its first event, or a whole answer whose
+//!   connection breaks halfway through its JSON;
+//! - `notjson`: `200` with `application/json` over a body that is not JSON;
 //! - `endless`: a stream that sends its first event, then a keep-alive comment every 50 ms
 //!   until the reader goes away, which it records (see [`MockUpstream::wait_cancelled`]);
 //!   `silent`: the same without the comments, so only a closed connection can tell;
@@ -274,6 +276,32 @@ async fn answer(
                 "content-type",
                 HeaderValue::from_static("text/html; charset=utf-8"),
             );
+            response
+        }
+        "cut" if !streaming => {
+            let text = whole(&path, &model, &body).to_string();
+            let half = Bytes::from(text[..text.len() / 2].to_owned());
+            let (sender, receiver) = mpsc::channel::<Result<Bytes, BoxError>>(2);
+            tokio::spawn(async move {
+                if sender.send(Ok(half)).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let _ = sender.send(Err("the mock cuts the answer".into())).await;
+                }
+            });
+            let mut response = Response::new(BodyExt::boxed(Events(receiver)));
+            response
+                .headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            response
+        }
+        "notjson" => {
+            let body = http_body_util::Full::new(Bytes::from_static(b"upstream says: ok"))
+                .map_err(|never| match never {})
+                .boxed();
+            let mut response = Response::new(body);
+            response
+                .headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
             response
         }
         "absurdusage" => json_body(

@@ -315,6 +315,33 @@ async fn an_upstream_out_of_credit_moves_on_to_the_next_channel() {
 }
 
 #[tokio::test]
+async fn a_whole_answer_that_breaks_off_or_is_not_json_moves_on_to_the_next_channel() {
+    for (mode, outcome) in [("cut", "body_failed"), ("notjson", "not_an_api")] {
+        let gateway = start(
+            &[
+                (ProviderType::ChatCompletion, &[mode]),
+                (ProviderType::ChatCompletion, &["ok"]),
+            ],
+            |_| {},
+        )
+        .await;
+        let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+        assert_eq!(status, 200, "{mode}: {body}");
+        assert_eq!(body["object"], "chat.completion", "{mode}: {body}");
+        assert_eq!(
+            paths(&gateway),
+            vec![
+                format!("/{mode}/v1/chat/completions"),
+                "/ok/v1/chat/completions".to_owned()
+            ]
+        );
+        let metrics = gateway.metrics().await;
+        let series = format!(r#"monoize_upstream_attempts_total{{outcome="{outcome}"}}"#);
+        assert_eq!(sample(&metrics, &series), 1.0, "{mode}: {metrics}");
+    }
+}
+
+#[tokio::test]
 async fn a_web_page_answered_with_200_is_the_channels_fault_and_the_next_one_serves() {
     for (body, path) in [
         (CHAT, "/v1/chat/completions"),

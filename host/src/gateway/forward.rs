@@ -24,6 +24,7 @@ use crate::db::routing::ProviderType;
 use crate::metrics::{AttemptOutcome, Metrics};
 use crate::routing::snapshot::{Channel, Provider};
 use crate::routing::{Attempt, EndpointKind, HealthRegistry, RoutingSnapshot};
+use crate::server::body;
 
 /// How long a channel cools down after a `429` without a usable `retry-after`.
 pub const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(15);
@@ -33,6 +34,9 @@ const MAX_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(600);
 
 /// The most bytes of a rejected (`400`/`413`/`422`) upstream body passed through.
 const MAX_REJECTION_BODY: usize = 1 << 20;
+
+/// The most bytes of a whole (non-stream) upstream answer read.
+pub const MAX_WHOLE_BODY: usize = 64 << 20;
 
 /// The `anthropic-version` sent when the client did not send one.
 const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -272,10 +276,24 @@ pub struct Served {
     pub status: StatusCode,
     /// The upstream headers, filtered.
     pub headers: HeaderMap,
-    /// The first data chunk (streams) — `None` for a buffered response.
-    pub first_chunk: Option<Bytes>,
-    /// The rest of the body.
-    pub body: Incoming,
+    /// What it answered.
+    pub answer: Answer,
+}
+
+/// A served answer: a stream under way, or a whole body read to its end (read inside the
+/// attempt, so an upstream that breaks off or stalls mid-body is a failed attempt and the next
+/// one serves: nothing has reached the client yet).
+#[derive(Debug)]
+pub enum Answer {
+    /// A stream: its first data chunk, and the rest of the body still to come.
+    Stream {
+        /// The first data chunk.
+        first_chunk: Bytes,
+        /// The rest.
+        rest: Incoming,
+    },
+    /// A whole JSON body.
+    Whole(Bytes),
 }
 
 /// How the walk ended.
@@ -455,7 +473,7 @@ async fn try_attempt(
     if status.is_success() {
         // An upstream that ignored `stream` answers one JSON body: it is relayed (and billed)
         // as the whole body it is.
-        let first_chunk = if outbound.stream && !is_json(&parts.headers) {
+        let answer = if outbound.stream && !is_json(&parts.headers) {
             let left = deadline.saturating_sub(started.elapsed());
             match tokio::time::timeout(left, next_data(&mut body)).await {
                 Err(_) => return Err(failure(AttemptOutcome::Timeout, "no first chunk in time")),
@@ -466,10 +484,27 @@ async fn try_attempt(
                     ));
                 }
                 Ok(Ok(None)) => return Err(failure(AttemptOutcome::StreamFailed, "empty stream")),
-                Ok(Ok(Some(chunk))) => Some(chunk),
+                Ok(Ok(Some(first_chunk))) => Answer::Stream {
+                    first_chunk,
+                    rest: body,
+                },
             }
         } else {
-            None
+            let whole = body::read_capped(body, MAX_WHOLE_BODY, upstream.timeouts.idle)
+                .await
+                .map_err(|error| {
+                    failure(
+                        AttemptOutcome::BodyFailed,
+                        format!("the upstream body {error}"),
+                    )
+                })?;
+            if !is_json_document(&whole) {
+                return Err(failure(
+                    AttemptOutcome::NotAnApi,
+                    format!("upstream status {status} with a body that is not JSON"),
+                ));
+            }
+            Answer::Whole(whole)
         };
         return Ok(AttemptResult::Served(Box::new(Served {
             attempt: attempt.clone(),
@@ -478,15 +513,19 @@ async fn try_attempt(
             attempts: 0,
             status,
             headers,
-            first_chunk,
-            body,
+            answer,
         })));
     }
     match status_fault(status) {
         StatusFault::Request => {
-            let body = read_capped(body, MAX_REJECTION_BODY, upstream.timeouts.idle)
+            let body = body::read_capped(body, MAX_REJECTION_BODY, upstream.timeouts.idle)
                 .await
-                .map_err(|reason| failure(AttemptOutcome::StreamFailed, reason))?;
+                .map_err(|error| {
+                    failure(
+                        AttemptOutcome::BodyFailed,
+                        format!("the upstream body {error}"),
+                    )
+                })?;
             Ok(AttemptResult::Rejected {
                 status,
                 headers,
@@ -558,6 +597,11 @@ fn is_json(headers: &HeaderMap) -> bool {
         media_type.eq_ignore_ascii_case("application/json")
             || suffix.is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
     })
+}
+
+/// Whether `body` is one JSON document, as every whole answer of the forwarding endpoints is.
+fn is_json_document(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
 
 /// A response's media type: its `content-type` without parameters.
@@ -702,44 +746,6 @@ pub async fn next_data(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Erro
                     && !data.is_empty()
                 {
                     return Ok(Some(data));
-                }
-            }
-        }
-    }
-}
-
-/// Reads all of `body`, at most `cap` bytes, each chunk within `idle`.
-pub async fn read_capped(mut body: Incoming, cap: usize, idle: Duration) -> Result<Bytes, String> {
-    // A body of one chunk (the usual case) is answered as that chunk, without a copy.
-    let mut first: Option<Bytes> = None;
-    let mut collected = Vec::new();
-    loop {
-        match tokio::time::timeout(idle, next_data(&mut body)).await {
-            Err(_) => return Err("the upstream body stalled".to_owned()),
-            Ok(Err(error)) => return Err(format!("the upstream body failed: {error}")),
-            Ok(Ok(None)) => {
-                return Ok(match first {
-                    Some(only) if collected.is_empty() => only,
-                    _ => Bytes::from(collected),
-                });
-            }
-            Ok(Ok(Some(chunk))) => {
-                let held = first.as_ref().map_or(0, Bytes::len);
-                if held
-                    .saturating_add(collected.len())
-                    .saturating_add(chunk.len())
-                    > cap
-                {
-                    return Err(format!("the upstream body exceeds {cap} bytes"));
-                }
-                match first.take() {
-                    None if collected.is_empty() => first = Some(chunk),
-                    earlier => {
-                        if let Some(earlier) = earlier {
-                            collected.extend_from_slice(&earlier);
-                        }
-                        collected.extend_from_slice(&chunk);
-                    }
                 }
             }
         }

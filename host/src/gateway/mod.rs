@@ -29,7 +29,7 @@ use hyper::{Request, Response, StatusCode};
 use self::auth::Authenticator;
 use self::bill::BillingContext;
 use self::error::{Dialect, GatewayError, set_request_id};
-use self::forward::{ForwardOutcome, Outbound, Timeouts, Upstream, UpstreamClientError};
+use self::forward::{Answer, ForwardOutcome, Outbound, Timeouts, Upstream, UpstreamClientError};
 use self::log::RequestLog;
 use self::request_id::new_request_id;
 use self::route::RouteFailure;
@@ -40,9 +40,6 @@ use crate::config::Config;
 use crate::metrics::{self, InFlight, PluginCall};
 use crate::routing::EndpointKind;
 use crate::server::{ResponseBody, body, json_response};
-
-/// The most bytes of a whole (non-stream) upstream response read.
-const MAX_RESPONSE_BODY: usize = 64 << 20;
 
 /// The gateway's own state: the key cache and the upstream client.
 #[derive(Debug, Clone)]
@@ -174,7 +171,7 @@ async fn pipeline(
         .authenticate(&state.db, request.headers())
         .await?;
     let (parts, body) = request.into_parts();
-    let bytes = body::read_whole(
+    let bytes = body::read_request(
         &parts.headers,
         body,
         state.config.http_body_max_bytes,
@@ -265,8 +262,8 @@ async fn pipeline(
     log.channel = Some(served.channel_name.clone());
     let served = *served;
     let idle = state.gateway.upstream.timeouts().idle;
-    match served.first_chunk {
-        Some(first_chunk) => {
+    match served.answer {
+        Answer::Stream { first_chunk, rest } => {
             // settle, then log, when the stream is over
             let usage = StreamUsage::new(endpoint, !client.client_wants_usage);
             let live = state.gateway.streams.clone();
@@ -286,23 +283,14 @@ async fn pipeline(
                 log.emit();
                 charged
             };
-            let body = stream::relay(&live, first_chunk, served.body, idle, usage, finish);
+            let body = stream::relay(&live, first_chunk, rest, idle, usage, finish);
             Ok(Handled::Streaming(forward::response_with(
                 served.status,
                 served.headers,
                 body.boxed(),
             )))
         }
-        None => {
-            let body = forward::read_capped(served.body, MAX_RESPONSE_BODY, idle)
-                .await
-                .map_err(|reason| {
-                    tracing::info!(request_id = %log.request_id, %reason, "the upstream body failed");
-                    GatewayError::UpstreamExhausted {
-                        model: client.model.clone(),
-                        attempts: served.attempts,
-                    }
-                })?;
+        Answer::Whole(body) => {
             // settle
             let usage = bill::usage_or_estimate(
                 wire::response_usage(endpoint, &body),

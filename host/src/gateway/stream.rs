@@ -76,7 +76,7 @@ pub struct SseSplitter {
 
 /// The most bytes of one SSE event the relay holds while waiting for its end: as many as of a
 /// whole JSON answer (a Responses stream's `response.completed` carries the whole answer).
-pub const MAX_EVENT_BYTES: usize = super::MAX_RESPONSE_BODY;
+pub const MAX_EVENT_BYTES: usize = super::forward::MAX_WHOLE_BODY;
 
 /// An upstream event longer than [`MAX_EVENT_BYTES`] without its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,8 +1,8 @@
-//! Reading a client's request body whole, for the gateway and the dashboard alike: never more
-//! than a limit of bytes (a declared `content-length` over it is refused before anything is
-//! read), and never waiting longer than the body timeout for its next piece, so a client that
-//! sends its headers and then trickles or withholds its body cannot hold a connection and its
-//! buffer for ever (the header timeout stops at the headers).
+//! Reading a body whole, the one way the host does it: a client's request body (the gateway's
+//! and the dashboard's) and an upstream's whole answer alike. Never more than a cap of bytes,
+//! and never waiting longer than a timeout for the next piece, so neither a client that sends
+//! its headers and then trickles or withholds its body nor an upstream that stalls mid-answer
+//! holds a request and its buffer for ever (the header timeout stops at the headers).
 
 use std::time::Duration;
 
@@ -12,7 +12,62 @@ use hyper::HeaderMap;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_LENGTH;
 
-/// Why a request body was not read.
+/// Why a body was not read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// It is longer than the cap.
+    #[error("exceeds {cap} bytes")]
+    TooLong {
+        /// The cap in force.
+        cap: usize,
+    },
+    /// Its next piece did not arrive in time.
+    #[error("stalled: nothing of it arrived for {} ms", timeout.as_millis())]
+    Stalled {
+        /// The timeout in force.
+        timeout: Duration,
+    },
+    /// The connection failed while it was read.
+    #[error("failed: {0}")]
+    Failed(#[from] hyper::Error),
+}
+
+/// Reads `body` to its end: at most `cap` bytes, each piece within `timeout` of the one before.
+/// A body that arrives as one piece (the usual case) is answered as that piece, without a copy.
+pub async fn read_capped(
+    mut body: Incoming,
+    cap: usize,
+    timeout: Duration,
+) -> Result<Bytes, ReadError> {
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(timeout, body.frame()).await {
+            Err(_) => return Err(ReadError::Stalled { timeout }),
+            Ok(None) => break,
+            Ok(Some(frame)) => frame?,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let so_far = first.as_ref().map_or(0, Bytes::len) + joined.len();
+        if so_far.saturating_add(data.len()) > cap {
+            return Err(ReadError::TooLong { cap });
+        }
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    joined.extend_from_slice(&earlier);
+                }
+                joined.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| joined.freeze()))
+}
+
+/// Why a client's request body was not read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BodyError {
     /// It is (or says it is) longer than the limit.
@@ -32,11 +87,12 @@ pub enum BodyError {
     Unreadable(String),
 }
 
-/// Reads `body` (sent with `headers`) to its end: at most `limit` bytes, each piece within
-/// `timeout` of the one before. A body that arrives as one piece is answered without a copy.
-pub async fn read_whole(
+/// Reads a client's request `body` (sent with `headers`) to its end: at most `limit` bytes (a
+/// declared `content-length` over it is refused before anything is read), each piece within
+/// `timeout` of the one before.
+pub async fn read_request(
     headers: &HeaderMap,
-    mut body: Incoming,
+    body: Incoming,
     limit: u64,
     timeout: Duration,
 ) -> Result<Bytes, BodyError> {
@@ -48,35 +104,13 @@ pub async fn read_whole(
         return Err(BodyError::TooLarge { limit });
     }
     let cap = usize::try_from(limit).unwrap_or(usize::MAX);
-    let mut first: Option<Bytes> = None;
-    let mut joined = BytesMut::new();
-    loop {
-        let frame = match tokio::time::timeout(timeout, body.frame()).await {
-            Err(_) => {
-                return Err(BodyError::Stalled {
-                    timeout_ms: timeout.as_millis(),
-                });
-            }
-            Ok(None) => break,
-            Ok(Some(Err(error))) => return Err(BodyError::Unreadable(error.to_string())),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        let so_far = first.as_ref().map_or(0, Bytes::len) + joined.len();
-        if so_far.saturating_add(data.len()) > cap {
-            return Err(BodyError::TooLarge { limit });
-        }
-        match first.take() {
-            None if joined.is_empty() => first = Some(data),
-            earlier => {
-                if let Some(earlier) = earlier {
-                    joined.extend_from_slice(&earlier);
-                }
-                joined.extend_from_slice(&data);
-            }
-        }
-    }
-    Ok(first.unwrap_or_else(|| joined.freeze()))
+    read_capped(body, cap, timeout)
+        .await
+        .map_err(|error| match error {
+            ReadError::TooLong { .. } => BodyError::TooLarge { limit },
+            ReadError::Stalled { timeout } => BodyError::Stalled {
+                timeout_ms: timeout.as_millis(),
+            },
+            ReadError::Failed(error) => BodyError::Unreadable(error.to_string()),
+        })
 }
