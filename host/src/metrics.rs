@@ -83,8 +83,10 @@ pub enum AttemptOutcome {
     ConnectionFailed,
     /// A stream broke or ended before its first chunk.
     StreamFailed,
-    /// A whole body broke off, stalled past the idle timeout or ran past its cap.
+    /// A whole body broke off or stalled past the idle timeout.
     BodyFailed,
+    /// A whole answer larger than the gateway holds (no one's fault; not retried).
+    TooLarge,
     /// The request could not be built for the channel (a bad URL or key).
     BadChannel,
     /// A success status over a web page (`text/html`) or a whole body that is not JSON, not an
@@ -105,6 +107,7 @@ impl AttemptOutcome {
             AttemptOutcome::ConnectionFailed => "connection_failed",
             AttemptOutcome::StreamFailed => "stream_failed",
             AttemptOutcome::BodyFailed => "body_failed",
+            AttemptOutcome::TooLarge => "too_large",
             AttemptOutcome::BadChannel => "bad_channel",
             AttemptOutcome::NotAnApi => "not_an_api",
         }

@@ -10,6 +10,10 @@
 //! - `cut`: a stream whose connection breaks after its first event, or a whole answer whose
 //!   connection breaks halfway through its JSON;
 //! - `notjson`: `200` with `application/json` over a body that is not JSON;
+//! - `huge`: `200` with a JSON body of [`UNTERMINATED_MAX_BYTES`], more than the gateway
+//!   holds of a whole answer;
+//! - `gzipped`: `200` with `content-encoding: gzip` over [`GZIPPED_BODY`], compressed though
+//!   the request asked for `identity`;
 //! - `endless`: a stream that sends its first event, then a keep-alive comment every 50 ms
 //!   until the reader goes away, which it records (see [`MockUpstream::wait_cancelled`]);
 //!   `silent`: the same without the comments, so only a closed connection can tell;
@@ -104,6 +108,9 @@ enum Feed {
     /// away.
     Flood(String),
 }
+
+/// The body of a `gzipped` answer: gzip's magic bytes and noise (the host never decodes it).
+pub const GZIPPED_BODY: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03not really deflate";
 
 /// The most an `unterminated` stream sends of its endless event before it only waits.
 pub const UNTERMINATED_MAX_BYTES: usize = 96 << 20;
@@ -287,6 +294,34 @@ async fn answer(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     let _ = sender.send(Err("the mock cuts the answer".into())).await;
                 }
+            });
+            let mut response = Response::new(BodyExt::boxed(Events(receiver)));
+            response
+                .headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            response
+        }
+        "gzipped" => {
+            let body = http_body_util::Full::new(Bytes::from_static(GZIPPED_BODY))
+                .map_err(|never| match never {})
+                .boxed();
+            let mut response = Response::new(body);
+            let headers = response.headers_mut();
+            headers.insert("content-type", HeaderValue::from_static("application/json"));
+            headers.insert("content-encoding", HeaderValue::from_static("gzip"));
+            response
+        }
+        "huge" => {
+            let (sender, receiver) = mpsc::channel::<Result<Bytes, BoxError>>(2);
+            tokio::spawn(async move {
+                let piece = Bytes::from(vec![b'a'; 1 << 20]);
+                let mut next = Bytes::from_static(b"{\"data\":\"");
+                let mut sent = 0;
+                while sent < UNTERMINATED_MAX_BYTES && sender.send(Ok(next)).await.is_ok() {
+                    sent += piece.len();
+                    next = piece.clone();
+                }
+                let _ = sender.send(Ok(Bytes::from_static(b"\"}"))).await;
             });
             let mut response = Response::new(BodyExt::boxed(Events(receiver)));
             response

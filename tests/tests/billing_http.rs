@@ -638,3 +638,52 @@ async fn a_stream_still_open_when_the_shutdown_grace_ends_is_cut_and_charged_bef
     assert!(row.delta_nano_usd < NanoUsd::ZERO, "{row:?}");
     assert_eq!(balance(&db, &alice).await, ledger_sum(&db, &alice).await);
 }
+
+#[tokio::test]
+async fn a_messages_stream_left_before_its_output_count_is_billed_on_an_estimated_output() {
+    // `endless`: the first event (`message_start`, 3 input tokens and 1 output token), then
+    // keep-alive comments; the client leaves after the first.
+    let mock = MockUpstream::start().await.unwrap();
+    let db = Database::open_in_memory().unwrap();
+    add_provider(&db, ProviderType::Messages, 0, &mock.base_url("endless")).await;
+    price(&db, 1, 1).await;
+    let alice = add_user(&db, "alice", 1_000_000, false, KEY).await;
+    let server = serve(db.clone()).await;
+    let body = r#"{"model":"m","max_tokens":5,"stream":true,"messages":[]}"#;
+    let response = server.send(MESSAGES, KEY, body).await;
+    assert_eq!(response.status(), 200);
+    let request = request_id(&response);
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(WAIT, body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let first = String::from_utf8_lossy(first.data_ref().unwrap()).into_owned();
+    assert!(first.contains("message_start"), "{first}");
+    drop(body);
+
+    let row = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(row) = charge_of(&db, &request).await {
+                return row;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the left stream is charged");
+    let meta = meta(&row);
+    assert_eq!(meta["usage_estimated"], true, "{}", row.meta_json);
+    assert_eq!(
+        meta["prompt_tokens"], 3,
+        "the input, as message_start counted it"
+    );
+    let output = meta["completion_tokens"].as_u64().unwrap();
+    assert!(
+        output >= first.len() as u64 / 4,
+        "the output is estimated from what was streamed, not message_start's 1: {}",
+        row.meta_json
+    );
+    assert_eq!(balance(&db, &alice).await, ledger_sum(&db, &alice).await);
+}

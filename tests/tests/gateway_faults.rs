@@ -13,6 +13,7 @@ mod gateway_harness;
 
 use http_body_util::BodyExt;
 use monoize::db::routing::ProviderType;
+use monoize_tests::mock_upstream::GZIPPED_BODY;
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -339,6 +340,51 @@ async fn a_whole_answer_that_breaks_off_or_is_not_json_moves_on_to_the_next_chan
         let series = format!(r#"monoize_upstream_attempts_total{{outcome="{outcome}"}}"#);
         assert_eq!(sample(&metrics, &series), 1.0, "{mode}: {metrics}");
     }
+}
+
+#[tokio::test]
+async fn a_whole_answer_larger_than_the_gateway_holds_is_a_502_and_no_channels_fault() {
+    let gateway = start(
+        &[
+            (ProviderType::ChatCompletion, &["huge"]),
+            (ProviderType::ChatCompletion, &["ok"]),
+        ],
+        |_| {},
+    )
+    .await;
+    // More than the failure threshold (3): a fault would have benched the channel.
+    for _ in 0..4 {
+        let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+        assert_eq!(status, 502, "{body}");
+        assert_eq!(body["error"]["code"], "answer_too_large", "{body}");
+    }
+    assert_eq!(gateway.mock.seen_in("huge"), 4, "never benched");
+    assert_eq!(
+        gateway.mock.seen_in("ok"),
+        0,
+        "another channel would answer as much"
+    );
+    let metrics = gateway.metrics().await;
+    let series = r#"monoize_upstream_attempts_total{outcome="too_large"}"#;
+    assert_eq!(sample(&metrics, series), 4.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn a_compressed_whole_answer_is_relayed_as_it_came_not_judged_as_json() {
+    let gateway = start(
+        &[
+            (ProviderType::ChatCompletion, &["gzipped"]),
+            (ProviderType::ChatCompletion, &["ok"]),
+        ],
+        |_| {},
+    )
+    .await;
+    let response = gateway.send("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&bytes[..], GZIPPED_BODY);
+    assert_eq!(gateway.mock.seen_in("ok"), 0, "the first channel served");
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use crate::metrics::PluginCall;
 use crate::routing::{Attempt, EndpointKind};
 
 use super::error::GatewayError;
+use super::wire::ReportedUsage;
 
 /// Bytes per token of the crude estimate used when an upstream never reported usage.
 const BYTES_PER_TOKEN: u64 = 4;
@@ -73,6 +74,29 @@ pub fn usage_or_estimate(
     })
 }
 
+/// The usage to bill for a stream: the reported one; its input as reported and its output
+/// estimated from the bytes streamed, when only the input was counted (an Anthropic stream
+/// that ended before its `message_delta`: billing its `message_start`'s token or so of output
+/// would hand out the rest of a cut stream for free); else all of it estimated.
+pub fn stream_usage_or_estimate(
+    reported: ReportedUsage,
+    request_bytes: u64,
+    bytes_streamed: u64,
+) -> Usage {
+    match reported {
+        ReportedUsage::Whole(usage) => usage,
+        ReportedUsage::InputOnly(usage) => Usage {
+            completion_tokens: usage
+                .completion_tokens
+                .max(bytes_streamed / BYTES_PER_TOKEN),
+            reasoning_tokens: None,
+            estimated: true,
+            ..usage
+        },
+        ReportedUsage::Nothing => usage_or_estimate(None, request_bytes, bytes_streamed),
+    }
+}
+
 /// The settle phase: charge `usage` for the request `attempt` served, and answer once the
 /// charge is committed whether it was recorded. Never refuses: a served request is billed
 /// (DESIGN §6). A failure (a plugin fault, the database) is logged and answered `false`, and
@@ -122,5 +146,49 @@ pub async fn settle(
             );
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counted(prompt: u64, completion: u64) -> Usage {
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cached_prompt_tokens: Some(2),
+            reasoning_tokens: None,
+            estimated: false,
+        }
+    }
+
+    #[test]
+    fn a_stream_that_counted_its_input_only_is_billed_that_input_and_an_estimated_output() {
+        let whole = counted(5, 9);
+        assert_eq!(
+            stream_usage_or_estimate(ReportedUsage::Whole(whole), 400, 4_000),
+            whole
+        );
+        let billed = stream_usage_or_estimate(ReportedUsage::InputOnly(counted(5, 1)), 400, 4_000);
+        assert_eq!(
+            (billed.prompt_tokens, billed.cached_prompt_tokens),
+            (5, Some(2)),
+            "the input as counted"
+        );
+        assert_eq!(
+            billed.completion_tokens, 1_000,
+            "the output from the bytes streamed"
+        );
+        assert!(billed.estimated);
+        // Never below what was counted.
+        let billed = stream_usage_or_estimate(ReportedUsage::InputOnly(counted(5, 30)), 400, 8);
+        assert_eq!(billed.completion_tokens, 30);
+        let nothing = stream_usage_or_estimate(ReportedUsage::Nothing, 400, 4_000);
+        assert_eq!(
+            (nothing.prompt_tokens, nothing.completion_tokens),
+            (100, 1_000)
+        );
+        assert!(nothing.estimated);
     }
 }

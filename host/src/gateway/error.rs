@@ -75,6 +75,15 @@ pub enum GatewayError {
         /// How many attempts were made.
         attempts: usize,
     },
+    /// The upstream's whole answer is larger than the gateway holds: the request asked for
+    /// too much at once (stream it, or ask for less).
+    #[error(
+        "the upstream's answer exceeds the {limit} bytes the gateway holds; ask for less at once, or stream it"
+    )]
+    UpstreamAnswerTooLarge {
+        /// The cap, in bytes.
+        limit: usize,
+    },
     /// A fault of the host itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -112,7 +121,8 @@ impl GatewayError {
             GatewayError::Route(RouteFailure::Plugin(_)) | GatewayError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            GatewayError::UpstreamExhausted { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamExhausted { .. }
+            | GatewayError::UpstreamAnswerTooLarge { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -138,6 +148,7 @@ impl GatewayError {
             },
             GatewayError::Route(RouteFailure::Plugin(_)) => ("server_error", "plugin_failed"),
             GatewayError::UpstreamExhausted { .. } => ("upstream_error", "upstream_error"),
+            GatewayError::UpstreamAnswerTooLarge { .. } => ("upstream_error", "answer_too_large"),
             GatewayError::Internal(_) => ("server_error", "internal_error"),
         }
     }

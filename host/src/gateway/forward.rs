@@ -312,6 +312,12 @@ pub enum ForwardOutcome {
         /// Its body (at most 1 MiB).
         body: Bytes,
     },
+    /// An upstream's whole answer ran past [`MAX_WHOLE_BODY`]: the request asked for more
+    /// than the gateway holds. No channel is at fault, and another would answer as much.
+    TooLarge {
+        /// How many attempts were made.
+        attempts: usize,
+    },
     /// Every attempt failed.
     Exhausted {
         /// How many attempts were made.
@@ -374,6 +380,7 @@ pub async fn forward(
         metrics.attempt(match &result {
             Ok(AttemptResult::Served(_)) => AttemptOutcome::Served,
             Ok(AttemptResult::Rejected { .. }) => AttemptOutcome::Rejected,
+            Ok(AttemptResult::TooLarge) => AttemptOutcome::TooLarge,
             Err(failure) => failure.outcome,
         });
         match result {
@@ -381,6 +388,10 @@ pub async fn forward(
                 health.record_success(&channel.id);
                 served.attempts = tried;
                 return ForwardOutcome::Served(served);
+            }
+            Ok(AttemptResult::TooLarge) => {
+                tracing::info!(request_id, provider = %provider.name, channel = %channel.name, cap = MAX_WHOLE_BODY, "the upstream's answer is larger than the gateway holds");
+                return ForwardOutcome::TooLarge { attempts: tried };
             }
             Ok(AttemptResult::Rejected {
                 status,
@@ -415,6 +426,7 @@ pub async fn forward(
 
 enum AttemptResult {
     Served(Box<Served>),
+    TooLarge,
     Rejected {
         status: StatusCode,
         headers: HeaderMap,
@@ -490,15 +502,24 @@ async fn try_attempt(
                 },
             }
         } else {
-            let whole = body::read_capped(body, MAX_WHOLE_BODY, upstream.timeouts.idle)
-                .await
-                .map_err(|error| {
-                    failure(
+            let whole = match body::read_capped(body, MAX_WHOLE_BODY, upstream.timeouts.idle).await
+            {
+                Ok(whole) => whole,
+                Err(body::ReadError::TooLong { .. }) => return Ok(AttemptResult::TooLarge),
+                Err(error) => {
+                    return Err(failure(
                         AttemptOutcome::BodyFailed,
                         format!("the upstream body {error}"),
-                    )
-                })?;
-            if !is_json_document(&whole) {
+                    ));
+                }
+            };
+            // An upstream that compresses though asked not to is relayed as it came: its bytes
+            // are for the client to decode (and its usage is then estimated).
+            let encoded = parts
+                .headers
+                .get(header::CONTENT_ENCODING)
+                .is_some_and(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"));
+            if !encoded && !is_json_document(&whole) {
                 return Err(failure(
                     AttemptOutcome::NotAnApi,
                     format!("upstream status {status} with a body that is not JSON"),

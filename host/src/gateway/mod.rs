@@ -235,6 +235,12 @@ async fn pipeline(
     )
     .await;
     let served = match outcome {
+        ForwardOutcome::TooLarge { attempts } => {
+            log.attempts = attempts;
+            return Err(GatewayError::UpstreamAnswerTooLarge {
+                limit: forward::MAX_WHOLE_BODY,
+            });
+        }
         ForwardOutcome::Exhausted { attempts } => {
             log.attempts = attempts;
             return Err(GatewayError::UpstreamExhausted {
@@ -273,7 +279,7 @@ async fn pipeline(
             log.status = served.status.as_u16();
             let finish = move |summary: stream::StreamSummary| async move {
                 let _in_flight = in_flight;
-                let usage = bill::usage_or_estimate(
+                let usage = bill::stream_usage_or_estimate(
                     summary.usage,
                     context.request_bytes,
                     summary.bytes_streamed,

@@ -29,8 +29,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::{mpsc, watch};
 
 use super::forward::next_data;
-use super::wire::{EventAction, SseEvent, StreamUsage};
-use crate::billing::Usage;
+use super::wire::{EventAction, ReportedUsage, SseEvent, StreamUsage};
 use crate::server::BoxError;
 
 /// How many events may wait for a slow client before the relay stops reading upstream.
@@ -189,8 +188,8 @@ impl LiveStreams {
 pub struct StreamSummary {
     /// How it ended.
     pub end: StreamEnd,
-    /// The usage the upstream reported, if it did.
-    pub usage: Option<Usage>,
+    /// What the upstream reported of its usage.
+    pub usage: ReportedUsage,
     /// The bytes passed to the client.
     pub bytes_streamed: u64,
 }
@@ -494,7 +493,7 @@ async fn run_relay<F, Fut>(
     }
     let charged = finish(StreamSummary {
         end,
-        usage: usage.usage(),
+        usage: usage.reported(),
         bytes_streamed,
     })
     .await;

@@ -35,19 +35,21 @@ fn read(usage: &Value) -> Result<Option<Usage>, Unbelievable> {
     }))
 }
 
-/// Folds one stream event into `total`: `message_start` carries the input usage,
-/// `message_delta` the (cumulative) output tokens and, in newer API versions, input counts.
-/// `Err` when a count in it cannot be believed.
+/// Folds one stream event into `total`: `message_start` carries the input usage (and a token
+/// or so of output), `message_delta` the (cumulative) output tokens and, in newer API
+/// versions, input counts. Answers whether the event counted the output (a `message_delta`
+/// with `output_tokens`); `Err` when a count in it cannot be believed.
 pub fn observe_stream_event(
     event: &SseEvent,
     total: &mut Option<Usage>,
-) -> Result<(), Unbelievable> {
+) -> Result<bool, Unbelievable> {
     if !may_mention(&event.data, "message_start") && !may_mention(&event.data, "message_delta") {
-        return Ok(());
+        return Ok(false);
     }
     let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
-        return Ok(());
+        return Ok(false);
     };
+    let mut counted_output = false;
     match data["type"].as_str() {
         Some("message_start") => {
             if let Some(start) = read(&data["message"]["usage"])? {
@@ -59,6 +61,7 @@ pub fn observe_stream_event(
             let mut current = total.unwrap_or_default();
             if let Some(output) = count(delta, "output_tokens")? {
                 current.completion_tokens = output;
+                counted_output = true;
             }
             if count(delta, "input_tokens")?.is_some()
                 && let Some(with_input) = read(delta)?
@@ -70,7 +73,7 @@ pub fn observe_stream_event(
         }
         _ => {}
     }
-    Ok(())
+    Ok(counted_output)
 }
 
 #[cfg(test)]

@@ -281,12 +281,28 @@ pub enum EventAction {
     Drop,
 }
 
+/// What a stream reported of its usage by its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportedUsage {
+    /// All of it.
+    Whole(Usage),
+    /// Its input, but not its output: an Anthropic stream that ended before its
+    /// `message_delta` (cut, or its client gone), whose `message_start` counted the prompt and
+    /// only a token or so of output. Its output is to be estimated.
+    InputOnly(Usage),
+    /// Nothing that can be believed.
+    Nothing,
+}
+
 /// Follows the usage an upstream stream reports, event by event.
 #[derive(Debug)]
 pub struct StreamUsage {
     endpoint: EndpointKind,
     drop_usage_chunk: bool,
     usage: Option<Usage>,
+    /// Whether `usage` counts the output: OpenAI's usage chunk and `response.completed` count
+    /// everything at once; Anthropic counts the output only in `message_delta`.
+    output_counted: bool,
     /// An event reported a count that cannot be believed: the stream's usage is unreadable
     /// for good, and the stream is billed on the estimate.
     unbelievable: bool,
@@ -300,6 +316,7 @@ impl StreamUsage {
             endpoint,
             drop_usage_chunk,
             usage: None,
+            output_counted: false,
             unbelievable: false,
         }
     }
@@ -308,8 +325,9 @@ impl StreamUsage {
     pub fn observe(&mut self, event: &SseEvent) -> EventAction {
         match self.endpoint {
             EndpointKind::Messages => {
-                if anthropic::observe_stream_event(event, &mut self.usage).is_err() {
-                    self.unbelievable = true;
+                match anthropic::observe_stream_event(event, &mut self.usage) {
+                    Ok(counted_output) => self.output_counted |= counted_output,
+                    Err(Unbelievable) => self.unbelievable = true,
                 }
                 EventAction::Forward
             }
@@ -338,7 +356,10 @@ impl StreamUsage {
     /// Keeps a reported usage, or remembers that one could not be believed.
     fn record(&mut self, found: Result<Usage, Unbelievable>) {
         match found {
-            Ok(usage) => self.usage = Some(usage),
+            Ok(usage) => {
+                self.usage = Some(usage);
+                self.output_counted = true;
+            }
             Err(Unbelievable) => self.unbelievable = true,
         }
     }
@@ -346,6 +367,15 @@ impl StreamUsage {
     /// The usage reported so far; `None` once a count could not be believed.
     pub fn usage(&self) -> Option<Usage> {
         self.usage.filter(|_| !self.unbelievable)
+    }
+
+    /// What the stream reported of its usage, for the settle phase.
+    pub fn reported(&self) -> ReportedUsage {
+        match self.usage() {
+            None => ReportedUsage::Nothing,
+            Some(usage) if self.output_counted => ReportedUsage::Whole(usage),
+            Some(usage) => ReportedUsage::InputOnly(usage),
+        }
     }
 }
 
@@ -532,6 +562,31 @@ mod tests {
             r#"data: {"type":"response.completed","response":{"usage":{"input_tokens":"x"}}}"#;
         responses.observe(&SseEvent::parse(done));
         assert_eq!(responses.usage(), None);
+    }
+
+    #[test]
+    fn an_anthropic_stream_counts_its_output_only_at_its_message_delta() {
+        let mut messages = StreamUsage::new(EndpointKind::Messages, false);
+        assert_eq!(messages.reported(), ReportedUsage::Nothing);
+        let start = r#"data: {"type":"message_start","message":{"usage":{"input_tokens":5,"output_tokens":1}}}"#;
+        messages.observe(&SseEvent::parse(start));
+        let ReportedUsage::InputOnly(input) = messages.reported() else {
+            panic!(
+                "message_start counts the input only: {:?}",
+                messages.reported()
+            );
+        };
+        assert_eq!((input.prompt_tokens, input.completion_tokens), (5, 1));
+        let delta = r#"data: {"type":"message_delta","usage":{"output_tokens":9}}"#;
+        messages.observe(&SseEvent::parse(delta));
+        let ReportedUsage::Whole(whole) = messages.reported() else {
+            panic!("message_delta counts the output: {:?}", messages.reported());
+        };
+        assert_eq!((whole.prompt_tokens, whole.completion_tokens), (5, 9));
+        let mut chat = StreamUsage::new(EndpointKind::ChatCompletions, true);
+        let usage = r#"data: {"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":3}}"#;
+        chat.observe(&SseEvent::parse(usage));
+        assert!(matches!(chat.reported(), ReportedUsage::Whole(_)));
     }
 
     #[test]
