@@ -40,7 +40,7 @@ mod servers;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
@@ -158,7 +158,8 @@ fn child(role: &str) {
 struct Server {
     name: &'static str,
     process: Child,
-    stdin: ChildStdin,
+    /// `None` once closed, which tells the child to end.
+    stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     address: SocketAddr,
 }
@@ -188,15 +189,16 @@ impl Server {
         Server {
             name,
             process,
-            stdin,
+            stdin: Some(stdin),
             stdout,
             address,
         }
     }
 
     fn ask(&mut self, command: &str) -> Vec<String> {
-        writeln!(self.stdin, "{command}").unwrap();
-        self.stdin.flush().unwrap();
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
         let mut lines = Vec::new();
         loop {
             let mut line = String::new();
@@ -239,9 +241,22 @@ impl Server {
     }
 }
 
+/// How long a child may take to end once its stdin is closed before it is killed.
+const CHILD_EXIT_WAIT: Duration = Duration::from_secs(10);
+
 impl Drop for Server {
     fn drop(&mut self) {
-        // Our own child, by its handle; closing stdin would end it too.
+        // Closing stdin ends the child, which removes its temporary directory on the way out
+        // (Monoize's database file and WAL: a gigabyte or more after a full run). Killed, it
+        // would leave them behind; so only a child that does not end in time is killed.
+        drop(self.stdin.take());
+        let started = Instant::now();
+        while started.elapsed() < CHILD_EXIT_WAIT {
+            if !matches!(self.process.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
