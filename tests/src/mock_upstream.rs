@@ -17,6 +17,8 @@
 //! - `endless`: a stream that sends its first event, then a keep-alive comment every 50 ms
 //!   until the reader goes away, which it records (see [`MockUpstream::wait_cancelled`]);
 //!   `silent`: the same without the comments, so only a closed connection can tell;
+//! - `unfinished`: a stream's opening events and one carrying [`LONG_TEXT`] (no usage, no final
+//!   event), then an open body until the reader goes away (recorded);
 //! - `lingering`: a whole stream, final event included, whose body then stays open until the
 //!   reader goes away (recorded);
 //! - `unterminated`: a stream whose second event never ends: `data: ` and then `x`s, 64 KiB at
@@ -107,6 +109,36 @@ enum Feed {
     /// The first event, then large events as fast as they are taken, until the reader goes
     /// away.
     Flood(String),
+}
+
+/// The generated text of an `unfinished` stream: 400 bytes.
+pub const LONG_TEXT: &str = concat!(
+    "It was a long answer, and it went on and on about many things, for a good while, ",
+    "so that a client who left before its end would have had most of it without paying. ",
+    "This sentence is here to make the text longer, and so is this one, which says little ",
+    "but fills the space that a real model would fill with something of more use to you. ",
+    "And it ends about here, at four hundred bytes exactly, the end!!!!!"
+);
+
+/// The events of an `unfinished` stream: a `message_start` (or a chat role chunk) and one event
+/// of [`LONG_TEXT`]; nothing that reports output usage or ends the stream.
+fn unfinished_events(path: &str, model: &str) -> Vec<String> {
+    let opening = first_event(path, model);
+    let text = if path.ends_with("/v1/messages") {
+        sse(
+            Some("content_block_delta"),
+            &json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": LONG_TEXT}}),
+        )
+    } else {
+        sse(
+            None,
+            &json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0,
+                "model": model, "choices": [{"index": 0, "delta": {"content": LONG_TEXT},
+                "finish_reason": null}]}),
+        )
+    };
+    vec![opening, text]
 }
 
 /// The body of a `gzipped` answer: gzip's magic bytes and noise (the host never decodes it).
@@ -357,6 +389,9 @@ async fn answer(
         "endless" if streaming => stream(&shared, Feed::Endless(first_event(&path, &model))),
         "silent" if streaming => stream(&shared, Feed::Silent(first_event(&path, &model))),
         "flood" if streaming => stream(&shared, Feed::Flood(first_event(&path, &model))),
+        "unfinished" if streaming => {
+            stream(&shared, Feed::Lingering(unfinished_events(&path, &model)))
+        }
         "lingering" if streaming => stream(&shared, Feed::Lingering(events(&path, &model))),
         "unterminated" if streaming => {
             stream(&shared, Feed::Unterminated(first_event(&path, &model)))

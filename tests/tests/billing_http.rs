@@ -33,7 +33,7 @@ use monoize::db::routing::ProviderType;
 use monoize::db::{self, Database};
 use monoize::money::NanoUsd;
 use monoize::routing::{Attempt, EndpointKind};
-use monoize_tests::mock_upstream::MockUpstream;
+use monoize_tests::mock_upstream::{LONG_TEXT, MockUpstream};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -385,7 +385,8 @@ async fn a_stream_cut_before_usage_is_charged_on_an_estimate() {
     assert_eq!(meta["usage_estimated"], true, "{}", row.meta_json);
     // The host's estimate: 4 bytes per token of the request and of what was streamed.
     let prompt = body.len() / 4;
-    let completion = CUT_EVENT.len() / 4;
+    // The output from the text it carried ("a partial answer"), not the event's framing.
+    let completion = "a partial answer".len().div_ceil(4);
     assert_eq!(meta["prompt_tokens"], json!(prompt));
     assert_eq!(meta["completion_tokens"], json!(completion));
     let cost = i64::try_from(prompt + completion).unwrap();
@@ -640,50 +641,70 @@ async fn a_stream_still_open_when_the_shutdown_grace_ends_is_cut_and_charged_bef
 }
 
 #[tokio::test]
-async fn a_messages_stream_left_before_its_output_count_is_billed_on_an_estimated_output() {
-    // `endless`: the first event (`message_start`, 3 input tokens and 1 output token), then
-    // keep-alive comments; the client leaves after the first.
+async fn a_stream_left_before_its_usage_is_billed_the_generated_text_it_delivered() {
+    // `unfinished`: an opening event (Anthropic's `message_start` counts 3 input tokens and 1
+    // output token), then 400 bytes of generated text in one event, then nothing.
     let mock = MockUpstream::start().await.unwrap();
     let db = Database::open_in_memory().unwrap();
-    add_provider(&db, ProviderType::Messages, 0, &mock.base_url("endless")).await;
+    add_provider(
+        &db,
+        ProviderType::ChatCompletion,
+        0,
+        &mock.base_url("unfinished"),
+    )
+    .await;
+    add_provider(&db, ProviderType::Messages, 1, &mock.base_url("unfinished")).await;
     price(&db, 1, 1).await;
     let alice = add_user(&db, "alice", 1_000_000, false, KEY).await;
     let server = serve(db.clone()).await;
-    let body = r#"{"model":"m","max_tokens":5,"stream":true,"messages":[]}"#;
-    let response = server.send(MESSAGES, KEY, body).await;
-    assert_eq!(response.status(), 200);
-    let request = request_id(&response);
-    let mut body = response.into_body();
-    let first = tokio::time::timeout(WAIT, body.frame())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let first = String::from_utf8_lossy(first.data_ref().unwrap()).into_owned();
-    assert!(first.contains("message_start"), "{first}");
-    drop(body);
-
-    let row = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(row) = charge_of(&db, &request).await {
-                return row;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    let chat = r#"{"model":"m","stream":true,"messages":[]}"#;
+    let messages = r#"{"model":"m","max_tokens":5,"stream":true,"messages":[]}"#;
+    // The output is the text delivered, a token per 4 bytes begun, not the events' framing
+    // around it (the chat stream's role chunk also says "one"); the input is what
+    // message_start counted, or else the request's size.
+    let tokens = |text: usize| u64::try_from(text.div_ceil(4)).unwrap();
+    let cases = [
+        (
+            CHAT,
+            chat,
+            u64::try_from(chat.len() / 4).unwrap(),
+            tokens("one".len() + LONG_TEXT.len()),
+        ),
+        (MESSAGES, messages, 3, tokens(LONG_TEXT.len())),
+    ];
+    for (path, body, input, output) in cases {
+        let response = server.send(path, KEY, body).await;
+        assert_eq!(response.status(), 200);
+        let request = request_id(&response);
+        let mut body = response.into_body();
+        let mut received = String::new();
+        while !received.contains("the end") {
+            let frame = tokio::time::timeout(WAIT, body.frame())
+                .await
+                .expect("the text arrives")
+                .unwrap()
+                .unwrap();
+            received.push_str(&String::from_utf8_lossy(frame.data_ref().unwrap()));
         }
-    })
-    .await
-    .expect("the left stream is charged");
-    let meta = meta(&row);
-    assert_eq!(meta["usage_estimated"], true, "{}", row.meta_json);
-    assert_eq!(
-        meta["prompt_tokens"], 3,
-        "the input, as message_start counted it"
-    );
-    let output = meta["completion_tokens"].as_u64().unwrap();
-    assert!(
-        output >= first.len() as u64 / 4,
-        "the output is estimated from what was streamed, not message_start's 1: {}",
-        row.meta_json
-    );
+        drop(body);
+        let row = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(row) = charge_of(&db, &request).await {
+                    return row;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the left stream is charged");
+        let meta = meta(&row);
+        assert_eq!(meta["usage_estimated"], true, "{path}: {}", row.meta_json);
+        assert_eq!(meta["prompt_tokens"], input, "{path}: {}", row.meta_json);
+        assert_eq!(
+            meta["completion_tokens"], output,
+            "{path}: {}",
+            row.meta_json
+        );
+    }
     assert_eq!(balance(&db, &alice).await, ledger_sum(&db, &alice).await);
 }

@@ -65,35 +65,45 @@ pub fn usage_or_estimate(
     request_bytes: u64,
     response_bytes: u64,
 ) -> Usage {
-    reported.unwrap_or(Usage {
-        prompt_tokens: request_bytes / BYTES_PER_TOKEN,
-        completion_tokens: response_bytes / BYTES_PER_TOKEN,
-        cached_prompt_tokens: None,
-        reasoning_tokens: None,
-        estimated: true,
+    reported.unwrap_or_else(|| {
+        estimated(
+            request_bytes / BYTES_PER_TOKEN,
+            response_bytes / BYTES_PER_TOKEN,
+        )
     })
 }
 
-/// The usage to bill for a stream: the reported one; its input as reported and its output
-/// estimated from the bytes streamed, when only the input was counted (an Anthropic stream
+/// An estimated usage of `prompt_tokens` and `completion_tokens`.
+fn estimated(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+    Usage {
+        prompt_tokens,
+        completion_tokens,
+        cached_prompt_tokens: None,
+        reasoning_tokens: None,
+        estimated: true,
+    }
+}
+
+/// The usage to bill for a stream: the reported one; else an estimate, whose output is the
+/// generated text streamed (`text_streamed` bytes, a token per [`BYTES_PER_TOKEN`] begun) and
+/// whose input is the counted one when the stream counted its input only (an Anthropic stream
 /// that ended before its `message_delta`: billing its `message_start`'s token or so of output
-/// would hand out the rest of a cut stream for free); else all of it estimated.
+/// would hand out the rest of a cut stream for free), else one from the request's size.
 pub fn stream_usage_or_estimate(
     reported: ReportedUsage,
     request_bytes: u64,
-    bytes_streamed: u64,
+    text_streamed: u64,
 ) -> Usage {
+    let output = text_streamed.div_ceil(BYTES_PER_TOKEN);
     match reported {
         ReportedUsage::Whole(usage) => usage,
         ReportedUsage::InputOnly(usage) => Usage {
-            completion_tokens: usage
-                .completion_tokens
-                .max(bytes_streamed / BYTES_PER_TOKEN),
+            completion_tokens: usage.completion_tokens.max(output),
             reasoning_tokens: None,
             estimated: true,
             ..usage
         },
-        ReportedUsage::Nothing => usage_or_estimate(None, request_bytes, bytes_streamed),
+        ReportedUsage::Nothing => estimated(request_bytes / BYTES_PER_TOKEN, output),
     }
 }
 
@@ -189,6 +199,8 @@ mod tests {
             (nothing.prompt_tokens, nothing.completion_tokens),
             (100, 1_000)
         );
+        let one_char = stream_usage_or_estimate(ReportedUsage::Nothing, 400, 1);
+        assert_eq!(one_char.completion_tokens, 1, "a token begun is a token");
         assert!(nothing.estimated);
     }
 }

@@ -282,7 +282,7 @@ async fn pipeline(
                 let usage = bill::stream_usage_or_estimate(
                     summary.usage,
                     context.request_bytes,
-                    summary.bytes_streamed,
+                    summary.text_streamed,
                 );
                 let charged = bill::settle(&state, &context, &attempt, usage).await;
                 log.stream_end = Some(summary.end.as_str());

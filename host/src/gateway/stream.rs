@@ -190,8 +190,8 @@ pub struct StreamSummary {
     pub end: StreamEnd,
     /// What the upstream reported of its usage.
     pub usage: ReportedUsage,
-    /// The bytes passed to the client.
-    pub bytes_streamed: u64,
+    /// The bytes of generated output (text, reasoning, tool arguments) passed to the client.
+    pub text_streamed: u64,
 }
 
 /// Whether `event` ends its stream in its wire format: OpenAI chat's `data: [DONE]`,
@@ -396,7 +396,7 @@ async fn run_relay<F, Fut>(
     Fut: Future<Output = bool> + Send + 'static,
 {
     let mut splitter = SseSplitter::default();
-    let mut bytes_streamed: u64 = 0;
+    let mut text_streamed: u64 = 0;
     let mut chunk = Some(first_chunk);
     // The final event and all after it, delivered only once the charge is committed.
     let mut held: Vec<Bytes> = Vec::new();
@@ -423,7 +423,7 @@ async fn run_relay<F, Fut>(
                 if usage.observe(&parsed) == EventAction::Drop {
                     continue;
                 }
-                bytes_streamed = bytes_streamed.saturating_add(event.len() as u64);
+                text_streamed = text_streamed.saturating_add(usage.generated_bytes(&parsed));
                 if !held.is_empty() || is_final_event(&parsed) {
                     held.push(event);
                     continue;
@@ -488,13 +488,14 @@ async fn run_relay<F, Fut>(
     if end != StreamEnd::ClientGone
         && let Some(rest) = splitter.rest()
     {
-        bytes_streamed = bytes_streamed.saturating_add(rest.len() as u64);
+        let parsed = SseEvent::parse(&String::from_utf8_lossy(&rest));
+        text_streamed = text_streamed.saturating_add(usage.generated_bytes(&parsed));
         held.push(rest);
     }
     let charged = finish(StreamSummary {
         end,
         usage: usage.reported(),
-        bytes_streamed,
+        text_streamed,
     })
     .await;
     // Settled: a shutdown no longer waits for this stream.

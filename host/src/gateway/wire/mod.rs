@@ -272,6 +272,66 @@ impl SseEvent {
     }
 }
 
+/// The fields of a stream's events whose string values are generated output, by wire format:
+/// chat's `content`, `reasoning_content`, `refusal` and tool-call `arguments`; Anthropic's
+/// `text`, `thinking` and `partial_json`; the Responses API's `delta` (only: its `*.done`
+/// events repeat the whole text).
+fn generated_fields(endpoint: EndpointKind) -> &'static [&'static [u8]] {
+    match endpoint {
+        EndpointKind::ChatCompletions | EndpointKind::Embeddings => {
+            &[b"content", b"reasoning_content", b"refusal", b"arguments"]
+        }
+        EndpointKind::Messages => &[b"text", b"thinking", b"partial_json"],
+        EndpointKind::Responses => &[b"delta"],
+    }
+}
+
+/// How many bytes of generated output an `endpoint` stream event's JSON `data` carries: the
+/// lengths of the string values of its format's generated fields, as written (escapes
+/// included). A cut stream's output is estimated from these, not from the events' whole size:
+/// a chat chunk spends ~170 bytes of framing on a token of text, so counting it all billed a
+/// cut stream ~40 times its output.
+pub fn generated_text_bytes(endpoint: EndpointKind, data: &str) -> u64 {
+    let fields = generated_fields(endpoint);
+    let bytes = data.as_bytes();
+    let mut total: u64 = 0;
+    let mut resume = 0;
+    // Each `":"` ends a key and opens its string value.
+    for colon in memchr::memmem::find_iter(bytes, b"\":\"") {
+        if colon < resume {
+            continue; // inside the value just measured
+        }
+        let key = bytes[..colon]
+            .iter()
+            .rposition(|&byte| byte == b'"')
+            .map_or(&[][..], |open| &bytes[open + 1..colon]);
+        let start = colon + 3;
+        let length = string_length(&bytes[start..]);
+        resume = start + length;
+        if fields.contains(&key) {
+            total = total.saturating_add(length as u64);
+        }
+    }
+    total
+}
+
+/// The length of a JSON string's contents up to its closing quote (escapes skipped over), or
+/// to the end of `text` when it never closes.
+fn string_length(text: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(offset) = memchr::memchr2(b'"', b'\\', &text[at..]) {
+        let found = at + offset;
+        if text[found] == b'"' {
+            return found;
+        }
+        at = found + 2;
+        if at >= text.len() {
+            return text.len();
+        }
+    }
+    text.len()
+}
+
 /// What the gateway does with one event of an upstream stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventAction {
@@ -367,6 +427,11 @@ impl StreamUsage {
     /// The usage reported so far; `None` once a count could not be believed.
     pub fn usage(&self) -> Option<Usage> {
         self.usage.filter(|_| !self.unbelievable)
+    }
+
+    /// The bytes of generated output `event` carries (see [`generated_text_bytes`]).
+    pub fn generated_bytes(&self, event: &SseEvent) -> u64 {
+        generated_text_bytes(self.endpoint, &event.data)
     }
 
     /// What the stream reported of its usage, for the settle phase.
@@ -562,6 +627,44 @@ mod tests {
             r#"data: {"type":"response.completed","response":{"usage":{"input_tokens":"x"}}}"#;
         responses.observe(&SseEvent::parse(done));
         assert_eq!(responses.usage(), None);
+    }
+
+    #[test]
+    fn generated_text_is_the_string_values_of_each_formats_output_fields() {
+        let chat = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","model":"gpt","choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"},"finish_reason":null}]}"#;
+        assert_eq!(generated_text_bytes(EndpointKind::ChatCompletions, chat), 5);
+        let escaped =
+            r#"{"choices":[{"delta":{"content":"say \"hi\"\n","reasoning_content":"ok"}}]}"#;
+        assert_eq!(
+            generated_text_bytes(EndpointKind::ChatCompletions, escaped),
+            14,
+            "escapes as written, both fields"
+        );
+        let tool = r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{\"a\":1}"}}]}}]}"#;
+        assert_eq!(generated_text_bytes(EndpointKind::ChatCompletions, tool), 9);
+        let anthropic = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi there"}}"#;
+        assert_eq!(generated_text_bytes(EndpointKind::Messages, anthropic), 8);
+        let start =
+            r#"{"type":"message_start","message":{"id":"msg_1","content":[],"model":"claude"}}"#;
+        assert_eq!(generated_text_bytes(EndpointKind::Messages, start), 0);
+        let delta = r#"{"type":"response.output_text.delta","item_id":"msg_1","delta":"Hey"}"#;
+        assert_eq!(generated_text_bytes(EndpointKind::Responses, delta), 3);
+        let done = r#"{"type":"response.output_text.done","text":"Hey you"}"#;
+        assert_eq!(
+            generated_text_bytes(EndpointKind::Responses, done),
+            0,
+            "a done event repeats the text"
+        );
+        let unclosed = r#"{"choices":[{"delta":{"content":"abc"#;
+        assert_eq!(
+            generated_text_bytes(EndpointKind::ChatCompletions, unclosed),
+            3
+        );
+        let trailing_escape = "{\"content\":\"ab\\";
+        assert_eq!(
+            generated_text_bytes(EndpointKind::ChatCompletions, trailing_escape),
+            3
+        );
     }
 
     #[test]
