@@ -363,6 +363,10 @@ async fn streams_arrive_incrementally_without_the_unasked_usage_chunk() {
         )
         .await;
     assert_eq!(response.status(), 200);
+    // A reverse proxy in front (nginx) must pass the events on as they come, and nothing may
+    // cache them.
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
+    assert_eq!(response.headers()["cache-control"], "no-cache");
     let mut body = response.into_body();
     let mut frames = Vec::new();
     while let Some(frame) = tokio::time::timeout(WAIT, body.frame()).await.unwrap() {

@@ -290,9 +290,11 @@ async fn pipeline(
                 charged
             };
             let body = stream::relay(&live, first_chunk, rest, idle, usage, finish);
+            let mut headers = served.headers;
+            stream::mark_unbuffered(&mut headers);
             Ok(Handled::Streaming(forward::response_with(
                 served.status,
-                served.headers,
+                headers,
                 body.boxed(),
             )))
         }

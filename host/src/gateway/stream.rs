@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{CACHE_CONTROL, HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{mpsc, watch};
 
 use super::forward::next_data;
@@ -234,6 +235,19 @@ fn top_level_type(data: &str) -> Option<String> {
         r#type: Option<String>,
     }
     serde_json::from_str::<Typed>(data).ok()?.r#type
+}
+
+/// Marks a streamed response's `headers` so that what stands between Monoize and the client
+/// passes each event on as it comes: `x-accel-buffering: no` (nginx, which otherwise buffers a
+/// proxied body), and `cache-control: no-cache` unless the upstream said otherwise.
+pub fn mark_unbuffered(headers: &mut HeaderMap) {
+    headers.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    headers
+        .entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-cache"));
 }
 
 /// Relays `body` (whose `first_chunk` was already read) to the client; `finish` runs when it
