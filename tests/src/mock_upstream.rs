@@ -219,15 +219,50 @@ impl MockUpstream {
     }
 }
 
-fn json_body(status: u16, value: &Value) -> Response<Body> {
-    let body = http_body_util::Full::new(Bytes::from(value.to_string()))
-        .map_err(|never| match never {})
-        .boxed();
+/// A `200` of `body` as `content_type`.
+fn typed(content_type: &'static str, body: Body) -> Response<Body> {
     let mut response = Response::new(body);
-    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
     response
         .headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
+        .insert("content-type", HeaderValue::from_static(content_type));
+    response
+}
+
+/// A body of `bytes`.
+fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A body of what `sender` (the returned half) sends.
+fn fed() -> (mpsc::Sender<Result<Bytes, BoxError>>, Body) {
+    let (sender, receiver) = mpsc::channel::<Result<Bytes, BoxError>>(4);
+    (sender, BodyExt::boxed(Events(receiver)))
+}
+
+/// Sends `first`, then `piece` again and again, until [`UNTERMINATED_MAX_BYTES`] are sent or
+/// the reader goes away; answers whether the reader is still there.
+async fn send_repeated(
+    sender: &mpsc::Sender<Result<Bytes, BoxError>>,
+    first: Bytes,
+    piece: Bytes,
+) -> bool {
+    let mut next = first;
+    let mut sent = 0;
+    while sent < UNTERMINATED_MAX_BYTES {
+        if sender.send(Ok(next)).await.is_err() {
+            return false;
+        }
+        sent += piece.len();
+        next = piece.clone();
+    }
+    true
+}
+
+fn json_body(status: u16, value: &Value) -> Response<Body> {
+    let mut response = typed("application/json", full(value.to_string()));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
     response
 }
 
@@ -306,71 +341,40 @@ async fn answer(
             response
         }
         "webpage" => {
-            let page = b"<!doctype html><html><body>Welcome to our site</body></html>";
-            let body = http_body_util::Full::new(Bytes::from_static(page))
-                .map_err(|never| match never {})
-                .boxed();
-            let mut response = Response::new(body);
-            response.headers_mut().insert(
-                "content-type",
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            response
+            let page = "<!doctype html><html><body>Welcome to our site</body></html>";
+            typed("text/html; charset=utf-8", full(page))
         }
         "cut" if !streaming => {
             let text = whole(&path, &model, &body).to_string();
             let half = Bytes::from(text[..text.len() / 2].to_owned());
-            let (sender, receiver) = mpsc::channel::<Result<Bytes, BoxError>>(2);
+            let (sender, body) = fed();
             tokio::spawn(async move {
                 if sender.send(Ok(half)).await.is_ok() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     let _ = sender.send(Err("the mock cuts the answer".into())).await;
                 }
             });
-            let mut response = Response::new(BodyExt::boxed(Events(receiver)));
-            response
-                .headers_mut()
-                .insert("content-type", HeaderValue::from_static("application/json"));
-            response
+            typed("application/json", body)
         }
         "gzipped" => {
-            let body = http_body_util::Full::new(Bytes::from_static(GZIPPED_BODY))
-                .map_err(|never| match never {})
-                .boxed();
-            let mut response = Response::new(body);
-            let headers = response.headers_mut();
-            headers.insert("content-type", HeaderValue::from_static("application/json"));
-            headers.insert("content-encoding", HeaderValue::from_static("gzip"));
+            let mut response = typed("application/json", full(GZIPPED_BODY));
+            response
+                .headers_mut()
+                .insert("content-encoding", HeaderValue::from_static("gzip"));
             response
         }
         "huge" => {
-            let (sender, receiver) = mpsc::channel::<Result<Bytes, BoxError>>(2);
+            let (sender, body) = fed();
             tokio::spawn(async move {
                 let piece = Bytes::from(vec![b'a'; 1 << 20]);
-                let mut next = Bytes::from_static(b"{\"data\":\"");
-                let mut sent = 0;
-                while sent < UNTERMINATED_MAX_BYTES && sender.send(Ok(next)).await.is_ok() {
-                    sent += piece.len();
-                    next = piece.clone();
+                let opening = Bytes::from_static(b"{\"data\":\"");
+                if send_repeated(&sender, opening, piece).await {
+                    let _ = sender.send(Ok(Bytes::from_static(b"\"}"))).await;
                 }
-                let _ = sender.send(Ok(Bytes::from_static(b"\"}"))).await;
             });
-            let mut response = Response::new(BodyExt::boxed(Events(receiver)));
-            response
-                .headers_mut()
-                .insert("content-type", HeaderValue::from_static("application/json"));
-            response
+            typed("application/json", body)
         }
-        "notjson" => {
-            let body = http_body_util::Full::new(Bytes::from_static(b"upstream says: ok"))
-                .map_err(|never| match never {})
-                .boxed();
-            let mut response = Response::new(body);
-            response
-                .headers_mut()
-                .insert("content-type", HeaderValue::from_static("application/json"));
-            response
-        }
+        "notjson" => typed("application/json", full("upstream says: ok")),
         "absurdusage" => json_body(
             200,
             &json!({
@@ -536,7 +540,7 @@ fn events(path: &str, model: &str) -> Vec<String> {
 
 /// An SSE response fed by a task that follows `feed`.
 fn stream(shared: &Arc<Shared>, feed: Feed) -> Response<Body> {
-    let (sender, receiver) = mpsc::channel::<Result<Bytes, BoxError>>(4);
+    let (sender, body) = fed();
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         match feed {
@@ -577,35 +581,21 @@ fn stream(shared: &Arc<Shared>, feed: Feed) -> Response<Body> {
                 let mut comment = vec![b'x'; 64 << 10];
                 comment[0] = b':';
                 comment.extend_from_slice(b"\n\n");
-                let comment = Bytes::from(comment);
-                let mut next = Bytes::from(first);
-                let mut sent = 0;
-                while sent < UNTERMINATED_MAX_BYTES && sender.send(Ok(next)).await.is_ok() {
-                    sent += comment.len();
-                    next = comment.clone();
+                if send_repeated(&sender, Bytes::from(first), Bytes::from(comment)).await {
+                    sender.closed().await;
                 }
-                sender.closed().await;
                 shared.record_cancelled();
             }
             Feed::Unterminated(first) => {
                 let piece = Bytes::from(vec![b'x'; 64 << 10]);
-                let mut next = Bytes::from(first + "data: ");
-                let mut sent = 0;
-                while sent < UNTERMINATED_MAX_BYTES && sender.send(Ok(next)).await.is_ok() {
-                    sent += piece.len();
-                    next = piece.clone();
+                if send_repeated(&sender, Bytes::from(first + "data: "), piece).await {
+                    sender.closed().await;
                 }
-                sender.closed().await;
                 shared.record_cancelled();
             }
         }
     });
-    let mut response = Response::new(BodyExt::boxed(Events(receiver)));
-    response.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("text/event-stream"),
-    );
-    response
+    typed("text/event-stream", body)
 }
 
 async fn send_paced(sender: &mpsc::Sender<Result<Bytes, BoxError>>, events: Vec<String>) {

@@ -191,6 +191,16 @@ async fn a_client_that_goes_away_cancels_the_upstream_request() {
     }
 }
 
+/// A streamed chat request, as a client writes it on the wire.
+fn raw_stream_request() -> String {
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{CHAT_STREAM}",
+        BEARER.1,
+        CHAT_STREAM.len()
+    )
+}
+
 #[tokio::test]
 async fn a_client_that_stops_reading_its_stream_is_let_go_after_the_idle_timeout() {
     let gateway = Setup::new()
@@ -201,13 +211,10 @@ async fn a_client_that_stops_reading_its_stream_is_let_go_after_the_idle_timeout
     // A client that sends its request and never reads a byte of the answer, though it stays
     // connected: the socket buffers fill, then the relay's, then it waits on the client.
     let mut client = TcpStream::connect(gateway.address).await.unwrap();
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{CHAT_STREAM}",
-        BEARER.1,
-        CHAT_STREAM.len()
-    );
-    client.write_all(request.as_bytes()).await.unwrap();
+    client
+        .write_all(raw_stream_request().as_bytes())
+        .await
+        .unwrap();
     assert!(
         gateway.mock.wait_cancelled(1, WAIT).await,
         "the upstream request of a client that takes nothing is dropped"
@@ -218,13 +225,10 @@ async fn a_client_that_stops_reading_its_stream_is_let_go_after_the_idle_timeout
 async fn client_goes_away(mode: &str) {
     let gateway = start(&[(ProviderType::ChatCompletion, &[mode])], |_| {}).await;
     let mut client = TcpStream::connect(gateway.address).await.unwrap();
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{CHAT_STREAM}",
-        BEARER.1,
-        CHAT_STREAM.len()
-    );
-    client.write_all(request.as_bytes()).await.unwrap();
+    client
+        .write_all(raw_stream_request().as_bytes())
+        .await
+        .unwrap();
     let mut received = Vec::new();
     let mut buffer = [0u8; 4096];
     while !String::from_utf8_lossy(&received).contains("one") {
