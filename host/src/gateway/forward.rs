@@ -19,6 +19,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::wire::{self, NotAnObject};
+use crate::billing::Usage;
 use crate::config::Config;
 use crate::db::routing::ProviderType;
 use crate::metrics::{AttemptOutcome, Metrics};
@@ -292,8 +294,14 @@ pub enum Answer {
         /// The rest.
         rest: Incoming,
     },
-    /// A whole JSON body.
-    Whole(Bytes),
+    /// A whole JSON body, and the usage it reports (`None` when it reports none, or is
+    /// compressed).
+    Whole {
+        /// The body.
+        body: Bytes,
+        /// Its usage.
+        usage: Option<Usage>,
+    },
 }
 
 /// How the walk ended.
@@ -519,13 +527,17 @@ async fn try_attempt(
                 .headers
                 .get(header::CONTENT_ENCODING)
                 .is_some_and(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"));
-            if !encoded && !is_json_document(&whole) {
-                return Err(failure(
-                    AttemptOutcome::NotAnApi,
-                    format!("upstream status {status} with a body that is not JSON"),
-                ));
-            }
-            Answer::Whole(whole)
+            let usage = if encoded {
+                None
+            } else {
+                wire::response_usage(outbound.endpoint, &whole).map_err(|NotAnObject| {
+                    failure(
+                        AttemptOutcome::NotAnApi,
+                        format!("upstream status {status} with a body that is not a JSON object"),
+                    )
+                })?
+            };
+            Answer::Whole { body: whole, usage }
         };
         return Ok(AttemptResult::Served(Box::new(Served {
             attempt: attempt.clone(),
@@ -618,11 +630,6 @@ fn is_json(headers: &HeaderMap) -> bool {
         media_type.eq_ignore_ascii_case("application/json")
             || suffix.is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
     })
-}
-
-/// Whether `body` is one JSON document, as every whole answer of the forwarding endpoints is.
-fn is_json_document(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
 
 /// A response's media type: its `content-type` without parameters.

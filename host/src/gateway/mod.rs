@@ -298,13 +298,9 @@ async fn pipeline(
                 body.boxed(),
             )))
         }
-        Answer::Whole(body) => {
+        Answer::Whole { body, usage } => {
             // settle
-            let usage = bill::usage_or_estimate(
-                wire::response_usage(endpoint, &body),
-                context.request_bytes,
-                body.len() as u64,
-            );
+            let usage = bill::usage_or_estimate(usage, context.request_bytes, body.len() as u64);
             // The body leaves only once its charge is committed (DESIGN §6).
             if !bill::settle(state, &context, &served.attempt, usage).await {
                 return Err(GatewayError::Internal(

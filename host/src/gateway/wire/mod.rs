@@ -187,14 +187,19 @@ impl ClientRequest {
     }
 }
 
-/// The usage in a whole (non-stream) upstream response body, if it reports one.
-pub fn response_usage(endpoint: EndpointKind, body: &[u8]) -> Option<Usage> {
-    let UsageField(usage) = serde_json::from_slice(body).ok()?;
+/// A whole upstream answer that is not one JSON object, as every forwarding endpoint's is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotAnObject;
+
+/// The usage in a whole (non-stream) upstream response body, if it reports one (and can be
+/// believed); [`NotAnObject`] when the body is not one JSON object. One parse answers both.
+pub fn response_usage(endpoint: EndpointKind, body: &[u8]) -> Result<Option<Usage>, NotAnObject> {
+    let UsageField(usage) = serde_json::from_slice(body).map_err(|_| NotAnObject)?;
     let usage = usage.unwrap_or(serde_json::Value::Null);
-    match endpoint {
+    Ok(match endpoint {
         EndpointKind::Messages => anthropic::usage(&usage),
         _ => openai::usage(&usage),
-    }
+    })
 }
 
 /// The top-level `usage` of a JSON object (the last one, as a full parse would keep), every
@@ -588,18 +593,20 @@ mod tests {
         for body in &unbelievable {
             assert_eq!(
                 response_usage(EndpointKind::ChatCompletions, body.as_bytes()),
-                None,
+                Ok(None),
                 "{body}"
             );
         }
         let anthropic = r#"{"usage":{"input_tokens":3,"cache_read_input_tokens":"9"}}"#;
         assert_eq!(
             response_usage(EndpointKind::Messages, anthropic.as_bytes()),
-            None
+            Ok(None)
         );
         // At the bound, and with counts absent or null, the usage is read as reported.
         let at_most = format!(r#"{{"usage":{{"prompt_tokens":{most},"completion_tokens":null}}}}"#);
-        let usage = response_usage(EndpointKind::ChatCompletions, at_most.as_bytes()).unwrap();
+        let usage = response_usage(EndpointKind::ChatCompletions, at_most.as_bytes())
+            .unwrap()
+            .unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (most, 0));
     }
 
@@ -695,13 +702,34 @@ mod tests {
     #[test]
     fn response_usage_reads_only_the_top_level_usage() {
         let body = br#"{"choices":[{"usage":{"prompt_tokens":99}}],"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
-        let usage = response_usage(EndpointKind::ChatCompletions, body).unwrap();
+        let usage = response_usage(EndpointKind::ChatCompletions, body)
+            .unwrap()
+            .unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (3, 2));
         let escaped = br#"{"\u0075sage":{"input_tokens":4,"output_tokens":5}}"#;
-        let usage = response_usage(EndpointKind::Messages, escaped).unwrap();
+        let usage = response_usage(EndpointKind::Messages, escaped)
+            .unwrap()
+            .unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (4, 5));
-        for body in [&b"{}"[..], b"[1]", b"{\"usage\":null}", b"{\"usage\":1} x"] {
-            assert_eq!(response_usage(EndpointKind::ChatCompletions, body), None);
+        for body in [&b"{}"[..], b"{\"usage\":null}", b"{\"usage\":1}"] {
+            assert_eq!(
+                response_usage(EndpointKind::ChatCompletions, body),
+                Ok(None)
+            );
+        }
+        for body in [
+            &b""[..],
+            b"[1]",
+            b"{\"usage\":1} x",
+            b"<html>",
+            b"{\"usage\":",
+        ] {
+            assert_eq!(
+                response_usage(EndpointKind::ChatCompletions, body),
+                Err(NotAnObject),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
