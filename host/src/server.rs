@@ -237,7 +237,7 @@ pub async fn dispatch(
                 .into_owned();
             gateway::models(state, request, peer, Some(id)).await
         }
-        (_, path, _, _) if dashboard::serves(path) => dashboard::handle(state, request).await,
+        (_, path, _, _) if dashboard::serves(path) => dashboard::handle(state, request, peer).await,
         (_, path, _, _) => not_found(path),
     };
     if api {

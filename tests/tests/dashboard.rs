@@ -767,3 +767,61 @@ async fn the_session_cookie_is_secure_when_configured() {
         assert_eq!(cookie.ends_with("; Secure"), secure, "{cookie}");
     }
 }
+
+#[tokio::test]
+async fn an_address_with_ten_failed_logins_is_refused_429_even_with_the_right_password() {
+    let server = start(|config| {
+        // The test's clients all come from 127.0.0.1: a trusted proxy says whose they are.
+        config.trusted_proxy_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    server
+        .session("/auth/register", "root_admin", ADMIN_PASSWORD)
+        .await;
+    let login = |from: &'static str, password: &'static str| {
+        let body = json!({"username": "root_admin", "password": password}).to_string();
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-forwarded-for", from),
+        ];
+        let server = &server;
+        async move {
+            server
+                .raw(
+                    "POST",
+                    "/api/dashboard/auth/login",
+                    &headers,
+                    body.into_bytes(),
+                )
+                .await
+        }
+    };
+    let guesser = "203.0.113.7";
+    for guess in 0..10 {
+        let answer = login(guesser, "wrong-guess").await;
+        assert_eq!(answer.status, 401, "guess {guess}: {}", answer.body);
+    }
+    let refused = login(guesser, ADMIN_PASSWORD).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "too_many_login_attempts");
+    let retry_after: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=15 * 60).contains(&retry_after), "{retry_after}");
+    // Another address logs in; a success there frees no one else.
+    let owner = login("198.51.100.4", ADMIN_PASSWORD).await;
+    assert_eq!(owner.status, 200, "{}", owner.body);
+    assert_eq!(login(guesser, ADMIN_PASSWORD).await.status, 429);
+    // Fewer failures than the limit, then a success, start the count again.
+    let forgetful = "198.51.100.5";
+    for _ in 0..9 {
+        assert_eq!(login(forgetful, "typo").await.status, 401);
+    }
+    assert_eq!(login(forgetful, ADMIN_PASSWORD).await.status, 200);
+    for _ in 0..9 {
+        assert_eq!(login(forgetful, "typo").await.status, 401);
+    }
+    assert_eq!(login(forgetful, ADMIN_PASSWORD).await.status, 200);
+}

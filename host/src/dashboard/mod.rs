@@ -9,22 +9,27 @@
 //! plugin that
 //! fails (trap, timeout, out of memory) is a `500 plugin_failed` naming the plugin, and the
 //! host keeps serving.
+//!
+//! Logins are throttled per client address here, in front of the plugin ([`throttle`]).
 
 pub mod bootstrap;
 mod session;
+pub mod throttle;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::app::AppState;
 use crate::gateway::error::set_request_id;
+use crate::gateway::policy::client_address;
 use crate::plugins::PluginError;
 use crate::plugins::dashboard::{
     DashboardPlugin, DashboardRequest, DashboardResponse, DashboardServices,
@@ -36,6 +41,9 @@ pub use session::{SESSION_COOKIE, presented_token};
 
 /// The path prefix this module serves.
 pub const PREFIX: &str = "/api/dashboard";
+
+/// The login endpoint, whose failures are throttled.
+const LOGIN_PATH: &str = "/api/dashboard/auth/login";
 
 /// The largest dashboard request body: management requests are small, so the dashboard takes
 /// at most this, or less when `MONOIZE_HTTP_BODY_MAX_BYTES` is lower.
@@ -52,6 +60,7 @@ pub fn serves(path: &str) -> bool {
 pub struct Dashboard {
     plugin: DashboardPlugin,
     services: DashboardServices,
+    logins: Arc<throttle::LoginThrottle>,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -65,7 +74,11 @@ impl std::fmt::Debug for Dashboard {
 impl Dashboard {
     /// `plugin` answering over `services`.
     pub fn new(plugin: DashboardPlugin, services: DashboardServices) -> Dashboard {
-        Dashboard { plugin, services }
+        Dashboard {
+            plugin,
+            services,
+            logins: Arc::default(),
+        }
     }
 
     /// The dashboard plugin.
@@ -97,6 +110,13 @@ pub enum DashboardError {
     /// A body that is not declared as JSON (415).
     #[error("the request body must be JSON (content-type: application/json)")]
     NotJson,
+    /// Too many failed logins from the client's address (429): it may try again after
+    /// `retry_after_secs`.
+    #[error("too many failed logins from this address; try again in {retry_after_secs} s")]
+    TooManyLogins {
+        /// Seconds until the address may try again.
+        retry_after_secs: u64,
+    },
     /// The body could not be read (400).
     #[error("the request body could not be read: {0}")]
     BadBody(String),
@@ -125,6 +145,7 @@ impl DashboardError {
             DashboardError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             DashboardError::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
             DashboardError::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            DashboardError::TooManyLogins { .. } => StatusCode::TOO_MANY_REQUESTS,
             DashboardError::BadBody(_) => StatusCode::BAD_REQUEST,
             DashboardError::Plugin(_) | DashboardError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -138,6 +159,7 @@ impl DashboardError {
             DashboardError::BodyTooLarge { .. } => "body_too_large",
             DashboardError::BodyStalled { .. } => "request_timeout",
             DashboardError::NotJson => "unsupported_media_type",
+            DashboardError::TooManyLogins { .. } => "too_many_login_attempts",
             DashboardError::BadBody(_) => "invalid_body",
             DashboardError::Plugin(_) => "plugin_failed",
             DashboardError::Internal(_) => "internal_error",
@@ -169,15 +191,24 @@ impl DashboardError {
             }}),
         };
         let mut response = json_response(self.status(), &body);
+        if let DashboardError::TooManyLogins { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
         finish(&mut response, request_id);
         response
     }
 }
 
 /// Serves one `/api/dashboard/*` request.
-pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn handle(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ResponseBody> {
     let request_id = new_request_id();
-    match answer(&state, request, &request_id).await {
+    match answer(&state, request, peer, &request_id).await {
         Ok(response) => response,
         Err(error) => {
             match &error {
@@ -197,9 +228,22 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
 async fn answer(
     state: &AppState,
     request: Request<Incoming>,
+    peer: SocketAddr,
     request_id: &str,
 ) -> Result<Response<ResponseBody>, DashboardError> {
     let (parts, body) = request.into_parts();
+    let dashboard = &state.dashboard;
+    // A login from an address with too many failures is refused before its body is read.
+    let login = (parts.method == Method::POST && parts.uri.path() == LOGIN_PATH)
+        .then(|| client_address(peer, &parts.headers, &state.config.trusted_proxy_cidrs));
+    if let Some(address) = login
+        && let Some(left) = dashboard.logins.blocked_for(address)
+    {
+        tracing::warn!(%address, "login refused: too many failed logins from this address");
+        return Err(DashboardError::TooManyLogins {
+            retry_after_secs: left.as_secs().max(1),
+        });
+    }
     let limit = DASHBOARD_BODY_MAX_BYTES.min(state.config.http_body_max_bytes);
     let timeout = Duration::from_millis(state.config.http_body_timeout_ms);
     let body = body::read_request(&parts.headers, body, limit, timeout).await?;
@@ -226,7 +270,6 @@ async fn answer(
         caller,
         session_token: token,
     };
-    let dashboard = &state.dashboard;
     let answered = dashboard
         .plugin
         .handle(request_id, request, &dashboard.services)
@@ -235,7 +278,15 @@ async fn answer(
     let cookies = Cookies {
         secure: state.config.session_cookie_secure,
     };
-    response_of(dashboard.plugin.name(), answered, request_id, cookies)
+    let response = response_of(dashboard.plugin.name(), answered, request_id, cookies)?;
+    if let Some(address) = login {
+        match response.status() {
+            StatusCode::UNAUTHORIZED => dashboard.logins.failed(address),
+            status if status.is_success() => dashboard.logins.succeeded(address),
+            _ => {}
+        }
+    }
+    Ok(response)
 }
 
 /// How the host amends the cookies a dashboard plugin sets.
