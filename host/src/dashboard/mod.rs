@@ -233,9 +233,15 @@ async fn answer(
 ) -> Result<Response<ResponseBody>, DashboardError> {
     let (parts, body) = request.into_parts();
     let dashboard = &state.dashboard;
-    // A login from an address with too many failures is refused before its body is read.
-    let login = (parts.method == Method::POST && parts.uri.path() == LOGIN_PATH)
-        .then(|| client_address(peer, &parts.headers, &state.config.trusted_proxy_cidrs));
+    // A login from an address with too many failures is refused before its body is read. The
+    // method in any case: the plugin's router matches it so.
+    let is_login = parts
+        .method
+        .as_str()
+        .eq_ignore_ascii_case(Method::POST.as_str())
+        && parts.uri.path() == LOGIN_PATH;
+    let login =
+        is_login.then(|| client_address(peer, &parts.headers, &state.config.trusted_proxy_cidrs));
     if let Some(address) = login
         && let Some(left) = dashboard.logins.blocked_for(address)
     {
