@@ -199,8 +199,8 @@ mod tests {
             (nothing.prompt_tokens, nothing.completion_tokens),
             (100, 1_000)
         );
+        assert!(nothing.estimated);
         let one_char = stream_usage_or_estimate(ReportedUsage::Nothing, 400, 1);
         assert_eq!(one_char.completion_tokens, 1, "a token begun is a token");
-        assert!(nothing.estimated);
     }
 }

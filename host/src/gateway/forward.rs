@@ -342,6 +342,14 @@ struct Failure {
     reason: String,
 }
 
+/// A whole body that broke off, stalled or ran past its cap.
+fn body_failed(error: &body::ReadError) -> Failure {
+    failure(
+        AttemptOutcome::BodyFailed,
+        format!("the upstream body {error}"),
+    )
+}
+
 fn failure(outcome: AttemptOutcome, reason: impl Into<String>) -> Failure {
     Failure {
         outcome,
@@ -514,12 +522,7 @@ async fn try_attempt(
             {
                 Ok(whole) => whole,
                 Err(body::ReadError::TooLong { .. }) => return Ok(AttemptResult::TooLarge),
-                Err(error) => {
-                    return Err(failure(
-                        AttemptOutcome::BodyFailed,
-                        format!("the upstream body {error}"),
-                    ));
-                }
+                Err(error) => return Err(body_failed(&error)),
             };
             // An upstream that compresses though asked not to is relayed as it came: its bytes
             // are for the client to decode (and its usage is then estimated).
@@ -553,12 +556,7 @@ async fn try_attempt(
         StatusFault::Request => {
             let body = body::read_capped(body, MAX_REJECTION_BODY, upstream.timeouts.idle)
                 .await
-                .map_err(|error| {
-                    failure(
-                        AttemptOutcome::BodyFailed,
-                        format!("the upstream body {error}"),
-                    )
-                })?;
+                .map_err(|error| body_failed(&error))?;
             Ok(AttemptResult::Rejected {
                 status,
                 headers,

@@ -270,9 +270,9 @@ where
     let relay = Relay {
         client: sender,
         cut: live.join(),
-        stall: idle,
+        idle,
     };
-    tokio::spawn(run_relay(relay, first_chunk, body, idle, usage, finish));
+    tokio::spawn(run_relay(relay, first_chunk, body, usage, finish));
     ChannelBody { receiver }
 }
 
@@ -281,51 +281,45 @@ where
 struct Relay {
     client: mpsc::Sender<Result<Bytes, BoxError>>,
     cut: watch::Receiver<bool>,
-    /// How long the client may take nothing while events wait for it before it counts as
-    /// gone: a client that stops reading would otherwise hold the upstream request for ever.
-    stall: Duration,
-}
-
-/// Why a relay stopped waiting.
-enum Interrupted {
-    /// The client went away.
-    ClientGone,
-    /// The server cut its streams.
-    ShutDown,
-}
-
-impl Interrupted {
-    fn end(self) -> StreamEnd {
-        match self {
-            Interrupted::ClientGone => StreamEnd::ClientGone,
-            Interrupted::ShutDown => StreamEnd::ShutDown,
-        }
-    }
+    /// How long the upstream may stay silent, and how long the client may take nothing while
+    /// events wait for it before it counts as gone (a client that stops reading would
+    /// otherwise hold the upstream request for ever).
+    idle: Duration,
 }
 
 impl Relay {
     /// Hands `bytes` to the client, waiting for room unless the client goes away, takes
-    /// nothing for the stall time, or the streams are cut.
-    async fn deliver(&mut self, bytes: Bytes) -> Result<(), Interrupted> {
+    /// nothing for the idle time, or the streams are cut (answered as how the stream ends).
+    async fn deliver(&mut self, bytes: Bytes) -> Result<(), StreamEnd> {
         tokio::select! {
-            sent = tokio::time::timeout(self.stall, self.client.send(Ok(bytes))) => match sent {
+            sent = tokio::time::timeout(self.idle, self.client.send(Ok(bytes))) => match sent {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(Interrupted::ClientGone),
+                Ok(Err(_)) => Err(StreamEnd::ClientGone),
                 Err(_) => {
                     tracing::info!("the client took nothing of its stream past the idle timeout");
-                    Err(Interrupted::ClientGone)
+                    Err(StreamEnd::ClientGone)
                 }
             },
-            _ = self.cut.wait_for(|&cut| cut) => Err(Interrupted::ShutDown),
+            _ = self.cut.wait_for(|&cut| cut) => Err(StreamEnd::ShutDown),
         }
     }
 
-    /// Waits for `next`, unless the client goes away or the streams are cut first.
-    async fn wait<T>(&mut self, next: impl Future<Output = T>) -> Result<T, Interrupted> {
-        tokio::select! {
-            () = self.client.closed() => Err(Interrupted::ClientGone),
-            _ = self.cut.wait_for(|&cut| cut) => Err(Interrupted::ShutDown),
-            value = next => Ok(value),
+    /// The upstream's next data (`None` at the body's end), or how the stream ends instead:
+    /// the upstream failed or stayed silent past the idle time, the client went away, or the
+    /// streams were cut.
+    async fn next_from(&mut self, body: &mut Incoming) -> Result<Option<Bytes>, StreamEnd> {
+        let next = tokio::select! {
+            () = self.client.closed() => return Err(StreamEnd::ClientGone),
+            _ = self.cut.wait_for(|&cut| cut) => return Err(StreamEnd::ShutDown),
+            next = tokio::time::timeout(self.idle, next_data(body)) => next,
+        };
+        match next {
+            Ok(Ok(data)) => Ok(data),
+            Ok(Err(error)) => Err(upstream_failed(&error)),
+            Err(_) => {
+                tracing::info!("the upstream stream went silent past the idle timeout");
+                Err(StreamEnd::UpstreamFailed)
+            }
         }
     }
 }
@@ -402,7 +396,6 @@ async fn run_relay<F, Fut>(
     mut relay: Relay,
     first_chunk: Bytes,
     mut body: Incoming,
-    idle: Duration,
     mut usage: StreamUsage,
     finish: F,
 ) where
@@ -465,31 +458,20 @@ async fn run_relay<F, Fut>(
             }
         }
         if !out.is_empty()
-            && let Err(interrupted) = relay.deliver(concat(out)).await
+            && let Err(end) = relay.deliver(concat(out)).await
         {
-            break interrupted.end();
+            break end;
         }
         if let Some(end) = ended {
             break end;
         }
-        let next = match relay
-            .wait(tokio::time::timeout(idle, next_data(&mut body)))
-            .await
-        {
-            Ok(next) => next,
-            Err(interrupted) => break interrupted.end(),
-        };
-        match next {
-            Ok(Ok(Some(data))) => chunk = Some(data),
-            Ok(Ok(None)) => {
+        match relay.next_from(&mut body).await {
+            Ok(Some(data)) => chunk = Some(data),
+            Ok(None) => {
                 body_over = true;
                 break StreamEnd::Completed;
             }
-            Ok(Err(error)) => break upstream_failed(&error),
-            Err(_) => {
-                tracing::info!("the upstream stream went silent past the idle timeout");
-                break StreamEnd::UpstreamFailed;
-            }
+            Err(end) => break end,
         }
     };
     if end == StreamEnd::Completed && !body_over {
