@@ -389,7 +389,7 @@ mod tests {
             written * 4096 > 8 * restart_bytes,
             "too few writes to tell: {written}"
         );
-        let restarts = wal_restarts(&wal);
+        let restarts = wal_restarts(&wal).unwrap();
         let length = std::fs::metadata(&wal).unwrap().len();
         assert!(
             restarts >= 2,
@@ -407,13 +407,12 @@ mod tests {
 
     /// How many times the WAL has started over: the checkpoint sequence number of its header
     /// (big-endian, at byte 12), which SQLite raises at every restart.
-    fn wal_restarts(wal: &Path) -> u32 {
+    fn wal_restarts(wal: &Path) -> std::io::Result<u32> {
         use std::io::Read;
         let mut header = [0u8; 16];
-        std::fs::File::open(wal)
-            .unwrap()
-            .read_exact(&mut header)
-            .unwrap();
-        u32::from_be_bytes([header[12], header[13], header[14], header[15]])
+        std::fs::File::open(wal)?.read_exact(&mut header)?;
+        Ok(u32::from_be_bytes([
+            header[12], header[13], header[14], header[15],
+        ]))
     }
 }
