@@ -308,6 +308,9 @@ pub struct Config {
     /// (`MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS`); past it the response is cut. A streaming client
     /// that takes nothing of what waits for it for as long is treated as gone.
     pub upstream_idle_timeout_ms: u64,
+    /// A PEM file of certificates trusted as roots for upstream TLS besides the Mozilla roots
+    /// (`MONOIZE_UPSTREAM_CA_FILE`): for upstreams behind a private CA.
+    pub upstream_ca_file: Option<PathBuf>,
     /// Peers whose `X-Forwarded-For` is believed (`MONOIZE_TRUSTED_PROXY_CIDRS`, comma
     /// separated addresses or CIDRs); empty: the peer address is the client's.
     pub trusted_proxy_cidrs: Vec<IpRange>,
@@ -394,6 +397,7 @@ impl Config {
                 "MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS",
                 DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS,
             )?,
+            upstream_ca_file: path("MONOIZE_UPSTREAM_CA_FILE"),
             trusted_proxy_cidrs: match non_empty(&env, "MONOIZE_TRUSTED_PROXY_CIDRS") {
                 None => Vec::new(),
                 Some(value) => cidr::parse_list(&value).map_err(|_| ConfigError::InvalidValue {
@@ -455,6 +459,7 @@ impl Config {
             upstream_connect_timeout_ms: DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
             upstream_first_byte_timeout_ms: DEFAULT_UPSTREAM_FIRST_BYTE_TIMEOUT_MS,
             upstream_idle_timeout_ms: DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS,
+            upstream_ca_file: None,
             trusted_proxy_cidrs: Vec::new(),
             health_failure_threshold: DEFAULT_HEALTH_FAILURE_THRESHOLD,
             health_cooldown_ms: DEFAULT_HEALTH_COOLDOWN_MS,
@@ -593,7 +598,9 @@ mod tests {
             DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS
         );
         assert!(config.trusted_proxy_cidrs.is_empty());
+        assert_eq!(config.upstream_ca_file, None);
         let config = Config::from_lookup(env_of(&[
+            ("MONOIZE_UPSTREAM_CA_FILE", "/etc/monoize/upstream-ca.pem"),
             ("MONOIZE_HTTP_BODY_MAX_BYTES", "1024"),
             ("MONOIZE_HTTP_HEADER_TIMEOUT_MS", "4"),
             ("MONOIZE_HTTP_BODY_TIMEOUT_MS", "8"),
@@ -615,6 +622,10 @@ mod tests {
             (5, 6, 7)
         );
         assert_eq!(config.trusted_proxy_cidrs.len(), 2);
+        assert_eq!(
+            config.upstream_ca_file.as_deref(),
+            Some(Path::new("/etc/monoize/upstream-ca.pem"))
+        );
         assert_eq!(
             (
                 config.health_failure_threshold,

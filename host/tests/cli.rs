@@ -395,6 +395,27 @@ fn db3_unwritable_path_exits_naming_the_path() {
 }
 
 #[test]
+fn serve_with_an_unreadable_upstream_ca_file_exits_naming_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("no-such-ca.pem");
+    let mut command = monoize(dir.path());
+    command
+        .arg("serve")
+        .env("MONOIZE_UPSTREAM_CA_FILE", &ca_file);
+    let (output, took) = run_to_exit(command);
+    assert!(!output.status.success());
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("monoize: "), "{lines:?}");
+    assert!(lines[0].contains("upstream CA file"), "{lines:?}");
+    assert!(
+        lines[0].contains(&ca_file.display().to_string()),
+        "{lines:?}"
+    );
+}
+
+#[test]
 fn help_explains_the_environment() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut command = monoize(dir.path());

@@ -31,8 +31,12 @@
 //! - `flaky`: answers `500` while [`MockUpstream::set_failing`] says so, like `ok` otherwise.
 //!
 //! Any other mode answers like `ok`. A request with `"stream": true` is answered as SSE in the
-//! endpoint's format, one event every 100 ms. Every request is recorded with its headers and
-//! body.
+//! endpoint's format, one event every 100 ms. Every request is recorded with its HTTP version,
+//! headers and body.
+//!
+//! [`MockUpstream::start_tls`] serves the same over TLS, with the certificate of
+//! `tests/fixtures/tls` (for `127.0.0.1` and `localhost`, signed by the test CA of
+//! [`TEST_CA_FILE`]), offering the ALPN protocols it is given: HTTP/2 and HTTP/1.1, or one.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -51,9 +55,19 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 
+/// The PEM file of the CA that signed the TLS mock's certificate: what a gateway must trust
+/// (`MONOIZE_UPSTREAM_CA_FILE`) to reach it. A test CA whose key was thrown away.
+pub const TEST_CA_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls/ca.pem");
+
+/// The TLS mock's certificate and its key.
+const UPSTREAM_CERT_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls/upstream.pem");
+const UPSTREAM_KEY_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls/upstream.key");
+
 /// One request the mock saw.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// Its HTTP version.
+    pub version: hyper::Version,
     /// Its path.
     pub path: String,
     /// Its headers.
@@ -84,6 +98,8 @@ impl Shared {
 pub struct MockUpstream {
     /// Where it listens.
     pub address: SocketAddr,
+    /// `http`, or `https` for [`MockUpstream::start_tls`].
+    scheme: &'static str,
     shared: Arc<Shared>,
 }
 
@@ -150,29 +166,73 @@ pub const UNTERMINATED_MAX_BYTES: usize = 96 << 20;
 impl MockUpstream {
     /// Starts a mock on a free port; it runs until the test's runtime ends.
     pub async fn start() -> std::io::Result<MockUpstream> {
+        MockUpstream::serve(None).await
+    }
+
+    /// Starts a mock that speaks TLS with the test certificate and offers `alpn` (such as
+    /// `[b"h2", b"http/1.1"]`); it runs until the test's runtime ends.
+    pub async fn start_tls(alpn: &[&[u8]]) -> std::io::Result<MockUpstream> {
+        use pki_types::pem::PemObject;
+        use tokio_rustls::rustls::{self, pki_types};
+        let invalid = |error: &dyn std::fmt::Display| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())
+        };
+        let chain = pki_types::CertificateDer::pem_file_iter(UPSTREAM_CERT_FILE)
+            .map_err(|error| invalid(&error))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| invalid(&error))?;
+        let key = pki_types::PrivateKeyDer::from_pem_file(UPSTREAM_KEY_FILE)
+            .map_err(|error| invalid(&error))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|error| invalid(&error))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|error| invalid(&error))?;
+        config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+        MockUpstream::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    /// Serves connections on a free port, through `tls` when given.
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> std::io::Result<MockUpstream> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let shared: Arc<Shared> = Arc::default();
         let for_server = Arc::clone(&shared);
+        let scheme = if tls.is_some() { "https" } else { "http" };
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let shared = Arc::clone(&for_server);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         answer(Arc::clone(&shared), request)
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let server = auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => server.serve_connection(TokioIo::new(stream), service).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                server.serve_connection(TokioIo::new(stream), service).await
+                            }
+                            // A client that does not trust the certificate hangs up here.
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
-        Ok(MockUpstream { address, shared })
+        Ok(MockUpstream {
+            address,
+            scheme,
+            shared,
+        })
     }
 
     /// The base URL of a channel in `mode`.
     pub fn base_url(&self, mode: &str) -> String {
-        format!("http://{}/{mode}", self.address)
+        format!("{}://{}/{mode}", self.scheme, self.address)
     }
 
     /// Every request seen so far.
@@ -286,6 +346,7 @@ async fn answer(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_owned();
+    let version = request.version();
     let headers = request.headers().clone();
     let bytes = request
         .into_body()
@@ -299,6 +360,7 @@ async fn answer(
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .push(Seen {
+            version,
             path: path.clone(),
             headers,
             body: body.clone(),

@@ -6,6 +6,7 @@
 //! attempt is counted by its [`AttemptOutcome`].
 
 use std::cell::RefCell;
+use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::upstream_tls;
+pub use super::upstream_tls::UpstreamClientError;
 use super::wire::{self, NotAnObject};
 use crate::billing::Usage;
 use crate::config::Config;
@@ -117,15 +120,11 @@ impl Timeouts {
     }
 }
 
-/// Why the upstream client could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error("the upstream TLS client could not be built: {0}")]
-pub struct UpstreamClientError(String);
-
 type Connector = HttpsConnector<HttpConnector>;
 type PooledClient = Client<Connector, Full<Bytes>>;
 
-/// The pooled upstream client: HTTP/1.1 and HTTP/2, TLS by rustls with the Mozilla roots.
+/// The pooled upstream client: HTTP/1.1 and HTTP/2 (by ALPN), TLS by rustls with the Mozilla
+/// roots and the operator's own (see [`upstream_tls`]).
 ///
 /// Each thread that sends through it gets a pool of its own, made on first use: a
 /// connection's task then runs on the thread of the requests it serves, so a request never
@@ -153,16 +152,17 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// A client with `timeouts`.
-    pub fn new(timeouts: Timeouts) -> Result<Upstream, UpstreamClientError> {
+    /// A client with `timeouts` that also trusts the certificates of `ca_file`.
+    pub fn new(
+        timeouts: Timeouts,
+        ca_file: Option<&Path>,
+    ) -> Result<Upstream, UpstreamClientError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(timeouts.connect));
         http.set_nodelay(true);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let connector = HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(provider)
-            .map_err(|error| UpstreamClientError(error.to_string()))?
+            .with_tls_config(upstream_tls::client_config(ca_file)?)
             .https_or_http()
             .enable_http1()
             .enable_http2()

@@ -15,6 +15,7 @@ pub mod policy;
 mod request_id;
 pub mod route;
 pub mod stream;
+pub mod upstream_tls;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -53,13 +54,17 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway with the upstream timeouts and `last_used_at` interval of `config`.
+    /// A gateway with the upstream timeouts, upstream CA file and `last_used_at` interval of
+    /// `config`.
     pub fn new(config: &Config) -> Result<Gateway, UpstreamClientError> {
         Ok(Gateway {
             auth: Authenticator::with_flush_interval(Duration::from_millis(
                 config.last_used_flush_ms,
             )),
-            upstream: Upstream::new(Timeouts::from_config(config))?,
+            upstream: Upstream::new(
+                Timeouts::from_config(config),
+                config.upstream_ca_file.as_deref(),
+            )?,
             streams: LiveStreams::default(),
         })
     }

@@ -38,7 +38,8 @@ pub const BEARER: (&str, &str) = ("authorization", "Bearer sk-test-0123456789abc
 pub const X_API_KEY: (&str, &str) = ("x-api-key", KEY);
 
 /// What to start: providers in priority order, each serving `m` as `up-m` through channels
-/// named by mock mode (or by a full `http://` base URL), the key's policy and the config.
+/// named by mock mode (or by a full `http://` or `https://` base URL), the key's policy and the
+/// config.
 pub struct Setup {
     providers: Vec<(ProviderType, Vec<String>)>,
     key: Box<dyn FnOnce(&mut api_keys::NewApiKey)>,
@@ -119,7 +120,7 @@ impl Setup {
                     .map(|(c, mode)| ChannelInput {
                         id: None,
                         name: format!("p{index}-c{c}-{mode}"),
-                        base_url: if mode.starts_with("http://") {
+                        base_url: if mode.starts_with("http://") || mode.starts_with("https://") {
                             mode.clone()
                         } else {
                             mock.base_url(mode)
