@@ -114,6 +114,15 @@ pub enum ConfigError {
         /// The value found (only for variables that hold no secrets).
         value: String,
     },
+    /// An upstream proxy URL that cannot be used; the message never repeats it, since it may
+    /// hold the proxy's password.
+    #[error(
+        "MONOIZE_UPSTREAM_PROXY must be an http:// proxy URL (http://[user:password@]host:port): {reason}"
+    )]
+    InvalidProxy {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A secret too short to use; the message never repeats it.
     #[error(
         "{variable} must be at least {min_chars} characters (a random token, e.g. `openssl rand -hex 32`)"
@@ -154,6 +163,85 @@ impl MetricsToken {
 impl fmt::Debug for MetricsToken {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str("MetricsToken(..)")
+    }
+}
+
+/// The HTTP proxy upstream connections go through (`MONOIZE_UPSTREAM_PROXY`), by `CONNECT`
+/// tunnels, except to the hosts of `MONOIZE_UPSTREAM_NO_PROXY` (curl's rules: names with their
+/// subdomains, addresses, CIDR ranges, `*`). Its password never prints: `Debug` shows the URL
+/// without its credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamProxy {
+    url: String,
+    no_proxy: String,
+}
+
+impl UpstreamProxy {
+    /// A proxy at `url` (`http://[user:password@]host[:port]`, credentials percent-encoded),
+    /// bypassed for the hosts of `no_proxy`.
+    pub fn new(url: &str, no_proxy: &str) -> Result<UpstreamProxy, ConfigError> {
+        let invalid = |reason| ConfigError::InvalidProxy { reason };
+        let url = url.trim();
+        let uri: hyper::Uri = url.parse().map_err(|_| invalid("it is not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(_) => {
+                return Err(invalid(
+                    "its scheme must be http (a proxy reached over TLS is not supported)",
+                ));
+            }
+            None => return Err(invalid("it must start with http://")),
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(invalid("it names no host"));
+        }
+        if uri.path() != "/" || uri.query().is_some() {
+            return Err(invalid("it must name only the proxy, with no path"));
+        }
+        // `Uri` takes any digits for a port; a bracketed IPv6 host has colons of its own.
+        let authority = uri.authority().map_or("", |authority| authority.as_str());
+        let host_port = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
+        if let Some((_, port)) = host_port.rsplit_once(':')
+            && !port.contains(']')
+            && port.parse::<u16>().is_err()
+        {
+            return Err(invalid("its port is not a number from 0 to 65535"));
+        }
+        Ok(UpstreamProxy {
+            url: url.to_owned(),
+            no_proxy: no_proxy.trim().to_owned(),
+        })
+    }
+
+    /// The URL, credentials included: for the upstream connector only.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The hosts reached without the proxy, as configured.
+    pub fn no_proxy(&self) -> &str {
+        &self.no_proxy
+    }
+
+    /// The URL without its credentials, for logs.
+    pub fn redacted(&self) -> String {
+        let rest = self.url.strip_prefix("http://").unwrap_or(&self.url);
+        match rest.rsplit_once('@') {
+            Some((_, host)) => format!("http://…@{host}"),
+            None => self.url.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for UpstreamProxy {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("UpstreamProxy")
+            .field("url", &self.redacted())
+            .field("no_proxy", &self.no_proxy)
+            .finish()
     }
 }
 
@@ -311,6 +399,11 @@ pub struct Config {
     /// A PEM file of certificates trusted as roots for upstream TLS besides the Mozilla roots
     /// (`MONOIZE_UPSTREAM_CA_FILE`): for upstreams behind a private CA.
     pub upstream_ca_file: Option<PathBuf>,
+    /// The HTTP proxy upstream connections go through (`MONOIZE_UPSTREAM_PROXY`), and the
+    /// hosts that bypass it (`MONOIZE_UPSTREAM_NO_PROXY`); unset, upstreams are reached
+    /// directly. The standard `HTTPS_PROXY` and its kin are not read, so the gateway's egress
+    /// never changes with a variable exported for something else.
+    pub upstream_proxy: Option<UpstreamProxy>,
     /// Peers whose `X-Forwarded-For` is believed (`MONOIZE_TRUSTED_PROXY_CIDRS`, comma
     /// separated addresses or CIDRs); empty: the peer address is the client's.
     pub trusted_proxy_cidrs: Vec<IpRange>,
@@ -398,6 +491,13 @@ impl Config {
                 DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS,
             )?,
             upstream_ca_file: path("MONOIZE_UPSTREAM_CA_FILE"),
+            upstream_proxy: match non_empty(&env, "MONOIZE_UPSTREAM_PROXY") {
+                None => None,
+                Some(url) => Some(UpstreamProxy::new(
+                    &url,
+                    &non_empty(&env, "MONOIZE_UPSTREAM_NO_PROXY").unwrap_or_default(),
+                )?),
+            },
             trusted_proxy_cidrs: match non_empty(&env, "MONOIZE_TRUSTED_PROXY_CIDRS") {
                 None => Vec::new(),
                 Some(value) => cidr::parse_list(&value).map_err(|_| ConfigError::InvalidValue {
@@ -460,6 +560,7 @@ impl Config {
             upstream_first_byte_timeout_ms: DEFAULT_UPSTREAM_FIRST_BYTE_TIMEOUT_MS,
             upstream_idle_timeout_ms: DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS,
             upstream_ca_file: None,
+            upstream_proxy: None,
             trusted_proxy_cidrs: Vec::new(),
             health_failure_threshold: DEFAULT_HEALTH_FAILURE_THRESHOLD,
             health_cooldown_ms: DEFAULT_HEALTH_COOLDOWN_MS,
@@ -585,6 +686,61 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn the_upstream_proxy_comes_from_the_environment_and_never_shows_its_password() {
+        let config = Config::from_lookup(env_of(&[])).unwrap();
+        assert_eq!(config.upstream_proxy, None);
+        let config = Config::from_lookup(env_of(&[
+            (
+                "MONOIZE_UPSTREAM_PROXY",
+                " http://ops:hunter2hunter2@proxy.internal:3128 ",
+            ),
+            ("MONOIZE_UPSTREAM_NO_PROXY", "localhost, 10.0.0.0/8"),
+        ]))
+        .unwrap();
+        let proxy = config.upstream_proxy.clone().unwrap();
+        assert_eq!(proxy.url(), "http://ops:hunter2hunter2@proxy.internal:3128");
+        assert_eq!(proxy.no_proxy(), "localhost, 10.0.0.0/8");
+        assert_eq!(proxy.redacted(), "http://…@proxy.internal:3128");
+        let printed = format!("{config:?}");
+        assert!(printed.contains("proxy.internal:3128"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        // Without credentials there is nothing to hide; a bare trailing slash is no path.
+        let plain = UpstreamProxy::new("http://proxy.internal:3128/", "").unwrap();
+        assert_eq!(plain.redacted(), "http://proxy.internal:3128/");
+    }
+
+    #[test]
+    fn an_unusable_upstream_proxy_is_refused_without_repeating_it() {
+        for (url, reason) in [
+            (
+                "https://ops:hunter2hunter2@proxy:3128",
+                "scheme must be http",
+            ),
+            (
+                "socks5://ops:hunter2hunter2@proxy:1080",
+                "scheme must be http",
+            ),
+            ("ops:hunter2hunter2@proxy:3128", "must start with http://"),
+            ("proxy.internal:3128", "must start with http://"),
+            ("http://ops:hunter2hunter2@proxy:3128/path", "no path"),
+            ("http://ops:hunter2hunter2@proxy:3128/?x=1", "no path"),
+            (
+                "http://ops:hunter2hunter2@proxy:99999",
+                "port is not a number",
+            ),
+            ("http://ops:hunter2hunter2@proxy:", "port is not a number"),
+            ("http://ops:hunter2 hunter2@proxy:3128", "not a URL"),
+        ] {
+            let error = Config::from_lookup(env_of(&[("MONOIZE_UPSTREAM_PROXY", url)]))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("MONOIZE_UPSTREAM_PROXY"), "{url}: {error}");
+            assert!(error.contains(reason), "{url}: {error}");
+            assert!(!error.contains("hunter2"), "{url}: {error}");
+        }
     }
 
     #[test]

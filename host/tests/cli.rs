@@ -416,6 +416,24 @@ fn serve_with_an_unreadable_upstream_ca_file_exits_naming_the_file() {
 }
 
 #[test]
+fn serve_with_an_unusable_upstream_proxy_exits_in_one_line_without_its_password() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = monoize(dir.path());
+    command.arg("serve").env(
+        "MONOIZE_UPSTREAM_PROXY",
+        "https://ops:hunter2hunter2@proxy.internal:3128",
+    );
+    let (output, took) = run_to_exit(command);
+    assert!(!output.status.success());
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("MONOIZE_UPSTREAM_PROXY"), "{lines:?}");
+    let everything = format!("{}{}", String::from_utf8_lossy(&output.stdout), lines[0]);
+    assert!(!everything.contains("hunter2"), "{everything}");
+}
+
+#[test]
 fn help_explains_the_environment() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut command = monoize(dir.path());

@@ -6,6 +6,7 @@
     reason = "test helpers fail the test at once on a broken fixture"
 )]
 
+pub mod mock_proxy;
 pub mod mock_upstream;
 
 use std::sync::Arc;

@@ -20,11 +20,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::upstream_proxy::EgressConnector;
 use super::upstream_tls;
 pub use super::upstream_tls::UpstreamClientError;
 use super::wire::{self, NotAnObject};
 use crate::billing::Usage;
-use crate::config::Config;
+use crate::config::{Config, UpstreamProxy};
 use crate::db::routing::ProviderType;
 use crate::metrics::{AttemptOutcome, Metrics};
 use crate::routing::snapshot::{Channel, Provider};
@@ -120,7 +121,7 @@ impl Timeouts {
     }
 }
 
-type Connector = HttpsConnector<HttpConnector>;
+type Connector = HttpsConnector<EgressConnector>;
 type PooledClient = Client<Connector, Full<Bytes>>;
 
 /// The pooled upstream client: HTTP/1.1 and HTTP/2 (by ALPN), TLS by rustls with the Mozilla
@@ -152,10 +153,12 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// A client with `timeouts` that also trusts the certificates of `ca_file`.
+    /// A client with `timeouts` that also trusts the certificates of `ca_file` and goes
+    /// through `proxy` when given.
     pub fn new(
         timeouts: Timeouts,
         ca_file: Option<&Path>,
+        proxy: Option<&UpstreamProxy>,
     ) -> Result<Upstream, UpstreamClientError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -166,7 +169,14 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(EgressConnector::new(http, proxy));
+        if let Some(proxy) = proxy {
+            tracing::info!(
+                proxy = %proxy.redacted(),
+                no_proxy = proxy.no_proxy(),
+                "upstream connections go through a proxy"
+            );
+        }
         Ok(Upstream {
             identity: Arc::new(connector),
             timeouts,

@@ -15,6 +15,7 @@ pub mod policy;
 mod request_id;
 pub mod route;
 pub mod stream;
+pub mod upstream_proxy;
 pub mod upstream_tls;
 pub mod wire;
 
@@ -54,8 +55,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway with the upstream timeouts, upstream CA file and `last_used_at` interval of
-    /// `config`.
+    /// A gateway with the upstream timeouts, CA file and proxy, and the `last_used_at`
+    /// interval of `config`.
     pub fn new(config: &Config) -> Result<Gateway, UpstreamClientError> {
         Ok(Gateway {
             auth: Authenticator::with_flush_interval(Duration::from_millis(
@@ -64,6 +65,7 @@ impl Gateway {
             upstream: Upstream::new(
                 Timeouts::from_config(config),
                 config.upstream_ca_file.as_deref(),
+                config.upstream_proxy.as_ref(),
             )?,
             streams: LiveStreams::default(),
         })
