@@ -4,6 +4,11 @@
 //! password included, so a guesser gets [`MAX_FAILURES`] guesses per window. A successful login
 //! clears its address's count.
 //!
+//! An IPv6 address is counted by its /64 network ([`bucket`]): one subscriber line or host is
+//! given a whole /64, so counted one by one its addresses would be 2^64 fresh starts. An
+//! IPv4 address written as IPv6 (`::ffff:192.0.2.1`, as a dual-stack listener sees IPv4
+//! clients) is counted as the IPv4 address it is.
+//!
 //! The table is bounded by [`MAX_ADDRESSES`]: when it is full, expired windows are dropped, and
 //! if none has expired the oldest is, so many addresses cannot make it grow without end.
 
@@ -37,6 +42,7 @@ pub struct LoginThrottle {
 impl LoginThrottle {
     /// How long `address` must still wait before it may try to log in again, if it must.
     pub fn blocked_for(&self, address: IpAddr) -> Option<Duration> {
+        let address = bucket(address);
         let now = Instant::now();
         let addresses = self.lock();
         let failures = addresses.get(&address)?;
@@ -46,6 +52,7 @@ impl LoginThrottle {
 
     /// Counts a failed login from `address`.
     pub fn failed(&self, address: IpAddr) {
+        let address = bucket(address);
         let now = Instant::now();
         let mut addresses = self.lock();
         if addresses.len() >= MAX_ADDRESSES && !addresses.contains_key(&address) {
@@ -74,7 +81,7 @@ impl LoginThrottle {
 
     /// Clears `address`'s count after a successful login.
     pub fn succeeded(&self, address: IpAddr) {
-        self.lock().remove(&address);
+        self.lock().remove(&bucket(address));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Failures>> {
@@ -82,6 +89,18 @@ impl LoginThrottle {
         self.addresses
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What `address`'s failures are counted under: an IPv4 address itself (unmapped when written
+/// as IPv6), an IPv6 address's /64 network.
+fn bucket(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !u128::from(u64::MAX);
+            IpAddr::V6(network.into())
+        }
     }
 }
 
@@ -106,6 +125,40 @@ mod tests {
         assert!(throttle.blocked_for(guesser).is_some());
         throttle.succeeded(guesser);
         assert_eq!(throttle.blocked_for(guesser), None);
+    }
+
+    #[test]
+    fn an_ipv6_guesser_cannot_start_over_from_another_address_of_its_network() {
+        let throttle = LoginThrottle::default();
+        let address = |text: &str| text.parse::<IpAddr>().unwrap();
+        for host in 1..=MAX_FAILURES {
+            throttle.failed(address(&format!("2001:db8:1:2::{host:x}")));
+        }
+        assert!(
+            throttle
+                .blocked_for(address("2001:db8:1:2:ffff::1"))
+                .is_some()
+        );
+        assert_eq!(
+            throttle.blocked_for(address("2001:db8:1:3::1")),
+            None,
+            "the next /64 is someone else"
+        );
+    }
+
+    #[test]
+    fn an_ipv4_address_written_as_ipv6_is_the_ipv4_address() {
+        let throttle = LoginThrottle::default();
+        let address = |text: &str| text.parse::<IpAddr>().unwrap();
+        for _ in 0..MAX_FAILURES {
+            throttle.failed(address("::ffff:192.0.2.1"));
+        }
+        assert!(throttle.blocked_for(address("192.0.2.1")).is_some());
+        // Not the whole of IPv4: the mapped addresses share a /64 as IPv6.
+        assert_eq!(throttle.blocked_for(address("::ffff:192.0.2.2")), None);
+        assert_eq!(throttle.blocked_for(address("192.0.2.2")), None);
+        throttle.succeeded(address("192.0.2.1"));
+        assert_eq!(throttle.blocked_for(address("::ffff:192.0.2.1")), None);
     }
 
     #[test]

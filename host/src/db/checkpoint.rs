@@ -324,7 +324,7 @@ mod tests {
             })
             .unwrap();
         let wal = dir.path().join("p.db-wal");
-        let deadline = Instant::now() + 20 * CHECKPOINT_INTERVAL;
+        let deadline = Instant::now() + 100 * CHECKPOINT_INTERVAL;
         let allocated = loop {
             let metadata = std::fs::metadata(&wal).unwrap();
             let allocated = metadata.blocks() * 512;
