@@ -357,21 +357,30 @@ fn serve_listen_flag_overrides_the_environment() {
     assert!(server.terminate().success());
 }
 
-#[test]
-fn db1_postgres_dsn_exits_at_once_with_one_line_and_no_credentials() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut command = monoize(dir.path());
-    command
-        .arg("serve")
-        .env("MONOIZE_DATABASE_DSN", "postgres://user:secret@db/x");
+/// Runs `monoize serve` in `dir` with `variable` set to `value`, which must make it exit at
+/// once and unsuccessfully: its one line of stderr, and stdout and stderr together.
+fn serve_refusing(dir: &Path, variable: &str, value: &std::ffi::OsStr) -> (String, String) {
+    let mut command = monoize(dir);
+    command.arg("serve").env(variable, value);
     let (output, took) = run_to_exit(command);
     assert!(!output.status.success());
     assert!(took < Duration::from_secs(5), "took {took:?}");
     let lines = stderr_lines(&output);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].starts_with("monoize: "), "{lines:?}");
-    assert!(lines[0].contains("postgres"), "{lines:?}");
     let everything = format!("{}{}", String::from_utf8_lossy(&output.stdout), lines[0]);
+    (lines[0].clone(), everything)
+}
+
+#[test]
+fn db1_postgres_dsn_exits_at_once_with_one_line_and_no_credentials() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (line, everything) = serve_refusing(
+        dir.path(),
+        "MONOIZE_DATABASE_DSN",
+        "postgres://user:secret@db/x".as_ref(),
+    );
+    assert!(line.contains("postgres"), "{line}");
     assert!(!everything.contains("secret"), "{everything}");
     assert!(!dir.path().join("data").exists(), "nothing may be created");
 }
@@ -381,55 +390,29 @@ fn db3_unwritable_path_exits_naming_the_path() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("plain-file"), b"not a directory").expect("write file");
     let path = dir.path().join("plain-file/sub/monoize.db");
-    let mut command = monoize(dir.path());
-    command.arg("serve").env(
-        "MONOIZE_DATABASE_DSN",
-        format!("sqlite://{}", path.display()),
-    );
-    let (output, took) = run_to_exit(command);
-    assert!(!output.status.success());
-    assert!(took < Duration::from_secs(5), "took {took:?}");
-    let lines = stderr_lines(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains(&path.display().to_string()), "{lines:?}");
+    let dsn = format!("sqlite://{}", path.display());
+    let (line, _) = serve_refusing(dir.path(), "MONOIZE_DATABASE_DSN", dsn.as_ref());
+    assert!(line.contains(&path.display().to_string()), "{line}");
 }
 
 #[test]
 fn serve_with_an_unreadable_upstream_ca_file_exits_naming_the_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ca_file = dir.path().join("no-such-ca.pem");
-    let mut command = monoize(dir.path());
-    command
-        .arg("serve")
-        .env("MONOIZE_UPSTREAM_CA_FILE", &ca_file);
-    let (output, took) = run_to_exit(command);
-    assert!(!output.status.success());
-    assert!(took < Duration::from_secs(5), "took {took:?}");
-    let lines = stderr_lines(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].starts_with("monoize: "), "{lines:?}");
-    assert!(lines[0].contains("upstream CA file"), "{lines:?}");
-    assert!(
-        lines[0].contains(&ca_file.display().to_string()),
-        "{lines:?}"
-    );
+    let (line, _) = serve_refusing(dir.path(), "MONOIZE_UPSTREAM_CA_FILE", ca_file.as_ref());
+    assert!(line.contains("upstream CA file"), "{line}");
+    assert!(line.contains(&ca_file.display().to_string()), "{line}");
 }
 
 #[test]
 fn serve_with_an_unusable_upstream_proxy_exits_in_one_line_without_its_password() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut command = monoize(dir.path());
-    command.arg("serve").env(
+    let (line, everything) = serve_refusing(
+        dir.path(),
         "MONOIZE_UPSTREAM_PROXY",
-        "https://ops:hunter2hunter2@proxy.internal:3128",
+        "https://ops:hunter2hunter2@proxy.internal:3128".as_ref(),
     );
-    let (output, took) = run_to_exit(command);
-    assert!(!output.status.success());
-    assert!(took < Duration::from_secs(5), "took {took:?}");
-    let lines = stderr_lines(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("MONOIZE_UPSTREAM_PROXY"), "{lines:?}");
-    let everything = format!("{}{}", String::from_utf8_lossy(&output.stdout), lines[0]);
+    assert!(line.contains("MONOIZE_UPSTREAM_PROXY"), "{line}");
     assert!(!everything.contains("hunter2"), "{everything}");
 }
 

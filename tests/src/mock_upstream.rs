@@ -30,7 +30,8 @@
 //! - `absurdusage`: a chat completion reporting `u64::MAX` prompt and completion tokens;
 //! - `flaky`: answers `500` while [`MockUpstream::set_failing`] says so, like `ok` otherwise.
 //!
-//! Any other mode answers like `ok`. A request with `"stream": true` is answered as SSE in the
+//! Every answer in a content type carries the headers a provider sends about the account behind
+//! the key ([`CHANNEL_ACCOUNT_HEADERS`]). Any other mode answers like `ok`. A request with `"stream": true` is answered as SSE in the
 //! endpoint's format, one event every 100 ms. Every request is recorded with its HTTP version,
 //! headers and body.
 //!
@@ -282,11 +283,24 @@ impl MockUpstream {
 /// A `200` of `body` as `content_type`.
 fn typed(content_type: &'static str, body: Body) -> Response<Body> {
     let mut response = Response::new(body);
-    response
-        .headers_mut()
-        .insert("content-type", HeaderValue::from_static(content_type));
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static(content_type));
+    for (name, value) in CHANNEL_ACCOUNT_HEADERS {
+        headers.insert(*name, HeaderValue::from_static(value));
+    }
+    headers.insert("openai-processing-ms", HeaderValue::from_static("7"));
     response
 }
+
+/// What OpenAI and Anthropic tell of the account behind a key on every answer: its
+/// organization and its rate limits. The mock sends them all, as a provider would.
+pub const CHANNEL_ACCOUNT_HEADERS: &[(&str, &str)] = &[
+    ("openai-organization", "org-channel-owner"),
+    ("openai-project", "proj_channel_owner"),
+    ("anthropic-organization-id", "c0ffee00-channel-owner"),
+    ("x-ratelimit-remaining-tokens", "149984"),
+    ("anthropic-ratelimit-requests-remaining", "49"),
+];
 
 /// A body of `bytes`.
 fn full(bytes: impl Into<Bytes>) -> Body {

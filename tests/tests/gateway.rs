@@ -18,6 +18,7 @@ use monoize::db::routing::ProviderType;
 use monoize::db::{api_keys, clock, users};
 use monoize::gateway::auth::hash_api_key;
 use monoize::plugins::{DEFAULT_BILLING, DEFAULT_ROUTER};
+use monoize_tests::mock_upstream::CHANNEL_ACCOUNT_HEADERS;
 use serde_json::{Value, json};
 
 use gateway_harness::{BEARER, Gateway, KEY, Setup, WAIT, X_API_KEY, eventually, sample, start};
@@ -46,6 +47,15 @@ async fn chat_completion_reaches_upstream_with_the_channel_key_only() {
     assert!(seen[0].body.get("max_multiplier").is_none());
     let all_headers = format!("{:?}", seen[0].headers);
     assert!(!all_headers.contains(KEY));
+    // What the upstream tells of the channel's account (its organization, its rate limits)
+    // stays with the gateway; the rest of its headers reach the client.
+    for (name, _) in CHANNEL_ACCOUNT_HEADERS {
+        assert!(
+            !response.headers().contains_key(*name),
+            "{name} reached the client"
+        );
+    }
+    assert_eq!(response.headers()["openai-processing-ms"], "7");
 }
 
 /// The body a client sends to `path`, and the upstream path it must reach.

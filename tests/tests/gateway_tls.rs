@@ -20,7 +20,7 @@ use monoize::db::routing::ProviderType;
 use monoize_tests::mock_upstream::{MockUpstream, TEST_CA_FILE};
 use serde_json::Value;
 
-use gateway_harness::{BEARER, Gateway, Setup, WAIT, X_API_KEY, sample};
+use gateway_harness::{BEARER, CHAT, Gateway, Setup, WAIT, X_API_KEY};
 
 const HTTP2_AND_HTTP1: &[&[u8]] = &[b"h2", b"http/1.1"];
 const HTTP1_ONLY: &[&[u8]] = &[b"http/1.1"];
@@ -78,13 +78,7 @@ async fn an_upstream_offering_http2_over_tls_is_reached_by_http2_whole_and_strea
     assert!(base_url.starts_with("https://127.0.0.1:"), "{base_url}");
     let gateway = gateway_to(ProviderType::ChatCompletion, &[&base_url], true).await;
 
-    let (status, body, _) = gateway
-        .json(
-            "/v1/chat/completions",
-            &[BEARER],
-            r#"{"model":"m","messages":[]}"#,
-        )
-        .await;
+    let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["model"], "up-m");
 
@@ -152,28 +146,14 @@ async fn an_upstream_whose_certificate_is_not_trusted_is_a_failed_connection_and
         .provider(ProviderType::ChatCompletion, &[&plain.base_url("ok")])
         .start()
         .await;
-    let (status, body, _) = gateway
-        .json(
-            "/v1/chat/completions",
-            &[BEARER],
-            r#"{"model":"m","messages":[]}"#,
-        )
-        .await;
+    let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
     assert_eq!(status, 200, "{body}");
     assert!(
         untrusted.seen().is_empty(),
         "no request may cross an unverified connection"
     );
     assert_eq!(plain.seen().len(), 1);
-    let metrics = gateway.metrics().await;
-    assert_eq!(
-        sample(
-            &metrics,
-            "monoize_upstream_attempts_total{outcome=\"connection_failed\"}"
-        ),
-        1.0,
-        "{metrics}"
-    );
+    assert_eq!(gateway.attempts("connection_failed").await, 1.0);
 
     // With only the untrusted channel left, the client gets the gateway's 502, which names
     // no certificate detail of the upstream.
@@ -183,13 +163,7 @@ async fn an_upstream_whose_certificate_is_not_trusted_is_a_failed_connection_and
         false,
     )
     .await;
-    let (status, body, _) = alone
-        .json(
-            "/v1/chat/completions",
-            &[BEARER],
-            r#"{"model":"m","messages":[]}"#,
-        )
-        .await;
+    let (status, body, _) = alone.json("/v1/chat/completions", &[BEARER], CHAT).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "upstream_error", "{body}");
     assert!(untrusted.seen().is_empty());

@@ -97,7 +97,18 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
     "set-cookie",
     "x-request-id",
     "alt-svc",
+    // They name the channel's account, which is the operator's and no client's business.
+    "openai-organization",
+    "openai-project",
+    "anthropic-organization-id",
 ];
+
+/// Prefixes of response headers never passed back: the channel's rate limits (OpenAI's
+/// `x-ratelimit-remaining-tokens`, Anthropic's `anthropic-ratelimit-requests-remaining`, …).
+/// They describe the operator's quota with the provider, shared by every client of the
+/// channel; a client's limits are Monoize's, and an SDK or agent that paced itself by the
+/// channel's would slow down for other clients' load.
+const DROPPED_RESPONSE_HEADER_PREFIXES: &[&str] = &["x-ratelimit-", "anthropic-ratelimit-"];
 
 /// The upstream client's timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -755,7 +766,12 @@ fn copy_request_headers(from: &HeaderMap, to: &mut HeaderMap) {
 fn filter_response_headers(from: &HeaderMap) -> HeaderMap {
     let mut to = HeaderMap::new();
     for (name, value) in from {
-        if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
+        let name_text = name.as_str();
+        if !DROPPED_RESPONSE_HEADERS.contains(&name_text)
+            && !DROPPED_RESPONSE_HEADER_PREFIXES
+                .iter()
+                .any(|prefix| name_text.starts_with(prefix))
+        {
             to.append(HeaderName::clone(name), value.clone());
         }
     }
@@ -801,7 +817,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn response_headers_lose_hop_by_hop_lengths_and_cookies_but_keep_their_encoding() {
+    fn response_headers_lose_hop_by_hop_lengths_cookies_and_the_channels_account_but_keep_their_encoding()
+     {
         let mut upstream = HeaderMap::new();
         for (name, value) in [
             ("content-type", "application/json"),
@@ -811,6 +828,13 @@ mod tests {
             ("set-cookie", "session=1"),
             ("x-request-id", "upstream-id"),
             ("openai-processing-ms", "12"),
+            ("openai-organization", "org-operator"),
+            ("openai-project", "proj_operator"),
+            ("anthropic-organization-id", "0c1d2e3f"),
+            ("x-ratelimit-remaining-tokens", "149984"),
+            ("x-ratelimit-reset-requests", "6ms"),
+            ("anthropic-ratelimit-requests-remaining", "49"),
+            ("retry-after", "3"),
         ] {
             upstream.insert(
                 HeaderName::from_static(name),
@@ -822,7 +846,12 @@ mod tests {
         names.sort_unstable();
         assert_eq!(
             names,
-            ["content-encoding", "content-type", "openai-processing-ms"]
+            [
+                "content-encoding",
+                "content-type",
+                "openai-processing-ms",
+                "retry-after"
+            ]
         );
     }
 

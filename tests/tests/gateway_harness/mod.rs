@@ -36,6 +36,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub const BEARER: (&str, &str) = ("authorization", "Bearer sk-test-0123456789abcdef");
 /// `x-api-key` with [`KEY`].
 pub const X_API_KEY: (&str, &str) = ("x-api-key", KEY);
+/// The least chat completion request for the model every harness serves.
+pub const CHAT: &str = r#"{"model":"m","messages":[]}"#;
 
 /// What to start: providers in priority order, each serving `m` as `up-m` through channels
 /// named by mock mode (or by a full `http://` or `https://` base URL), the key's policy and the
@@ -268,6 +270,16 @@ impl Gateway {
             parts.status.as_u16(),
             value,
             Response::from_parts(parts, ()),
+        )
+    }
+
+    /// How many upstream attempts ended with `outcome` (`connection_failed`, …), from
+    /// `/metrics`.
+    pub async fn attempts(&self, outcome: &str) -> f64 {
+        let metrics = self.metrics().await;
+        sample(
+            &metrics,
+            &format!("monoize_upstream_attempts_total{{outcome=\"{outcome}\"}}"),
         )
     }
 
