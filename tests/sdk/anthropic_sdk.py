@@ -12,6 +12,8 @@ import anthropic
 
 client = anthropic.Anthropic(max_retries=0, timeout=20)
 MESSAGES = [{"role": "user", "content": "hi"}]
+# The id the mock upstream gives every request (tests/src/mock_upstream.rs).
+UPSTREAM_REQUEST_ID = "req_upstream_0123456789"
 
 
 def check(name):
@@ -19,7 +21,11 @@ def check(name):
 
 
 def messages():
-    message = client.messages.create(model="m", max_tokens=16, messages=MESSAGES)
+    raw = client.messages.with_raw_response.create(model="m", max_tokens=16, messages=MESSAGES)
+    message = raw.parse()
+    # The SDK's request id is Monoize's (the one its logs name), not the upstream's.
+    assert message._request_id == raw.headers["x-request-id"], message._request_id
+    assert message._request_id != UPSTREAM_REQUEST_ID, message._request_id
     assert message.content[0].text == "hi", message
     assert message.usage.output_tokens == 2, message
     assert message.stop_reason == "end_turn", message
@@ -57,6 +63,7 @@ def errors():
         raise AssertionError("a wrong key was accepted")
     except anthropic.AuthenticationError as error:
         assert error.status_code == 401
+        assert error.request_id == error.response.headers["x-request-id"], error.request_id
         assert error.body["error"]["type"] == "authentication_error", error.body
     try:
         client.messages.create(model="nope", max_tokens=16, messages=MESSAGES)

@@ -22,6 +22,9 @@ def chat():
     )
     assert completion.choices[0].message.content == "hi", completion
     assert completion.usage.prompt_tokens == 3, completion
+    # The SDK's request id is Monoize's (the one its logs name), not the upstream's.
+    assert completion._request_id, completion
+    assert completion._request_id != "req_upstream_0123456789", completion._request_id
     check("chat")
 
 

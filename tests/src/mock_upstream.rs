@@ -289,8 +289,17 @@ fn typed(content_type: &'static str, body: Body) -> Response<Body> {
         headers.insert(*name, HeaderValue::from_static(value));
     }
     headers.insert("openai-processing-ms", HeaderValue::from_static("7"));
+    headers.insert(
+        "x-request-id",
+        HeaderValue::from_static(UPSTREAM_REQUEST_ID),
+    );
+    headers.insert("request-id", HeaderValue::from_static(UPSTREAM_REQUEST_ID));
     response
 }
+
+/// The id the mock gives every request it answers, in OpenAI's `x-request-id` and Anthropic's
+/// `request-id`.
+pub const UPSTREAM_REQUEST_ID: &str = "req_upstream_0123456789";
 
 /// What OpenAI and Anthropic tell of the account behind a key on every answer: its
 /// organization and its rate limits. The mock sends them all, as a provider would.
@@ -298,6 +307,7 @@ pub const CHANNEL_ACCOUNT_HEADERS: &[(&str, &str)] = &[
     ("openai-organization", "org-channel-owner"),
     ("openai-project", "proj_channel_owner"),
     ("anthropic-organization-id", "c0ffee00-channel-owner"),
+    ("anthropic-workspace-id", "wrkspc_channel_owner"),
     ("x-ratelimit-remaining-tokens", "149984"),
     ("anthropic-ratelimit-requests-remaining", "49"),
 ];

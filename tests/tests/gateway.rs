@@ -18,7 +18,7 @@ use monoize::db::routing::ProviderType;
 use monoize::db::{api_keys, clock, users};
 use monoize::gateway::auth::hash_api_key;
 use monoize::plugins::{DEFAULT_BILLING, DEFAULT_ROUTER};
-use monoize_tests::mock_upstream::CHANNEL_ACCOUNT_HEADERS;
+use monoize_tests::mock_upstream::{CHANNEL_ACCOUNT_HEADERS, UPSTREAM_REQUEST_ID};
 use serde_json::{Value, json};
 
 use gateway_harness::{BEARER, Gateway, KEY, Setup, WAIT, X_API_KEY, eventually, sample, start};
@@ -56,6 +56,45 @@ async fn chat_completion_reaches_upstream_with_the_channel_key_only() {
         );
     }
     assert_eq!(response.headers()["openai-processing-ms"], "7");
+}
+
+#[tokio::test]
+async fn each_sdk_finds_monoizes_request_id_in_its_own_header() {
+    let gateway = Setup::new()
+        .provider(ProviderType::ChatCompletion, &["ok"])
+        .provider(ProviderType::Messages, &["ok"])
+        .start()
+        .await;
+    let ids = |response: &hyper::Response<()>| {
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|value: &hyper::header::HeaderValue| value.to_str().unwrap().to_owned())
+        };
+        (header("x-request-id"), header("request-id"))
+    };
+    // OpenAI's SDKs read `x-request-id`; the upstream's own id does not reach the client.
+    let (status, _, response) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(status, 200);
+    let (openai, anthropic) = ids(&response);
+    let openai = openai.expect("x-request-id");
+    assert_ne!(openai, UPSTREAM_REQUEST_ID);
+    assert_eq!(anthropic, None);
+    // Anthropic's read `request-id`: the same id as `x-request-id`, on answers and on errors.
+    let message = r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, _, response) = gateway.json("/v1/messages", &[X_API_KEY], message).await;
+    assert_eq!(status, 200);
+    let (monoize, anthropic) = ids(&response);
+    assert_eq!(anthropic, monoize);
+    assert_ne!(anthropic.as_deref(), Some(UPSTREAM_REQUEST_ID));
+    let (status, _, response) = gateway
+        .json("/v1/messages", &[("x-api-key", "sk-wrong")], message)
+        .await;
+    assert_eq!(status, 401);
+    let (monoize, anthropic) = ids(&response);
+    assert!(monoize.is_some());
+    assert_eq!(anthropic, monoize);
 }
 
 /// The body a client sends to `path`, and the upstream path it must reach.

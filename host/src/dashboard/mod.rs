@@ -28,7 +28,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::gateway::error::set_request_id;
+use crate::gateway::error::{Dialect, set_request_id};
 use crate::gateway::policy::client_address;
 use crate::plugins::PluginError;
 use crate::plugins::dashboard::{
@@ -396,7 +396,7 @@ fn response_of(
 
 /// Every dashboard answer carries its request id and is never cached (it may hold a token).
 fn finish(response: &mut Response<ResponseBody>, request_id: &str) {
-    set_request_id(response, request_id);
+    set_request_id(response, request_id, Dialect::OpenAi);
     response
         .headers_mut()
         .entry(CACHE_CONTROL)

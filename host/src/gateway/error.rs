@@ -15,6 +15,10 @@ use crate::server::{ResponseBody, json_response};
 /// The header every gateway response carries.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The header the Anthropic SDKs read a request's id from (`message._request_id`, an error's
+/// `request_id`); an Anthropic-dialect answer carries Monoize's id in it as well.
+pub const ANTHROPIC_REQUEST_ID_HEADER: &str = "request-id";
+
 /// Which API family a client speaks, so its errors come in its shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -181,16 +185,21 @@ impl GatewayError {
             }
         };
         let mut response = json_response(self.status(), &body);
-        set_request_id(&mut response, request_id);
+        set_request_id(&mut response, request_id, dialect);
         response
     }
 }
 
-/// Sets the `x-request-id` header (skipped only if the id is not a valid header value, which
-/// ids the gateway makes always are).
-pub fn set_request_id<B>(response: &mut Response<B>, request_id: &str) {
+/// Sets the `x-request-id` header, and for the Anthropic dialect `request-id` too, so each
+/// SDK reports Monoize's id in its own place (skipped only if the id is not a valid header
+/// value, which ids the gateway makes always are).
+pub fn set_request_id<B>(response: &mut Response<B>, request_id: &str, dialect: Dialect) {
     if let Ok(value) = HeaderValue::from_str(request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        let headers = response.headers_mut();
+        if dialect == Dialect::Anthropic {
+            headers.insert(ANTHROPIC_REQUEST_ID_HEADER, value.clone());
+        }
+        headers.insert(REQUEST_ID_HEADER, value);
     }
 }
 
@@ -219,6 +228,13 @@ mod tests {
             let response = GatewayError::Unauthorized.into_response(dialect, "req-1");
             assert_eq!(response.status(), 401);
             assert_eq!(response.headers()[REQUEST_ID_HEADER], "req-1");
+            assert_eq!(
+                response
+                    .headers()
+                    .get(ANTHROPIC_REQUEST_ID_HEADER)
+                    .is_some(),
+                dialect == Dialect::Anthropic
+            );
         }
     }
 }

@@ -82,7 +82,8 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
 ];
 
 /// Response headers never passed back: hop-by-hop, lengths (a stream's body may change),
-/// cookies and the upstream's request id (the client gets Monoize's). `content-encoding` is
+/// cookies and the upstream's request id (`x-request-id`, Anthropic's `request-id`: the client
+/// gets Monoize's, and the log line the upstream's). `content-encoding` is
 /// kept: the host asks for `identity`, and an upstream that compresses anyway sends bytes only
 /// its header lets the client read.
 const DROPPED_RESPONSE_HEADERS: &[&str] = &[
@@ -96,11 +97,13 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
     "content-length",
     "set-cookie",
     "x-request-id",
+    "request-id",
     "alt-svc",
     // They name the channel's account, which is the operator's and no client's business.
     "openai-organization",
     "openai-project",
     "anthropic-organization-id",
+    "anthropic-workspace-id",
 ];
 
 /// Prefixes of response headers never passed back: the channel's rate limits (OpenAI's
@@ -299,6 +302,8 @@ pub struct Served {
     pub status: StatusCode,
     /// The upstream headers, filtered.
     pub headers: HeaderMap,
+    /// The id the upstream gave the request, if it named one (for the log).
+    pub upstream_request_id: Option<String>,
     /// What it answered.
     pub answer: Answer,
 }
@@ -570,6 +575,7 @@ async fn try_attempt(
             attempts: 0,
             status,
             headers,
+            upstream_request_id: upstream_request_id(&parts.headers),
             answer,
         })));
     }
@@ -776,6 +782,15 @@ fn filter_response_headers(from: &HeaderMap) -> HeaderMap {
         }
     }
     to
+}
+
+/// The id an upstream gave a request: OpenAI's `x-request-id`, Anthropic's `request-id`.
+fn upstream_request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .or_else(|| headers.get("request-id"))
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// A `retry-after` in seconds (the HTTP-date form is not believed), capped.

@@ -19,6 +19,9 @@ pub struct RequestLog {
     pub provider: Option<String>,
     /// The channel that served it.
     pub channel: Option<String>,
+    /// The id the serving upstream gave the request (its `x-request-id` or `request-id`), for
+    /// the operator to quote to the provider; clients see only Monoize's.
+    pub upstream_request_id: Option<String>,
     /// Upstream attempts made.
     pub attempts: usize,
     /// The status answered.
@@ -37,6 +40,7 @@ impl RequestLog {
             model: None,
             provider: None,
             channel: None,
+            upstream_request_id: None,
             attempts: 0,
             status: 0,
             stream_end: None,
@@ -52,6 +56,7 @@ impl RequestLog {
             model = self.model.as_deref().unwrap_or("-"),
             provider = self.provider.as_deref().unwrap_or("-"),
             channel = self.channel.as_deref().unwrap_or("-"),
+            upstream_request_id = self.upstream_request_id.as_deref().unwrap_or("-"),
             status = self.status,
             attempts = self.attempts,
             stream_end = self.stream_end.unwrap_or("-"),

@@ -109,7 +109,7 @@ pub async fn models(
     let response = match answer {
         Ok(body) => {
             let mut response = json_response(StatusCode::OK, &body);
-            set_request_id(&mut response, &request_id);
+            set_request_id(&mut response, &request_id, Dialect::OpenAi);
             response
         }
         Err(error) => error.into_response(Dialect::OpenAi, &request_id),
@@ -132,11 +132,11 @@ pub async fn handle(
         Ok(Handled::Done(mut response)) => {
             log.status = response.status().as_u16();
             log.emit();
-            set_request_id(&mut response, &request_id);
+            set_request_id(&mut response, &request_id, dialect_of(endpoint));
             response
         }
         Ok(Handled::Streaming(mut response)) => {
-            set_request_id(&mut response, &request_id);
+            set_request_id(&mut response, &request_id, dialect_of(endpoint));
             response
         }
         Err(error) => {
@@ -273,6 +273,7 @@ async fn pipeline(
     log.attempts = served.attempts;
     log.provider = Some(served.provider_name.clone());
     log.channel = Some(served.channel_name.clone());
+    log.upstream_request_id = served.upstream_request_id.clone();
     let served = *served;
     let idle = state.gateway.upstream.timeouts().idle;
     match served.answer {

@@ -1,0 +1,108 @@
+//! The request log (issue 9, item 8): one structured line per request, as the binary writes it
+//! with `MONOIZE_LOG_FORMAT=json`, with the request id the client was given, the model, the
+//! provider and channel that served it, the upstream's own id for the request, the status,
+//! the attempts and the duration. Its own test binary: the log is caught by a global
+//! subscriber, which the server's connection threads, each on a runtime of its own, all reach.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail the test"
+)]
+
+mod gateway_harness;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use monoize::db::routing::ProviderType;
+use monoize_tests::mock_upstream::UPSTREAM_REQUEST_ID;
+use serde_json::Value;
+
+use gateway_harness::{BEARER, CHAT, Setup, eventually};
+
+/// Where the log goes: every line written so far.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// The request lines (JSON) logged so far.
+    fn request_lines(&self) -> Vec<Value> {
+        let bytes = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["target"] == "monoize::gateway::request")
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn each_request_logs_one_line_with_its_ids_where_it_went_and_how_it_ended() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .try_init()
+        .expect("the only subscriber of this test binary");
+    let gateway = Setup::new()
+        .provider(ProviderType::ChatCompletion, &["500"])
+        .provider(ProviderType::ChatCompletion, &["ok"])
+        .start()
+        .await;
+    let (status, body, response) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(status, 200, "{body}");
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let ours = |line: &Value| line["fields"]["request_id"] == request_id.as_str();
+    assert!(
+        eventually(|| {
+            let found = captured.request_lines().iter().any(ours);
+            async move { found }
+        })
+        .await,
+        "no request line for {request_id}"
+    );
+    let lines: Vec<Value> = captured.request_lines().into_iter().filter(ours).collect();
+    assert_eq!(lines.len(), 1, "one line per request: {lines:?}");
+    let fields = &lines[0]["fields"];
+    assert_eq!(fields["endpoint"], "ChatCompletions", "{fields}");
+    assert_eq!(fields["model"], "m", "{fields}");
+    assert_eq!(fields["provider"], "p1", "{fields}");
+    assert_eq!(fields["channel"], "p1-c0-ok", "{fields}");
+    assert_eq!(
+        fields["upstream_request_id"], UPSTREAM_REQUEST_ID,
+        "{fields}"
+    );
+    assert_eq!(fields["status"], 200, "{fields}");
+    assert_eq!(
+        fields["attempts"], 2,
+        "the 500 first, then the one that served: {fields}"
+    );
+    assert!(fields["duration_ms"].is_u64(), "{fields}");
+    assert_eq!(fields["stream_end"], "-", "{fields}");
+    // The client's id is Monoize's; the upstream's stays in the log.
+    assert_ne!(request_id, UPSTREAM_REQUEST_ID);
+}
