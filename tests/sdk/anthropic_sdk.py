@@ -53,6 +53,13 @@ def models():
     assert ids == ["m"], ids
     model = client.models.retrieve("m")
     assert (model.id, model.type, model.display_name) == ("m", "model", "m"), model
+    try:
+        client.models.retrieve("nope")
+        raise AssertionError("an unknown model was listed")
+    except anthropic.NotFoundError as error:
+        assert error.body["type"] == "error", error.body
+        assert error.body["error"]["type"] == "not_found_error", error.body
+        assert error.request_id == error.response.headers["x-request-id"], error.request_id
     check("models")
 
 

@@ -464,6 +464,15 @@ async fn models_list_and_key_policy() {
             .contains("openai/nope")
     );
     assert!(response.headers().contains_key("x-request-id"));
+    // An Anthropic client (it always sends `anthropic-version`) gets Anthropic's envelope.
+    let anthropic_client = [X_API_KEY, ("anthropic-version", "2023-06-01")];
+    let (status, body, response) = gateway.json("/v1/models/nope", &anthropic_client, "").await;
+    assert_eq!(status, 404, "{body}");
+    assert_anthropic_error(&body, "not_found_error");
+    assert_eq!(
+        response.headers()["request-id"],
+        response.headers()["x-request-id"]
+    );
     let (status, _, _) = gateway.json("/v1/models/m", &[], "").await;
     assert_eq!(status, 401);
 

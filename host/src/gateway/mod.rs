@@ -81,7 +81,8 @@ pub fn dialect_of(endpoint: EndpointKind) -> Dialect {
 }
 
 /// `GET /v1/models` (`model` `None`) or `GET /v1/models/{model}`, for a key used from an
-/// address its whitelist admits.
+/// address its whitelist admits; errors in the caller's dialect (Anthropic's when it sends
+/// `anthropic-version`, as Anthropic's SDKs do).
 pub async fn models(
     state: Arc<AppState>,
     request: Request<Incoming>,
@@ -106,13 +107,19 @@ pub async fn models(
                     .ok_or_else(|| GatewayError::ModelNotFound(id.clone())),
             }
         });
+    // Both SDKs list models here; Anthropic's always say `anthropic-version`.
+    let dialect = if request.headers().contains_key("anthropic-version") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    };
     let response = match answer {
         Ok(body) => {
             let mut response = json_response(StatusCode::OK, &body);
-            set_request_id(&mut response, &request_id, Dialect::OpenAi);
+            set_request_id(&mut response, &request_id, dialect);
             response
         }
-        Err(error) => error.into_response(Dialect::OpenAi, &request_id),
+        Err(error) => error.into_response(dialect, &request_id),
     };
     state.metrics.request("models", response.status().as_u16());
     response

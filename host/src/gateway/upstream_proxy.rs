@@ -74,6 +74,7 @@ impl tower_service::Service<Uri> for EgressConnector {
             let connecting = self.direct.call(destination);
             return Box::pin(async move { connecting.await.map_err(Into::into) });
         };
+        // The tunnel is ready when its connector is, and `HttpConnector` always is.
         let mut tunnel = Tunnel::new(intercept.uri().clone(), self.direct.clone());
         if let Some(credentials) = intercept.basic_auth() {
             tunnel = tunnel.with_auth(credentials.clone());
