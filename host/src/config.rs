@@ -200,6 +200,9 @@ impl UpstreamProxy {
         }
         // `Uri` takes any digits for a port; a bracketed IPv6 host has colons of its own.
         let authority = uri.authority().map_or("", |authority| authority.as_str());
+        if authority.matches('@').count() > 1 {
+            return Err(invalid("an @ in its user or password must be written %40"));
+        }
         let host_port = authority
             .rsplit_once('@')
             .map_or(authority, |(_, host)| host);
@@ -733,6 +736,7 @@ mod tests {
             ),
             ("http://ops:hunter2hunter2@proxy:", "port is not a number"),
             ("http://ops:hunter2 hunter2@proxy:3128", "not a URL"),
+            ("http://ops:hunter2@hunter2@proxy:3128", "written %40"),
         ] {
             let error = Config::from_lookup(env_of(&[("MONOIZE_UPSTREAM_PROXY", url)]))
                 .unwrap_err()

@@ -832,8 +832,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn response_headers_lose_hop_by_hop_lengths_cookies_and_the_channels_account_but_keep_their_encoding()
-     {
+    fn response_headers_lose_hop_by_hop_lengths_cookies_and_the_channels_account() {
         let mut upstream = HeaderMap::new();
         for (name, value) in [
             ("content-type", "application/json"),
