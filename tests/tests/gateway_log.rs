@@ -105,4 +105,36 @@ async fn each_request_logs_one_line_with_its_ids_where_it_went_and_how_it_ended(
     assert_eq!(fields["stream_end"], "-", "{fields}");
     // The client's id is Monoize's; the upstream's stays in the log.
     assert_ne!(request_id, UPSTREAM_REQUEST_ID);
+
+    // A request the upstream refused (its 400 passed through) is logged with the channel that
+    // refused it and the upstream's id, which the operator needs to ask the provider why.
+    let refusing = Setup::new()
+        .provider(ProviderType::ChatCompletion, &["400"])
+        .start()
+        .await;
+    let (status, _, response) = refusing.json("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(status, 400);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let ours = |line: &Value| line["fields"]["request_id"] == request_id.as_str();
+    assert!(
+        eventually(|| {
+            let found = captured.request_lines().iter().any(ours);
+            async move { found }
+        })
+        .await,
+        "no request line for {request_id}"
+    );
+    let lines: Vec<Value> = captured.request_lines().into_iter().filter(ours).collect();
+    let fields = &lines[0]["fields"];
+    assert_eq!(fields["status"], 400, "{fields}");
+    assert_eq!(fields["provider"], "p0", "{fields}");
+    assert_eq!(fields["channel"], "p0-c0-400", "{fields}");
+    assert_eq!(
+        fields["upstream_request_id"], UPSTREAM_REQUEST_ID,
+        "{fields}"
+    );
+    assert_eq!(fields["attempts"], 1, "{fields}");
 }

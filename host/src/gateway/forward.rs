@@ -308,6 +308,25 @@ pub struct Served {
     pub answer: Answer,
 }
 
+/// An upstream's refusal of the request as malformed, passed to the client as it came.
+#[derive(Debug)]
+pub struct Rejection {
+    /// How many attempts were made.
+    pub attempts: usize,
+    /// The provider's name (for the log).
+    pub provider_name: String,
+    /// The channel's name (for the log).
+    pub channel_name: String,
+    /// The id the upstream gave the request, if it named one (for the log).
+    pub upstream_request_id: Option<String>,
+    /// The upstream status (`400`, `413`, `422` or another client error).
+    pub status: StatusCode,
+    /// Its headers, filtered.
+    pub headers: HeaderMap,
+    /// Its body (at most 1 MiB).
+    pub body: Bytes,
+}
+
 /// A served answer: a stream under way, or a whole body read to its end (read inside the
 /// attempt, so an upstream that breaks off or stalls mid-body is a failed attempt and the next
 /// one serves: nothing has reached the client yet).
@@ -336,16 +355,7 @@ pub enum ForwardOutcome {
     /// An upstream answered with success.
     Served(Box<Served>),
     /// An upstream refused the request as malformed: its answer goes to the client as is.
-    Rejected {
-        /// How many attempts were made.
-        attempts: usize,
-        /// The upstream status (`400`, `413` or `422`).
-        status: StatusCode,
-        /// Its headers, filtered.
-        headers: HeaderMap,
-        /// Its body (at most 1 MiB).
-        body: Bytes,
-    },
+    Rejected(Box<Rejection>),
     /// An upstream's whole answer ran past [`MAX_WHOLE_BODY`]: the request asked for more
     /// than the gateway holds. No channel is at fault, and another would answer as much.
     TooLarge {
@@ -438,14 +448,18 @@ pub async fn forward(
             Ok(AttemptResult::Rejected {
                 status,
                 headers,
+                upstream_request_id,
                 body,
             }) => {
-                return ForwardOutcome::Rejected {
+                return ForwardOutcome::Rejected(Box::new(Rejection {
                     attempts: tried,
+                    provider_name: provider.name.clone(),
+                    channel_name: channel.name.clone(),
+                    upstream_request_id,
                     status,
                     headers,
                     body,
-                };
+                }));
             }
             Err(failure) => {
                 tracing::info!(
@@ -472,6 +486,7 @@ enum AttemptResult {
     Rejected {
         status: StatusCode,
         headers: HeaderMap,
+        upstream_request_id: Option<String>,
         body: Bytes,
     },
 }
@@ -587,6 +602,7 @@ async fn try_attempt(
             Ok(AttemptResult::Rejected {
                 status,
                 headers,
+                upstream_request_id: upstream_request_id(&parts.headers),
                 body,
             })
         }

@@ -262,17 +262,17 @@ async fn pipeline(
                 attempts,
             });
         }
-        ForwardOutcome::Rejected {
-            attempts,
-            status,
-            headers,
-            body,
-        } => {
-            log.attempts = attempts;
+        ForwardOutcome::Rejected(rejection) => {
+            // The upstream's id matters most here: the operator may have to ask why it refused.
+            let rejection = *rejection;
+            log.attempts = rejection.attempts;
+            log.provider = Some(rejection.provider_name);
+            log.channel = Some(rejection.channel_name);
+            log.upstream_request_id = rejection.upstream_request_id;
             return Ok(Handled::Done(forward::response_with(
-                status,
-                headers,
-                full(body),
+                rejection.status,
+                rejection.headers,
+                full(rejection.body),
             )));
         }
         ForwardOutcome::Served(served) => served,
