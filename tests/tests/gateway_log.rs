@@ -41,6 +41,22 @@ impl Write for Captured {
 }
 
 impl Captured {
+    /// The one request line of `request_id`, once it is logged.
+    async fn line_of(&self, request_id: &str) -> Value {
+        let ours = |line: &Value| line["fields"]["request_id"] == request_id;
+        assert!(
+            eventually(|| {
+                let found = self.request_lines().iter().any(ours);
+                async move { found }
+            })
+            .await,
+            "no request line for {request_id}"
+        );
+        let mut lines: Vec<Value> = self.request_lines().into_iter().filter(ours).collect();
+        assert_eq!(lines.len(), 1, "one line per request: {lines:?}");
+        lines.remove(0)
+    }
+
     /// The request lines (JSON) logged so far.
     fn request_lines(&self) -> Vec<Value> {
         let bytes = self
@@ -72,22 +88,9 @@ async fn each_request_logs_one_line_with_its_ids_where_it_went_and_how_it_ended(
         .await;
     let (status, body, response) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
     assert_eq!(status, 200, "{body}");
-    let request_id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let ours = |line: &Value| line["fields"]["request_id"] == request_id.as_str();
-    assert!(
-        eventually(|| {
-            let found = captured.request_lines().iter().any(ours);
-            async move { found }
-        })
-        .await,
-        "no request line for {request_id}"
-    );
-    let lines: Vec<Value> = captured.request_lines().into_iter().filter(ours).collect();
-    assert_eq!(lines.len(), 1, "one line per request: {lines:?}");
-    let fields = &lines[0]["fields"];
+    let request_id = response.headers()["x-request-id"].to_str().unwrap();
+    let line = captured.line_of(request_id).await;
+    let fields = &line["fields"];
     assert_eq!(fields["endpoint"], "ChatCompletions", "{fields}");
     assert_eq!(fields["model"], "m", "{fields}");
     assert_eq!(fields["provider"], "p1", "{fields}");
@@ -114,21 +117,9 @@ async fn each_request_logs_one_line_with_its_ids_where_it_went_and_how_it_ended(
         .await;
     let (status, _, response) = refusing.json("/v1/chat/completions", &[BEARER], CHAT).await;
     assert_eq!(status, 400);
-    let request_id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let ours = |line: &Value| line["fields"]["request_id"] == request_id.as_str();
-    assert!(
-        eventually(|| {
-            let found = captured.request_lines().iter().any(ours);
-            async move { found }
-        })
-        .await,
-        "no request line for {request_id}"
-    );
-    let lines: Vec<Value> = captured.request_lines().into_iter().filter(ours).collect();
-    let fields = &lines[0]["fields"];
+    let request_id = response.headers()["x-request-id"].to_str().unwrap();
+    let line = captured.line_of(request_id).await;
+    let fields = &line["fields"];
     assert_eq!(fields["status"], 400, "{fields}");
     assert_eq!(fields["provider"], "p0", "{fields}");
     assert_eq!(fields["channel"], "p0-c0-400", "{fields}");

@@ -21,6 +21,9 @@ use monoize_tests::mock_upstream::{MockUpstream, TEST_CA_FILE};
 
 use gateway_harness::{BEARER, CHAT, Gateway, Setup};
 
+/// What the proxy asks for: `monoize:p@ss` as Basic credentials (in a URL, `monoize:p%40ss`).
+const PROXY_AUTHORIZATION: &str = "Basic bW9ub2l6ZTpwQHNz";
+
 /// A gateway whose one provider has a channel at `base_url`, going through the proxy at
 /// `proxy_url` except to `no_proxy`, trusting the test CA.
 async fn gateway_via(base_url: &str, proxy_url: &str, no_proxy: &str) -> Gateway {
@@ -40,10 +43,7 @@ async fn an_https_upstream_is_reached_through_a_tunnel_opened_with_the_proxys_cr
     let upstream = MockUpstream::start_tls(&[b"h2", b"http/1.1"])
         .await
         .unwrap();
-    // `monoize:p@ss`, percent-encoded in the URL, sent as Basic credentials.
-    let proxy = MockProxy::start(Some("Basic bW9ub2l6ZTpwQHNz"))
-        .await
-        .unwrap();
+    let proxy = MockProxy::start(Some(PROXY_AUTHORIZATION)).await.unwrap();
     let gateway = gateway_via(
         &upstream.base_url("ok"),
         &proxy.url(Some("monoize:p%40ss")),
@@ -111,9 +111,7 @@ async fn hosts_in_no_proxy_are_reached_directly() {
 #[tokio::test]
 async fn a_proxy_that_refuses_the_tunnel_is_a_failed_connection_that_never_shows_its_password() {
     let upstream = MockUpstream::start().await.unwrap();
-    let proxy = MockProxy::start(Some("Basic bW9ub2l6ZTpwQHNz"))
-        .await
-        .unwrap();
+    let proxy = MockProxy::start(Some(PROXY_AUTHORIZATION)).await.unwrap();
     let gateway = gateway_via(
         &upstream.base_url("ok"),
         &proxy.url(Some("monoize:wrong-secret")),
