@@ -68,6 +68,9 @@ pub const DEFAULT_UPSTREAM_FIRST_BYTE_TIMEOUT_MS: u64 = 120_000;
 /// How long an upstream body may stay silent between two chunks when
 /// `MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS` is unset.
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS: u64 = 120_000;
+/// How often an idle upstream connection is probed when `MONOIZE_UPSTREAM_KEEPALIVE_MS` is
+/// unset: well under the minutes after which NATs and load balancers forget a silent one.
+pub const DEFAULT_UPSTREAM_KEEPALIVE_MS: u64 = 30_000;
 
 /// Consecutive retryable failures that mark a channel unhealthy when
 /// `MONOIZE_HEALTH_FAILURE_THRESHOLD` is unset.
@@ -399,6 +402,11 @@ pub struct Config {
     /// (`MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS`); past it the response is cut. A streaming client
     /// that takes nothing of what waits for it for as long is treated as gone.
     pub upstream_idle_timeout_ms: u64,
+    /// How often an upstream connection is probed, in ms (`MONOIZE_UPSTREAM_KEEPALIVE_MS`):
+    /// TCP keep-alive probes start after it is this long idle and repeat at this interval, and
+    /// an HTTP/2 connection is pinged as often and dropped from the pool when a ping goes
+    /// unanswered for as long, so no request is sent on a connection that died silently.
+    pub upstream_keepalive_ms: u64,
     /// A PEM file of certificates trusted as roots for upstream TLS besides the Mozilla roots
     /// (`MONOIZE_UPSTREAM_CA_FILE`): for upstreams behind a private CA.
     pub upstream_ca_file: Option<PathBuf>,
@@ -493,6 +501,11 @@ impl Config {
                 "MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS",
                 DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS,
             )?,
+            upstream_keepalive_ms: positive(
+                &env,
+                "MONOIZE_UPSTREAM_KEEPALIVE_MS",
+                DEFAULT_UPSTREAM_KEEPALIVE_MS,
+            )?,
             upstream_ca_file: path("MONOIZE_UPSTREAM_CA_FILE"),
             upstream_proxy: match non_empty(&env, "MONOIZE_UPSTREAM_PROXY") {
                 None => None,
@@ -562,6 +575,7 @@ impl Config {
             upstream_connect_timeout_ms: DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
             upstream_first_byte_timeout_ms: DEFAULT_UPSTREAM_FIRST_BYTE_TIMEOUT_MS,
             upstream_idle_timeout_ms: DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS,
+            upstream_keepalive_ms: DEFAULT_UPSTREAM_KEEPALIVE_MS,
             upstream_ca_file: None,
             upstream_proxy: None,
             trusted_proxy_cidrs: Vec::new(),
@@ -767,6 +781,7 @@ mod tests {
             ("MONOIZE_UPSTREAM_CONNECT_TIMEOUT_MS", "5"),
             ("MONOIZE_UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "6"),
             ("MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS", "7"),
+            ("MONOIZE_UPSTREAM_KEEPALIVE_MS", "9"),
             ("MONOIZE_TRUSTED_PROXY_CIDRS", "10.0.0.0/8, 127.0.0.1"),
         ]))
         .unwrap();
@@ -777,9 +792,10 @@ mod tests {
             (
                 config.upstream_connect_timeout_ms,
                 config.upstream_first_byte_timeout_ms,
-                config.upstream_idle_timeout_ms
+                config.upstream_idle_timeout_ms,
+                config.upstream_keepalive_ms
             ),
-            (5, 6, 7)
+            (5, 6, 7, 9)
         );
         assert_eq!(config.trusted_proxy_cidrs.len(), 2);
         assert_eq!(

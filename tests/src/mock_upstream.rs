@@ -35,6 +35,10 @@
 //! endpoint's format, one event every 100 ms. Every request is recorded with its HTTP version,
 //! headers and body.
 //!
+//! [`MockUpstream::freeze_open_connections`] makes the connections open so far stop moving
+//! bytes, as a peer that died without closing them; [`MockUpstream::connections`] lists the
+//! client address of each connection accepted.
+//!
 //! [`MockUpstream::start_tls`] serves the same over TLS, with the certificate of
 //! `tests/fixtures/tls` (for `127.0.0.1` and `localhost`, signed by the test CA of
 //! [`TEST_CA_FILE`]), offering the ALPN protocols it is given: HTTP/2 and HTTP/1.1, or one.
@@ -81,6 +85,10 @@ pub struct Seen {
 #[derive(Debug, Default)]
 struct Shared {
     seen: Mutex<Vec<Seen>>,
+    /// The client address of every connection accepted, in order.
+    connections: Mutex<Vec<SocketAddr>>,
+    /// Connections numbered below this neither read nor write any more.
+    frozen_below: AtomicUsize,
     failing: AtomicBool,
     cancelled: AtomicUsize,
     cancelled_changed: Notify,
@@ -203,9 +211,14 @@ impl MockUpstream {
         let for_server = Arc::clone(&shared);
         let scheme = if tls.is_some() { "https" } else { "http" };
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            while let Ok((stream, peer)) = listener.accept().await {
                 let shared = Arc::clone(&for_server);
                 let tls = tls.clone();
+                let stream = Freezable {
+                    number: shared.accepted(peer),
+                    shared: Arc::clone(&shared),
+                    stream,
+                };
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         answer(Arc::clone(&shared), request)
@@ -238,11 +251,7 @@ impl MockUpstream {
 
     /// Every request seen so far.
     pub fn seen(&self) -> Vec<Seen> {
-        self.shared
-            .seen
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        lock(&self.shared.seen).clone()
     }
 
     /// How many requests in `mode` were seen so far.
@@ -252,6 +261,18 @@ impl MockUpstream {
             .iter()
             .filter(|seen| seen.path.starts_with(&prefix))
             .count()
+    }
+
+    /// The client address of every connection accepted so far, in order.
+    pub fn connections(&self) -> Vec<SocketAddr> {
+        lock(&self.shared.connections).clone()
+    }
+
+    /// From now on the connections open so far neither read nor write, as a peer that died
+    /// (or a network that dropped it) without closing them; later connections are served.
+    pub fn freeze_open_connections(&self) {
+        let open = lock(&self.shared.connections).len();
+        self.shared.frozen_below.store(open, Ordering::SeqCst);
     }
 
     /// Makes `flaky` channels fail (`true`) or succeed (`false`, the start).
@@ -277,6 +298,79 @@ impl MockUpstream {
             }
         };
         tokio::time::timeout(limit, waiting).await.is_ok()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    /// Records a connection from `peer`: its number.
+    fn accepted(&self, peer: SocketAddr) -> usize {
+        let mut connections = lock(&self.connections);
+        connections.push(peer);
+        connections.len() - 1
+    }
+
+    fn frozen(&self, connection: usize) -> bool {
+        connection < self.frozen_below.load(Ordering::SeqCst)
+    }
+}
+
+/// An accepted connection that stops moving bytes, never to wake again, once frozen (see
+/// [`MockUpstream::freeze_open_connections`]).
+struct Freezable {
+    number: usize,
+    shared: Arc<Shared>,
+    stream: tokio::net::TcpStream,
+}
+
+impl tokio::io::AsyncRead for Freezable {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.shared.frozen(self.number) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.stream).poll_read(context, buffer)
+    }
+}
+
+impl tokio::io::AsyncWrite for Freezable {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        bytes: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.shared.frozen(self.number) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.stream).poll_write(context, bytes)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.shared.frozen(self.number) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.stream).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.shared.frozen(self.number) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(context)
     }
 }
 
@@ -379,16 +473,12 @@ async fn answer(
         .map(|body| body.to_bytes())
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    shared
-        .seen
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .push(Seen {
-            version,
-            path: path.clone(),
-            headers,
-            body: body.clone(),
-        });
+    lock(&shared.seen).push(Seen {
+        version,
+        path: path.clone(),
+        headers,
+        body: body.clone(),
+    });
     let mode = path
         .trim_start_matches('/')
         .split('/')

@@ -2,7 +2,9 @@
 //! gateway reaches an HTTPS upstream whose certificate a private CA signed once the operator
 //! trusts that CA (`MONOIZE_UPSTREAM_CA_FILE`), speaks HTTP/2 to it when the upstream offers it
 //! by ALPN and HTTP/1.1 when not, streams and bills over either, and treats an upstream whose
-//! certificate it cannot verify as a failed connection that moves on to the next channel.
+//! certificate it cannot verify as a failed connection that moves on to the next channel. A
+//! pooled connection that died silently is found by its unanswered HTTP/2 ping and replaced,
+//! and every upstream socket carries TCP keep-alive.
 
 #![allow(
     clippy::unwrap_used,
@@ -20,7 +22,7 @@ use monoize::db::routing::ProviderType;
 use monoize_tests::mock_upstream::{MockUpstream, TEST_CA_FILE};
 use serde_json::Value;
 
-use gateway_harness::{BEARER, CHAT, Gateway, Setup, WAIT, X_API_KEY};
+use gateway_harness::{BEARER, CHAT, Gateway, Setup, WAIT, X_API_KEY, eventually};
 
 const HTTP2_AND_HTTP1: &[&[u8]] = &[b"h2", b"http/1.1"];
 const HTTP1_ONLY: &[&[u8]] = &[b"http/1.1"];
@@ -167,4 +169,93 @@ async fn an_upstream_whose_certificate_is_not_trusted_is_a_failed_connection_and
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "upstream_error", "{body}");
     assert!(untrusted.seen().is_empty());
+}
+
+/// A gateway whose only provider has one channel at the HTTP/2 upstream `base_url`, probing
+/// its connections every `keepalive_ms` and giving up on an answer after 3 s.
+async fn gateway_probing_every(base_url: &str, keepalive_ms: u64) -> Gateway {
+    Setup::new()
+        .provider(ProviderType::ChatCompletion, &[base_url])
+        .config(move |config| {
+            config.upstream_ca_file = Some(TEST_CA_FILE.into());
+            config.upstream_keepalive_ms = keepalive_ms;
+            config.upstream_first_byte_timeout_ms = 3_000;
+        })
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn a_pooled_http2_connection_that_dies_silently_is_found_by_its_ping_and_replaced() {
+    let upstream = MockUpstream::start_tls(HTTP2_AND_HTTP1).await.unwrap();
+    let gateway = gateway_probing_every(&upstream.base_url("ok"), 100).await;
+    let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(upstream.connections().len(), 1);
+
+    // The pooled connection goes dead without a FIN or RST: only an unanswered ping tells.
+    upstream.freeze_open_connections();
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+
+    // Sent on the dead connection, the request would wait out the first-byte timeout and,
+    // with no other channel, end in a 502.
+    let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        upstream.connections().len(),
+        2,
+        "a new connection served it"
+    );
+    assert_eq!(gateway.attempts("timeout").await, 0.0);
+}
+
+/// The kernel's TCP timer of the loopback connection from `local` to `remote` (`/proc/net/tcp`'s
+/// `tr` column: 0 none, 1 retransmit, 2 keep-alive, 4 zero-window probe).
+#[cfg(target_os = "linux")]
+fn tcp_timer(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Option<String> {
+    let hex = |address: std::net::SocketAddr| match address.ip() {
+        std::net::IpAddr::V4(ip) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(ip.octets()),
+            address.port()
+        ),
+        std::net::IpAddr::V6(_) => String::new(),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().skip(1).find_map(|line| {
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        (columns.get(1) == Some(&local.as_str()) && columns.get(2) == Some(&remote.as_str())).then(
+            || {
+                columns
+                    .get(5)
+                    .and_then(|timer| timer.split(':').next())
+                    .unwrap_or("")
+                    .to_owned()
+            },
+        )
+    })
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn an_idle_pooled_upstream_connection_carries_tcp_keepalive() {
+    let upstream = MockUpstream::start_tls(HTTP2_AND_HTTP1).await.unwrap();
+    let gateway = gateway_probing_every(&upstream.base_url("ok"), 60_000).await;
+    let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(status, 200, "{body}");
+    let connections = upstream.connections();
+    let [gateway_end] = connections.as_slice() else {
+        panic!("one connection expected: {connections:?}");
+    };
+    // Idle in the pool, the gateway's end of the connection waits on its keep-alive timer
+    // (once the last bytes it sent are acknowledged: an armed retransmit timer shows first).
+    let timer = || tcp_timer(*gateway_end, upstream.address);
+    assert!(eventually(|| std::future::ready(timer().as_deref() != Some("01"))).await);
+    assert_eq!(
+        timer().as_deref(),
+        Some("02"),
+        "the gateway's socket {gateway_end} to {} has no keep-alive timer",
+        upstream.address
+    );
 }

@@ -18,7 +18,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::upstream_proxy::EgressConnector;
 use super::upstream_tls;
@@ -34,6 +34,12 @@ use crate::server::body;
 
 /// How long a channel cools down after a `429` without a usable `retry-after`.
 pub const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(15);
+
+/// How long an upstream connection may sit unused in the pool before it is closed.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Unanswered TCP keep-alive probes after which the kernel declares a connection dead.
+const KEEPALIVE_PROBES: u32 = 3;
 
 /// The longest `retry-after` believed, so one bad header cannot bench a channel for a day.
 const MAX_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(600);
@@ -122,6 +128,9 @@ pub struct Timeouts {
     pub first_byte: Duration,
     /// Between two chunks of a body.
     pub idle: Duration,
+    /// How often a connection is probed: TCP keep-alive after this long idle, an HTTP/2 ping
+    /// as often, and as long for its answer before the connection is dropped from the pool.
+    pub keepalive: Duration,
 }
 
 impl Timeouts {
@@ -131,6 +140,7 @@ impl Timeouts {
             connect: Duration::from_millis(config.upstream_connect_timeout_ms),
             first_byte: Duration::from_millis(config.upstream_first_byte_timeout_ms),
             idle: Duration::from_millis(config.upstream_idle_timeout_ms),
+            keepalive: Duration::from_millis(config.upstream_keepalive_ms),
         }
     }
 }
@@ -178,6 +188,12 @@ impl Upstream {
         http.enforce_http(false);
         http.set_connect_timeout(Some(timeouts.connect));
         http.set_nodelay(true);
+        // A pooled connection whose peer (or a NAT between) silently forgot it would take a
+        // request and leave it to the first-byte timeout; probes keep middleboxes' state alive
+        // and let the kernel close a dead connection before the pool hands it out.
+        http.set_keepalive(Some(timeouts.keepalive));
+        http.set_keepalive_interval(Some(timeouts.keepalive));
+        http.set_keepalive_retries(Some(KEEPALIVE_PROBES));
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(upstream_tls::client_config(ca_file)?)
             .https_or_http()
@@ -210,8 +226,17 @@ impl Upstream {
                 return pool.clone();
             }
             pools.retain(|(owner, _)| owner.strong_count() > 0);
+            let keepalive = self.timeouts.keepalive;
             let pool = Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(90))
+                // The timer evicts idle connections as they expire, not only when next taken.
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                // HTTP/2 multiplexes every request to a host on one connection: a dead one is
+                // found by its unanswered ping, not by the requests it would swallow.
+                .timer(TokioTimer::new())
+                .http2_keep_alive_interval(keepalive)
+                .http2_keep_alive_timeout(keepalive)
+                .http2_keep_alive_while_idle(true)
                 .build(Connector::clone(&self.identity));
             pools.push((Arc::downgrade(&self.identity), pool.clone()));
             pool
