@@ -31,6 +31,7 @@ use monoize::config::{Config, Dsn};
 use monoize::db::ledger::LedgerKind;
 use monoize::db::routing::ProviderType;
 use monoize::db::{self, Database};
+use monoize::gateway::wire::prompt_size::ATTACHMENT_TOKENS;
 use monoize::money::NanoUsd;
 use monoize::routing::{Attempt, EndpointKind};
 use monoize_tests::mock_upstream::{LONG_TEXT, MockUpstream};
@@ -370,29 +371,46 @@ async fn a_stream_cut_before_usage_is_charged_on_an_estimate() {
     let alice = add_user(&db, "alice", 1_000_000, false, KEY).await;
     let server = serve(db.clone()).await;
 
-    let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"tell me a long story"}]}"#;
-    let response = server.send(CHAT, KEY, body).await;
-    assert_eq!(response.status(), 200);
-    let request = request_id(&response);
-    let read = read_all(&mut response.into_body(), String::new()).await;
-    assert!(read.text.contains("a partial answer"), "{read:?}");
-    assert!(!read.complete, "the client sees a cut stream as cut");
+    let text = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"tell me a long story"}]}"#;
+    // A screenshot inline: 1 MiB of base64 that a provider bills as an image, not as text.
+    let screenshot = format!(
+        r#"{{"model":"m","stream":true,"messages":[{{"role":"user","content":[{{"type":"text","text":"what is this"}},{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{}"}}}}]}}]}}"#,
+        "A".repeat(1 << 20)
+    );
+    // The host's estimate: a token per 4 bytes begun of the text the request gives the model
+    // (its roles and contents, not the JSON around them), an image as ATTACHMENT_TOKENS.
+    let tokens = |bytes: usize| u64::try_from(bytes.div_ceil(4)).unwrap();
+    let cases = [
+        (text, tokens("user".len() + "tell me a long story".len())),
+        (
+            screenshot.as_str(),
+            tokens("user".len() + "what is this".len()) + ATTACHMENT_TOKENS,
+        ),
+    ];
+    let mut charged = 0;
+    for (body, prompt) in cases {
+        let response = server.send(CHAT, KEY, body).await;
+        assert_eq!(response.status(), 200);
+        let request = request_id(&response);
+        let read = read_all(&mut response.into_body(), String::new()).await;
+        assert!(read.text.contains("a partial answer"), "{read:?}");
+        assert!(!read.complete, "the client sees a cut stream as cut");
 
-    let row = charge_of(&db, &request)
-        .await
-        .expect("the cut stream is charged");
-    let meta = meta(&row);
-    assert_eq!(meta["usage_estimated"], true, "{}", row.meta_json);
-    // The host's estimate: 4 bytes per token of the request and of what was streamed.
-    let prompt = body.len() / 4;
-    // The output from the text it carried ("a partial answer"), not the event's framing.
-    let completion = "a partial answer".len().div_ceil(4);
-    assert_eq!(meta["prompt_tokens"], json!(prompt));
-    assert_eq!(meta["completion_tokens"], json!(completion));
-    let cost = i64::try_from(prompt + completion).unwrap();
-    assert_eq!(row.delta_nano_usd, NanoUsd(-cost));
-    assert_eq!(balance(&db, &alice).await, NanoUsd(1_000_000 - cost));
-    assert_eq!(ledger_sum(&db, &alice).await, NanoUsd(1_000_000 - cost));
+        let row = charge_of(&db, &request)
+            .await
+            .expect("the cut stream is charged");
+        let meta = meta(&row);
+        assert_eq!(meta["usage_estimated"], true, "{}", row.meta_json);
+        // The output from the text it carried ("a partial answer"), not the event's framing.
+        let completion = tokens("a partial answer".len());
+        assert_eq!(meta["prompt_tokens"], json!(prompt));
+        assert_eq!(meta["completion_tokens"], json!(completion));
+        let cost = i64::try_from(prompt + completion).unwrap();
+        assert_eq!(row.delta_nano_usd, NanoUsd(-cost));
+        charged += cost;
+    }
+    assert_eq!(balance(&db, &alice).await, NanoUsd(1_000_000 - charged));
+    assert_eq!(ledger_sum(&db, &alice).await, NanoUsd(1_000_000 - charged));
 }
 
 #[tokio::test]
@@ -657,17 +675,17 @@ async fn a_stream_left_before_its_usage_is_billed_the_generated_text_it_delivere
     price(&db, 1, 1).await;
     let alice = add_user(&db, "alice", 1_000_000, false, KEY).await;
     let server = serve(db.clone()).await;
-    let chat = r#"{"model":"m","stream":true,"messages":[]}"#;
+    let chat = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"go on"}]}"#;
     let messages = r#"{"model":"m","max_tokens":5,"stream":true,"messages":[]}"#;
     // The output is the text delivered, a token per 4 bytes begun, not the events' framing
     // around it (the chat stream's role chunk also says "one"); the input is what
-    // message_start counted, or else the request's size.
+    // message_start counted, or else the text the request gives the model.
     let tokens = |text: usize| u64::try_from(text.div_ceil(4)).unwrap();
     let cases = [
         (
             CHAT,
             chat,
-            u64::try_from(chat.len() / 4).unwrap(),
+            tokens("user".len() + "go on".len()),
             tokens("one".len() + LONG_TEXT.len()),
         ),
         (MESSAGES, messages, 3, tokens(LONG_TEXT.len())),

@@ -10,9 +10,7 @@ use crate::routing::{Attempt, EndpointKind};
 
 use super::error::GatewayError;
 use super::wire::ReportedUsage;
-
-/// Bytes per token of the crude estimate used when an upstream never reported usage.
-const BYTES_PER_TOKEN: u64 = 4;
+use super::wire::prompt_size::BYTES_PER_TOKEN;
 
 /// What both phases know about the request.
 #[derive(Debug, Clone)]
@@ -25,8 +23,9 @@ pub struct BillingContext {
     pub model: String,
     /// The endpoint it arrived on.
     pub endpoint: EndpointKind,
-    /// The size of the client's request body, for an estimate.
-    pub request_bytes: u64,
+    /// The input tokens estimated from the request (see [`super::wire::prompt_size`]), billed
+    /// when no upstream reported them.
+    pub estimated_prompt_tokens: u64,
 }
 
 /// The authorize phase: may this request go upstream?
@@ -58,19 +57,14 @@ pub async fn authorize(state: &AppState, context: &BillingContext) -> Result<(),
     }
 }
 
-/// The usage to bill: the reported one, else an estimate from the bytes that went each way
-/// (marked `estimated`).
+/// The usage to bill: the reported one, else an estimate (marked `estimated`): the request's
+/// `estimated_prompt_tokens` in, a token per [`BYTES_PER_TOKEN`] of the answer out.
 pub fn usage_or_estimate(
     reported: Option<Usage>,
-    request_bytes: u64,
+    estimated_prompt_tokens: u64,
     response_bytes: u64,
 ) -> Usage {
-    reported.unwrap_or_else(|| {
-        estimated(
-            request_bytes / BYTES_PER_TOKEN,
-            response_bytes / BYTES_PER_TOKEN,
-        )
-    })
+    reported.unwrap_or_else(|| estimated(estimated_prompt_tokens, response_bytes / BYTES_PER_TOKEN))
 }
 
 /// An estimated usage of `prompt_tokens` and `completion_tokens`.
@@ -88,10 +82,11 @@ fn estimated(prompt_tokens: u64, completion_tokens: u64) -> Usage {
 /// generated text streamed (`text_streamed` bytes, a token per [`BYTES_PER_TOKEN`] begun) and
 /// whose input is the counted one when the stream counted its input only (an Anthropic stream
 /// that ended before its `message_delta`: billing its `message_start`'s token or so of output
-/// would hand out the rest of a cut stream for free), else one from the request's size.
+/// would hand out the rest of a cut stream for free), else the request's
+/// `estimated_prompt_tokens`.
 pub fn stream_usage_or_estimate(
     reported: ReportedUsage,
-    request_bytes: u64,
+    estimated_prompt_tokens: u64,
     text_streamed: u64,
 ) -> Usage {
     let output = text_streamed.div_ceil(BYTES_PER_TOKEN);
@@ -103,7 +98,7 @@ pub fn stream_usage_or_estimate(
             estimated: true,
             ..usage
         },
-        ReportedUsage::Nothing => estimated(request_bytes / BYTES_PER_TOKEN, output),
+        ReportedUsage::Nothing => estimated(estimated_prompt_tokens, output),
     }
 }
 

@@ -213,7 +213,7 @@ async fn pipeline(
         user_id: key.user_id.clone(),
         model: client.model.clone(),
         endpoint,
-        request_bytes: bytes.len() as u64,
+        estimated_prompt_tokens: client.prompt.tokens(),
     };
     bill::authorize(state, &context).await?;
     // route
@@ -296,7 +296,7 @@ async fn pipeline(
                 let _in_flight = in_flight;
                 let usage = bill::stream_usage_or_estimate(
                     summary.usage,
-                    context.request_bytes,
+                    context.estimated_prompt_tokens,
                     summary.text_streamed,
                 );
                 let charged = bill::settle(&state, &context, &attempt, usage).await;
@@ -315,7 +315,8 @@ async fn pipeline(
         }
         Answer::Whole { body, usage } => {
             // settle
-            let usage = bill::usage_or_estimate(usage, context.request_bytes, body.len() as u64);
+            let usage =
+                bill::usage_or_estimate(usage, context.estimated_prompt_tokens, body.len() as u64);
             // The body leaves only once its charge is committed (DESIGN §6).
             if !bill::settle(state, &context, &served.attempt, usage).await {
                 return Err(GatewayError::Internal(

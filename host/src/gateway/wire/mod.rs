@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod openai;
+pub mod prompt_size;
 
 use std::fmt;
 
@@ -15,6 +16,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use self::prompt_size::PromptSize;
 use super::error::GatewayError;
 use crate::billing::Usage;
 use crate::money::Multiplier;
@@ -104,6 +106,8 @@ pub struct ClientRequest {
     pub client_wants_usage: bool,
     /// The body's `max_multiplier`, if any (removed before forwarding).
     pub max_multiplier: Option<Multiplier>,
+    /// What it gives the model to read, for an estimate of its input tokens.
+    pub prompt: PromptSize,
 }
 
 fn bad(message: impl Into<String>) -> GatewayError {
@@ -154,6 +158,7 @@ impl ClientRequest {
             stream,
             client_wants_usage,
             max_multiplier,
+            prompt: PromptSize::of(body),
         })
     }
 
