@@ -159,6 +159,7 @@ async fn run(path: Path, commit: Commit, plugin: &BillingPlugin) -> Measurement 
                                 request_id: format!("req-{index}"),
                                 amount: AMOUNT,
                                 meta_json: r#"{"model":"gpt-4o"}"#.to_owned(),
+                                key_id: None,
                             };
                             let appended = billing.store().charge(charge).await.unwrap();
                             assert!(appended.is_new());
@@ -230,6 +231,7 @@ async fn run_at_rate(rate: usize, seconds: usize) -> Measurement {
                 request_id: format!("req-{index}"),
                 amount: AMOUNT,
                 meta_json: r#"{"model":"gpt-4o"}"#.to_owned(),
+                key_id: None,
             };
             tasks.push(tokio::spawn(async move {
                 let began = Instant::now();

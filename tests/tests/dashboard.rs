@@ -626,6 +626,95 @@ async fn logout_kills_the_session_and_writes_take_effect_at_the_gateway_at_once(
     server.assert_calls_documented().await;
 }
 
+/// One chat of the story costs (3×1000 + 2×2000) × 1.5 nano-USD.
+const STORY_CHAT_COST: i64 = 10_500;
+
+#[tokio::test]
+async fn a_keys_quota_is_taken_by_each_charge_and_refuses_the_key_once_used_up() {
+    let server = start(|_| {}).await;
+    let story = operator_story(&server).await;
+    let key_path = format!("/tokens/{}", story.bob_key_id);
+    let set_quota = |quota: i64| {
+        let (server, key_path, bob) = (&server, key_path.clone(), story.bob.clone());
+        async move {
+            let answer = server
+                .call(
+                    "PUT",
+                    &key_path,
+                    Some(&bob),
+                    Some(json!({"quota_unlimited": false, "quota_remaining": quota})),
+                )
+                .await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+        }
+    };
+    let quota_left = || async {
+        let key = server.call("GET", &key_path, Some(&story.bob), None).await;
+        assert_eq!(key.status, 200, "{}", key.body);
+        key.body["quota_remaining"].clone()
+    };
+
+    // Bob limits his key to one request and a bit: the second is served in full, into debt.
+    set_quota(STORY_CHAT_COST + 1).await;
+    assert_eq!(server.chat(&story.bob_key, "gpt-story").await.status, 200);
+    assert_eq!(quota_left().await, json!(1));
+    assert_eq!(server.chat(&story.bob_key, "gpt-story").await.status, 200);
+    assert_eq!(quota_left().await, json!(1 - STORY_CHAT_COST));
+    let upstream_calls = server.mock.seen().len();
+
+    // Used up: refused in each client's dialect, before anything goes upstream.
+    let refused = server.chat(&story.bob_key, "gpt-story").await;
+    assert_eq!(refused.status, 402, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "key_quota_exhausted");
+    assert_eq!(refused.body["error"]["type"], "insufficient_quota");
+    let messages = server
+        .raw(
+            "POST",
+            "/v1/messages",
+            &[
+                ("x-api-key", &story.bob_key),
+                ("content-type", "application/json"),
+            ],
+            json!({"model": "gpt-story", "max_tokens": 5, "messages": []})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(messages.status, 402, "{}", messages.body);
+    assert_eq!(messages.body["error"]["type"], "billing_error");
+    assert_eq!(server.mock.seen().len(), upstream_calls);
+    // Bob's balance paid for both requests: the quota limits the key, not the account.
+    let bob = server.call("GET", "/auth/me", Some(&story.bob), None).await;
+    assert_eq!(
+        bob.body["balance_nano_usd"],
+        (2_500_000_000 - 2 * STORY_CHAT_COST).to_string(),
+        "{}",
+        bob.body
+    );
+
+    // A new quota applies at once; an unlimited key is never refused for it.
+    set_quota(STORY_CHAT_COST).await;
+    assert_eq!(server.chat(&story.bob_key, "gpt-story").await.status, 200);
+    assert_eq!(quota_left().await, json!(0));
+    assert_eq!(server.chat(&story.bob_key, "gpt-story").await.status, 402);
+    let unlimited = server
+        .call(
+            "PUT",
+            &key_path,
+            Some(&story.bob),
+            Some(json!({"quota_unlimited": true})),
+        )
+        .await;
+    assert_eq!(unlimited.status, 200, "{}", unlimited.body);
+    assert_eq!(server.chat(&story.bob_key, "gpt-story").await.status, 200);
+    assert_eq!(
+        quota_left().await,
+        json!(0),
+        "an unlimited key's quota is kept"
+    );
+    server.assert_calls_documented().await;
+}
+
 #[tokio::test]
 async fn the_host_bounds_bodies_requires_json_and_serves_the_openapi_document() {
     let server = start(|config| config.http_body_max_bytes = 1024).await;

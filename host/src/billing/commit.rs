@@ -393,6 +393,7 @@ mod tests {
             request_id: request_id.to_owned(),
             amount: NanoUsd(amount),
             meta_json: "{}".to_owned(),
+            key_id: None,
         })
     }
 

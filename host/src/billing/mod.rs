@@ -191,9 +191,22 @@ impl Billing {
     /// away while its last bytes were held back), the charge still completes — a served
     /// request is always billed.
     pub async fn settle(&self, request: SettleRequest) -> Result<Settlement, BillingFailure> {
-        let billing = self.clone();
-        let task =
-            tokio::spawn(async move { billing.plugin.settle(&request, &billing.store).await });
+        self.settle_for_key(request, None).await
+    }
+
+    /// [`Billing::settle`] of a request made with a key whose quota is limited (`key_id`): its
+    /// charge is taken from that quota too, in the same transaction.
+    pub async fn settle_for_key(
+        &self,
+        request: SettleRequest,
+        key_id: Option<&str>,
+    ) -> Result<Settlement, BillingFailure> {
+        let plugin = self.plugin.clone();
+        let store = match key_id {
+            Some(key_id) => self.store.debiting_key(&request.request_id, key_id),
+            None => self.store.clone(),
+        };
+        let task = tokio::spawn(async move { plugin.settle(&request, &store).await });
         match task.await {
             Ok(Ok(Ok(settlement))) => Ok(settlement),
             Ok(Ok(Err(fault))) => Err(BillingFailure::Fault(fault.to_string())),

@@ -23,6 +23,15 @@ pub struct BillingStore {
     writer: LedgerWriter,
     accounts: Arc<AccountCache>,
     prices: Arc<ReadCache<Option<Pricing>>>,
+    /// For the settle of one request: the key whose quota its charge is also taken from.
+    key_debit: Option<Arc<KeyDebit>>,
+}
+
+/// The charge of `request_id` is also taken from the quota of `key_id`.
+#[derive(Debug)]
+struct KeyDebit {
+    request_id: String,
+    key_id: String,
 }
 
 impl BillingStore {
@@ -52,6 +61,20 @@ impl BillingStore {
             writer,
             accounts,
             prices: Arc::default(),
+            key_debit: None,
+        }
+    }
+
+    /// This store, for the settle of `request_id` made with the limited key `key_id`: the charge
+    /// of that request (and of no other) is also taken from the key's quota, in its ledger
+    /// transaction. The plugin never names the key: the host knows which one made the request.
+    pub fn debiting_key(&self, request_id: &str, key_id: &str) -> BillingStore {
+        BillingStore {
+            key_debit: Some(Arc::new(KeyDebit {
+                request_id: request_id.to_owned(),
+                key_id: key_id.to_owned(),
+            })),
+            ..self.clone()
         }
     }
 
@@ -133,6 +156,11 @@ impl BillingStore {
     pub async fn charge(&self, mut charge: Charge) -> Result<Appended, DbError> {
         charge.meta_json =
             with_charge_fields(&charge.meta_json, &charge.request_id, charge.amount)?;
+        charge.key_id = self
+            .key_debit
+            .as_ref()
+            .filter(|debit| debit.request_id == charge.request_id)
+            .map(|debit| debit.key_id.clone());
         self.writer.write(LedgerWrite::Charge(charge)).await
     }
 
@@ -286,6 +314,7 @@ mod tests {
             request_id: request_id.to_owned(),
             amount: NanoUsd(amount),
             meta_json: meta.to_owned(),
+            key_id: None,
         }
     }
 

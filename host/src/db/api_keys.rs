@@ -244,6 +244,36 @@ pub fn update(tx: &Transaction<'_>, key: &ApiKeyRow) -> Result<ApiKeyRow, DbErro
     get(tx, &key.id)?.ok_or_else(|| DbError::NotFound(format!("api key {}", key.id)))
 }
 
+/// Takes `amount` from the quota of key `id` in the caller's transaction (the charge of a
+/// request it made, beside its ledger row) and answers the quota left; `None` when the key's
+/// quota is unlimited or the key is gone (deleted while its request ran), and nothing changes.
+/// Like a balance, a quota is debited in full even below zero: a served request is billed, and
+/// the key is refused from then on. A limited key without a stored quota has none left.
+pub(crate) fn debit_quota(
+    tx: &Transaction<'_>,
+    id: &str,
+    amount: NanoUsd,
+) -> Result<Option<NanoUsd>, DbError> {
+    let mut statement =
+        tx.prepare_cached("SELECT quota_remaining, quota_unlimited FROM api_keys WHERE id = ?1")?;
+    let found = first(statement.query([id])?, |row| {
+        Ok((
+            parse_optional_column::<NanoUsd>(row, "quota_remaining")?,
+            row.get::<_, bool>("quota_unlimited")?,
+        ))
+    })?;
+    let Some((remaining, false)) = found else {
+        return Ok(None);
+    };
+    let left = remaining
+        .unwrap_or(NanoUsd::ZERO)
+        .checked_sub(amount)
+        .ok_or_else(|| DbError::Invalid(format!("the quota of api key {id} would overflow")))?;
+    tx.prepare_cached("UPDATE api_keys SET quota_remaining = ?2 WHERE id = ?1")?
+        .execute(params![id, left.to_string()])?;
+    Ok(Some(left))
+}
+
 /// Deletes the key `id`.
 pub fn delete(tx: &Transaction<'_>, id: &str) -> Result<(), DbError> {
     let changed = tx

@@ -9,7 +9,9 @@ use std::str::FromStr;
 
 use rusqlite::{Connection, Row, Transaction, params};
 
-use super::{DbError, clamp_limit, clock, collect, first, parse_column, require_json, users};
+use super::{
+    DbError, api_keys, clamp_limit, clock, collect, first, parse_column, require_json, users,
+};
 use crate::money::NanoUsd;
 
 /// Why a ledger row exists.
@@ -159,6 +161,9 @@ pub struct Charge {
     pub amount: NanoUsd,
     /// Details as JSON text.
     pub meta_json: String,
+    /// The API key that made the request, when its quota is limited: the amount is taken from
+    /// that quota too, in the same transaction (see [`api_keys::debit_quota`]).
+    pub key_id: Option<String>,
 }
 
 /// Charges a served request in the caller's transaction (DESIGN §6): the amount is taken in
@@ -168,7 +173,7 @@ pub struct Charge {
 /// `UNIQUE` index on `request_id` guarantees that no request is ever recorded twice: the row
 /// is inserted first, and only when the index lets it in does the balance move; a repeat is
 /// then looked up, so the common case (a first charge) costs no lookup. A negative amount is
-/// `Invalid`, an unknown user `NotFound`.
+/// `Invalid`, an unknown user `NotFound`. A limited key's quota is debited with the balance.
 pub fn charge(tx: &Transaction<'_>, charge: &Charge) -> Result<Appended, DbError> {
     if charge.request_id.is_empty() {
         return Err(DbError::Invalid("request_id must not be empty".to_owned()));
@@ -201,7 +206,12 @@ pub fn charge(tx: &Transaction<'_>, charge: &Charge) -> Result<Appended, DbError
         request_id: Some(charge.request_id.clone()),
         meta_json: charge.meta_json.clone(),
     };
-    record(tx, &entry, balance)
+    let appended = record(tx, &entry, balance)?;
+    // Only a new charge takes from the key: a repeated settle changes nothing.
+    if let (Appended::Recorded(_), Some(key_id)) = (&appended, &charge.key_id) {
+        api_keys::debit_quota(tx, key_id, charge.amount)?;
+    }
+    Ok(appended)
 }
 
 /// An administrator's change of a balance.
@@ -591,6 +601,7 @@ mod tests {
             request_id: request_id.to_owned(),
             amount: NanoUsd(amount),
             meta_json: r#"{"model":"m"}"#.to_owned(),
+            key_id: None,
         }
     }
 
@@ -632,6 +643,45 @@ mod tests {
             charge_one(&db, served(&user, "r2", 10)),
             Err(DbError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn dbo3_1_a_charge_takes_from_its_limited_keys_quota_once_and_in_full() {
+        let db = Database::open_in_memory().unwrap();
+        let user = with_user(&db, "u");
+        let key = |quota_unlimited: bool| {
+            let hash = format!("hash-{quota_unlimited}");
+            let mut new = api_keys::NewApiKey::new(&user, "k", "sk-012345678", &hash);
+            new.quota_remaining = Some(NanoUsd(15));
+            new.quota_unlimited = quota_unlimited;
+            db.write_blocking(move |tx| api_keys::insert(tx, &new))
+                .unwrap()
+                .id
+        };
+        let (limited, unlimited) = (key(false), key(true));
+        let quota = |id: &str| {
+            let id = id.to_owned();
+            db.read_blocking(move |c| api_keys::get(c, &id))
+                .unwrap()
+                .unwrap()
+                .quota_remaining
+        };
+        let with_key = |request_id: &str, key_id: &str| Charge {
+            key_id: Some(key_id.to_owned()),
+            ..served(&user, request_id, 10)
+        };
+        charge_one(&db, with_key("r1", &limited)).unwrap();
+        assert_eq!(quota(&limited), Some(NanoUsd(5)));
+        // Into debt, as a balance; a repeated charge takes nothing more.
+        charge_one(&db, with_key("r2", &limited)).unwrap();
+        charge_one(&db, with_key("r2", &limited)).unwrap();
+        assert_eq!(quota(&limited), Some(NanoUsd(-5)));
+        assert_eq!(balance_of(&db, &user), NanoUsd(-20));
+        // An unlimited key keeps its quota; a key deleted meanwhile leaves the charge alone.
+        charge_one(&db, with_key("r3", &unlimited)).unwrap();
+        assert_eq!(quota(&unlimited), Some(NanoUsd(15)));
+        charge_one(&db, with_key("r4", "gone")).unwrap();
+        assert_eq!(balance_of(&db, &user), NanoUsd(-40));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::error::GatewayError;
 use super::last_used::LastUsed;
 use crate::cidr::IpRange;
 use crate::db::{Database, DbError, api_keys, clock, users};
-use crate::money::Multiplier;
+use crate::money::{Multiplier, NanoUsd};
 use crate::secret::constant_time_eq;
 
 /// How long a verified key is believed without asking the database again.
@@ -76,6 +76,9 @@ pub struct VerifiedKey {
     pub group: Option<String>,
     /// Its multiplier ceiling; `None`: none.
     pub max_multiplier: Option<Multiplier>,
+    /// The quota it had left when verified (each charge is also taken from it); `None`:
+    /// unlimited.
+    pub quota: Option<NanoUsd>,
 }
 
 impl VerifiedKey {
@@ -94,6 +97,8 @@ type KeyCache = HashMap<String, (Instant, Arc<VerifiedKey>)>;
 #[derive(Debug, Clone, Default)]
 pub struct Authenticator {
     cache: Arc<Mutex<KeyCache>>,
+    /// What each limited key was charged since it was last read from the database.
+    spent: Arc<Mutex<HashMap<String, NanoUsd>>>,
     last_used: LastUsed,
 }
 
@@ -107,6 +112,7 @@ impl Authenticator {
     pub fn with_flush_interval(interval: Duration) -> Self {
         Authenticator {
             cache: Arc::default(),
+            spent: Arc::default(),
             last_used: LastUsed::new(interval),
         }
     }
@@ -120,13 +126,34 @@ impl Authenticator {
     /// database again; called after every write to a user or an API key.
     pub fn invalidate_all(&self) {
         self.cache().clear();
+        lock(&self.spent).clear();
+    }
+
+    /// The quota `key` has left now: what it had when read from the database, less what it was
+    /// charged since (see [`Authenticator::note_charge`]), so a key is refused as soon as the
+    /// charges that used its quota up are committed, not only when it is next read. `None`:
+    /// unlimited. (A charge committed while the key is being read again may be counted twice
+    /// or not at all until the read after; the stored quota, debited in each charge's
+    /// transaction, is always exact.)
+    pub fn quota_left(&self, key: &VerifiedKey) -> Option<NanoUsd> {
+        let quota = key.quota?;
+        let spent = lock(&self.spent)
+            .get(&key.key_id)
+            .copied()
+            .unwrap_or(NanoUsd::ZERO);
+        Some(quota.checked_sub(spent).unwrap_or(NanoUsd(i64::MIN)))
+    }
+
+    /// Counts `amount`, committed to the quota of the limited key `key_id`, until the key is
+    /// read from the database again (which then holds it).
+    pub fn note_charge(&self, key_id: &str, amount: NanoUsd) {
+        let mut spent = lock(&self.spent);
+        let total = spent.entry(key_id.to_owned()).or_insert(NanoUsd::ZERO);
+        *total = total.checked_add(amount).unwrap_or(NanoUsd(i64::MAX));
     }
 
     fn cache(&self) -> MutexGuard<'_, KeyCache> {
-        // The map only holds finished values, so a panic elsewhere leaves it consistent.
-        self.cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.cache)
     }
 
     /// Verifies the key in `headers`; any failure is [`GatewayError::Unauthorized`].
@@ -156,9 +183,12 @@ impl Authenticator {
                     })?
                     .ok_or(GatewayError::Unauthorized)?;
                 let verified = Arc::new(found);
+                // The stored quota holds every charge committed before it was read.
+                lock(&self.spent).remove(&verified.key_id);
                 let mut cache = self.cache();
                 if cache.len() >= KEY_CACHE_CAPACITY {
                     cache.clear();
+                    lock(&self.spent).clear();
                 }
                 cache.insert(hash, (Instant::now(), Arc::clone(&verified)));
                 verified
@@ -170,6 +200,13 @@ impl Authenticator {
         self.last_used.note(db, &verified.key_id);
         Ok(verified)
     }
+}
+
+/// The maps only hold finished values, so a panic elsewhere leaves them consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The key with `prefix` and `hash` if it is enabled and its user is; `None` otherwise.
@@ -213,6 +250,7 @@ fn verify(
             ip_whitelist,
             group: row.token_group.filter(|group| !group.is_empty()),
             max_multiplier: row.max_multiplier,
+            quota: (!row.quota_unlimited).then(|| row.quota_remaining.unwrap_or(NanoUsd::ZERO)),
         }));
     }
     Ok(None)

@@ -23,6 +23,8 @@ pub struct BillingContext {
     pub model: String,
     /// The endpoint it arrived on.
     pub endpoint: EndpointKind,
+    /// The key that made the request, when its quota is limited: the charge is taken from it.
+    pub quota_key_id: Option<String>,
     /// The input tokens estimated from the request (see [`super::wire::prompt_size`]), billed
     /// when no upstream reported them.
     pub estimated_prompt_tokens: u64,
@@ -121,7 +123,10 @@ pub async fn settle(
         usage,
     };
     let started = Instant::now();
-    let settled = state.billing.settle(request).await;
+    let settled = state
+        .billing
+        .settle_for_key(request, context.quota_key_id.as_deref())
+        .await;
     let took = started.elapsed();
     let plugin = state.billing.plugin().name();
     state
@@ -140,6 +145,9 @@ pub async fn settle(
                 estimated = usage.estimated,
                 "settled"
             );
+            if let Some(key_id) = &context.quota_key_id {
+                state.gateway.auth.note_charge(key_id, settlement.cost);
+            }
             true
         }
         Err(error) => {
@@ -189,7 +197,8 @@ mod tests {
         // Never below what was counted.
         let billed = stream_usage_or_estimate(ReportedUsage::InputOnly(counted(5, 30)), 400, 8);
         assert_eq!(billed.completion_tokens, 30);
-        let nothing = stream_usage_or_estimate(ReportedUsage::Nothing, 400, 4_000);
+        // Nothing counted: the request's own estimate in.
+        let nothing = stream_usage_or_estimate(ReportedUsage::Nothing, 100, 4_000);
         assert_eq!(
             (nothing.prompt_tokens, nothing.completion_tokens),
             (100, 1_000)

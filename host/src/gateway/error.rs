@@ -64,6 +64,9 @@ pub enum GatewayError {
     /// Billing refused: a limited balance at or below zero.
     #[error("insufficient balance: {0}")]
     InsufficientBalance(String),
+    /// The key's quota is used up (a limited key at or below zero).
+    #[error("the quota of this API key is used up")]
+    KeyQuotaExhausted,
     /// Billing refused for another reason.
     #[error("billing denied the request: {0}")]
     BillingDenied(String),
@@ -114,7 +117,9 @@ impl GatewayError {
             GatewayError::ModelNotAllowed(_)
             | GatewayError::AddressNotAllowed
             | GatewayError::BillingDenied(_) => StatusCode::FORBIDDEN,
-            GatewayError::InsufficientBalance(_) => StatusCode::PAYMENT_REQUIRED,
+            GatewayError::InsufficientBalance(_) | GatewayError::KeyQuotaExhausted => {
+                StatusCode::PAYMENT_REQUIRED
+            }
             GatewayError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::Route(RouteFailure::Refused(refusal)) => match refusal {
                 RouteRefusal::UnknownModel(_) => StatusCode::NOT_FOUND,
@@ -143,6 +148,7 @@ impl GatewayError {
             GatewayError::InsufficientBalance(_) => {
                 ("insufficient_balance", "insufficient_balance")
             }
+            GatewayError::KeyQuotaExhausted => ("insufficient_quota", "key_quota_exhausted"),
             GatewayError::BillingDenied(_) => ("permission_error", "billing_denied"),
             GatewayError::Route(RouteFailure::Refused(refusal)) => match refusal {
                 RouteRefusal::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
@@ -212,6 +218,7 @@ mod tests {
         assert_eq!(GatewayError::Unauthorized.status(), 401);
         assert_eq!(GatewayError::BodyTooLarge { limit: 1 }.status(), 413);
         assert_eq!(GatewayError::InsufficientBalance("x".into()).status(), 402);
+        assert_eq!(GatewayError::KeyQuotaExhausted.status(), 402);
         let unknown = GatewayError::Route(RouteRefusal::UnknownModel("m".into()).into());
         assert_eq!(unknown.status(), 404);
         let exhausted = GatewayError::UpstreamExhausted {

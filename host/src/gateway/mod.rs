@@ -205,6 +205,7 @@ async fn pipeline(
                 policy::header_ceiling(&parts.headers)?,
                 client.max_multiplier,
             ],
+            quota_left: state.gateway.auth.quota_left(&key),
         },
     )?;
     // authorize
@@ -213,6 +214,7 @@ async fn pipeline(
         user_id: key.user_id.clone(),
         model: client.model.clone(),
         endpoint,
+        quota_key_id: key.quota.is_some().then(|| key.key_id.clone()),
         estimated_prompt_tokens: client.prompt.tokens(),
     };
     bill::authorize(state, &context).await?;

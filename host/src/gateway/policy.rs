@@ -1,6 +1,6 @@
-//! The per-key policy, applied after authentication and before routing: model limits, the IP
-//! whitelist, the multiplier ceiling (a request can only lower the key's), and groups. Its
-//! product is the [`RouteRequest`] the router sees.
+//! The per-key policy, applied after authentication and before routing: its quota, model
+//! limits, the IP whitelist, the multiplier ceiling (a request can only lower the key's), and
+//! groups. Its product is the [`RouteRequest`] the router sees.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -9,7 +9,7 @@ use hyper::HeaderMap;
 use super::auth::VerifiedKey;
 use super::error::GatewayError;
 use crate::cidr::IpRange;
-use crate::money::Multiplier;
+use crate::money::{Multiplier, NanoUsd};
 use crate::routing::{EndpointKind, RouteRequest};
 
 /// The header a client may lower its key's multiplier ceiling with.
@@ -76,6 +76,8 @@ pub struct PolicyInput<'a> {
     pub client: IpAddr,
     /// The ceilings the request asks for (header, body); each can only lower the key's.
     pub requested_ceilings: [Option<Multiplier>; 2],
+    /// The key's quota left (see [`super::auth::Authenticator::quota_left`]); `None`: unlimited.
+    pub quota_left: Option<NanoUsd>,
 }
 
 /// Whether `key` may be used from `client` (its IP whitelist, when it has one).
@@ -95,6 +97,9 @@ pub fn key_groups(key: &VerifiedKey) -> Option<Vec<String>> {
 /// Applies `key`'s policy to a request and answers what to ask the router.
 pub fn apply(key: &VerifiedKey, input: &PolicyInput<'_>) -> Result<RouteRequest, GatewayError> {
     check_address(key, input.client)?;
+    if input.quota_left.is_some_and(|left| left <= NanoUsd::ZERO) {
+        return Err(GatewayError::KeyQuotaExhausted);
+    }
     if let Some(allowed) = &key.model_limits
         && !allowed.iter().any(|model| model == input.model)
     {
@@ -134,6 +139,7 @@ mod tests {
             ip_whitelist: Vec::new(),
             group: None,
             max_multiplier: Some("2".parse().unwrap()),
+            quota: None,
         }
     }
 
@@ -144,6 +150,7 @@ mod tests {
             endpoint: EndpointKind::ChatCompletions,
             client: "10.0.0.1".parse().unwrap(),
             requested_ceilings: ceilings.map(|c| c.map(|c| c.parse().unwrap())),
+            quota_left: None,
         }
     }
 

@@ -38,6 +38,7 @@ impl Host for PluginState {
             request_id: request.request_id,
             amount: NanoUsd(request.amount),
             meta_json: request.meta_json,
+            key_id: None,
         };
         let appended = self.waiting(store.charge(charge)).await?;
         Ok(entry_to_wit(appended.row().clone()))

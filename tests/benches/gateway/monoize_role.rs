@@ -295,6 +295,7 @@ async fn phases(monoize: &Monoize, calls: usize) -> anyhow::Result<Vec<String>> 
                     request_id: next_id(),
                     amount: NanoUsd(COST),
                     meta_json: r#"{"model":"gpt-bench"}"#.to_owned(),
+                    key_id: None,
                 };
                 async move { state.billing.store().charge(charge).await.is_ok() }
             }
