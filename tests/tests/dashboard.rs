@@ -398,6 +398,12 @@ async fn the_operator_story_ends_in_a_charge_on_the_users_ledger() {
     assert_eq!(rows[0]["kind"], "request_charge");
     assert_eq!(rows[0]["delta_nano_usd"], "-10500");
     assert_eq!(rows[0]["balance_after_nano_usd"], "2499989500");
+    // The charge names the key that made the request.
+    assert_eq!(
+        rows[0]["meta"]["key_id"], story.bob_key_id,
+        "{}",
+        ledger.body
+    );
     assert_eq!(rows[1]["kind"], "admin_adjustment");
     let me = server.call("GET", "/auth/me", Some(&story.bob), None).await;
     assert_eq!(me.body["balance_nano_usd"], "2499989500");

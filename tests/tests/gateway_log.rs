@@ -92,6 +92,9 @@ async fn each_request_logs_one_line_with_its_ids_where_it_went_and_how_it_ended(
     let line = captured.line_of(request_id).await;
     let fields = &line["fields"];
     assert_eq!(fields["endpoint"], "ChatCompletions", "{fields}");
+    // Who made it: the key's id and its owner, never the key itself.
+    assert_eq!(fields["key_id"], gateway.key_id, "{fields}");
+    assert_eq!(fields["user_id"], gateway.user_id, "{fields}");
     assert_eq!(fields["model"], "m", "{fields}");
     assert_eq!(fields["provider"], "p1", "{fields}");
     assert_eq!(fields["channel"], "p1-c0-ok", "{fields}");

@@ -10,7 +10,7 @@ pub mod commit;
 pub mod store;
 
 pub use commit::{CommitStats, LedgerWrite, LedgerWriter};
-pub use store::BillingStore;
+pub use store::{BillingStore, RequestKey};
 
 use crate::money::NanoUsd;
 use crate::plugins::{BillingPlugin, PluginError};
@@ -191,21 +191,26 @@ impl Billing {
     /// away while its last bytes were held back), the charge still completes — a served
     /// request is always billed.
     pub async fn settle(&self, request: SettleRequest) -> Result<Settlement, BillingFailure> {
-        self.settle_for_key(request, None).await
+        self.settle_with(request, self.store.clone()).await
     }
 
-    /// [`Billing::settle`] of a request made with a key whose quota is limited (`key_id`): its
-    /// charge is taken from that quota too, in the same transaction.
+    /// [`Billing::settle`] of a request made with `key`: its charge records the key and, when
+    /// the key's quota is limited, is taken from that quota too, in the same transaction.
     pub async fn settle_for_key(
         &self,
         request: SettleRequest,
-        key_id: Option<&str>,
+        key: RequestKey,
+    ) -> Result<Settlement, BillingFailure> {
+        let store = self.store.for_request_key(&request.request_id, key);
+        self.settle_with(request, store).await
+    }
+
+    async fn settle_with(
+        &self,
+        request: SettleRequest,
+        store: BillingStore,
     ) -> Result<Settlement, BillingFailure> {
         let plugin = self.plugin.clone();
-        let store = match key_id {
-            Some(key_id) => self.store.debiting_key(&request.request_id, key_id),
-            None => self.store.clone(),
-        };
         let task = tokio::spawn(async move { plugin.settle(&request, &store).await });
         match task.await {
             Ok(Ok(Ok(settlement))) => Ok(settlement),

@@ -13,6 +13,9 @@ use super::cache::ReadCache;
 use super::commit::{AccountCache, CommitStats, LedgerWrite, LedgerWriter};
 use super::{Account, Pricing};
 
+/// The fields of a charge's meta that the host sets, whatever the plugin wrote.
+const HOST_FIELDS: &[&str] = &["request_id", "amount_nano_usd", "key_id"];
+
 /// The longest `meta_json` a ledger row takes; a ledger row is an audit record, not storage.
 pub const MAX_META_BYTES: usize = 16 * 1024;
 
@@ -23,15 +26,17 @@ pub struct BillingStore {
     writer: LedgerWriter,
     accounts: Arc<AccountCache>,
     prices: Arc<ReadCache<Option<Pricing>>>,
-    /// For the settle of one request: the key whose quota its charge is also taken from.
-    key_debit: Option<Arc<KeyDebit>>,
+    /// For the settle of one request: the API key that made it.
+    request_key: Option<Arc<(String, RequestKey)>>,
 }
 
-/// The charge of `request_id` is also taken from the quota of `key_id`.
-#[derive(Debug)]
-struct KeyDebit {
-    request_id: String,
-    key_id: String,
+/// The API key a request was made with, as its settle's store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    /// `api_keys.id`: recorded as the charge's `key_id`.
+    pub key_id: String,
+    /// Whether the key's quota is limited: then the charge is taken from it too.
+    pub quota_limited: bool,
 }
 
 impl BillingStore {
@@ -61,19 +66,17 @@ impl BillingStore {
             writer,
             accounts,
             prices: Arc::default(),
-            key_debit: None,
+            request_key: None,
         }
     }
 
-    /// This store, for the settle of `request_id` made with the limited key `key_id`: the charge
-    /// of that request (and of no other) is also taken from the key's quota, in its ledger
-    /// transaction. The plugin never names the key: the host knows which one made the request.
-    pub fn debiting_key(&self, request_id: &str, key_id: &str) -> BillingStore {
+    /// This store, for the settle of `request_id` made with `key`: the charge of that request
+    /// (and of no other) records the key's id in its meta and, when the key's quota is limited,
+    /// is taken from that quota too, in its ledger transaction. The plugin never names the
+    /// key: the host knows which one made the request.
+    pub fn for_request_key(&self, request_id: &str, key: RequestKey) -> BillingStore {
         BillingStore {
-            key_debit: Some(Arc::new(KeyDebit {
-                request_id: request_id.to_owned(),
-                key_id: key_id.to_owned(),
-            })),
+            request_key: Some(Arc::new((request_id.to_owned(), key))),
             ..self.clone()
         }
     }
@@ -154,13 +157,20 @@ impl BillingStore {
     /// The plugin's `meta_json` (a JSON object) is kept; the host sets `request_id` and
     /// `amount_nano_usd` in it, so an unlimited user's row (delta 0) still shows the cost.
     pub async fn charge(&self, mut charge: Charge) -> Result<Appended, DbError> {
-        charge.meta_json =
-            with_charge_fields(&charge.meta_json, &charge.request_id, charge.amount)?;
-        charge.key_id = self
-            .key_debit
-            .as_ref()
-            .filter(|debit| debit.request_id == charge.request_id)
-            .map(|debit| debit.key_id.clone());
+        let key = self
+            .request_key
+            .as_deref()
+            .filter(|(request_id, _)| *request_id == charge.request_id)
+            .map(|(_, key)| key);
+        charge.meta_json = with_charge_fields(
+            &charge.meta_json,
+            &charge.request_id,
+            charge.amount,
+            key.map(|key| key.key_id.as_str()),
+        )?;
+        charge.key_id = key
+            .filter(|key| key.quota_limited)
+            .map(|key| key.key_id.clone());
         self.writer.write(LedgerWrite::Charge(charge)).await
     }
 
@@ -206,18 +216,24 @@ impl BillingStore {
     }
 }
 
-/// `meta_json` with the host's `request_id` and `amount_nano_usd` fields set (replacing any
-/// the plugin wrote). `Invalid` when it is too long or not a JSON object; empty reads as `{}`.
-/// When the plugin wrote neither field, as the default plugin does, the two are appended to its
-/// text after one validating pass, without building the object.
+/// `meta_json` with the host's fields set (replacing any the plugin wrote): `request_id`,
+/// `amount_nano_usd` and, when known, the `key_id` of the API key that made the request.
+/// `Invalid` when it is too long or not a JSON object; empty reads as `{}`. When the plugin
+/// wrote none of them, as the default plugin does, they are appended to its text after one
+/// validating pass, without building the object.
 fn with_charge_fields(
     meta_json: &str,
     request_id: &str,
     amount: NanoUsd,
+    key_id: Option<&str>,
 ) -> Result<String, DbError> {
     let fields = || {
         let request_id = serde_json::Value::from(request_id).to_string();
-        format!(r#""request_id":{request_id},"amount_nano_usd":"{amount}""#)
+        let mut fields = format!(r#""request_id":{request_id},"amount_nano_usd":"{amount}""#);
+        if let Some(key_id) = key_id {
+            fields.push_str(&format!(r#","key_id":{}"#, serde_json::Value::from(key_id)));
+        }
+        fields
     };
     let text = meta_json.trim();
     if text.len() <= MAX_META_BYTES && !text.is_empty() {
@@ -235,6 +251,10 @@ fn with_charge_fields(
         "amount_nano_usd".to_owned(),
         serde_json::Value::from(amount.to_string()),
     );
+    meta.remove("key_id");
+    if let Some(key_id) = key_id {
+        meta.insert("key_id".to_owned(), serde_json::Value::from(key_id));
+    }
     Ok(serde_json::Value::Object(meta).to_string())
 }
 
@@ -264,7 +284,7 @@ impl<'de> serde::Deserialize<'de> for ObjectKeys {
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                     map.next_value::<serde::de::IgnoredAny>()?;
                     keys.count += 1;
-                    keys.reserved |= key == "request_id" || key == "amount_nano_usd";
+                    keys.reserved |= HOST_FIELDS.contains(&key.as_ref());
                 }
                 Ok(keys)
             }
@@ -453,7 +473,7 @@ mod tests {
     fn a_charge_meta_gets_the_host_fields_whatever_the_plugin_wrote() {
         let amount = NanoUsd(27_500);
         let meta = |text: &str| {
-            let json = with_charge_fields(text, "req_\"1", amount).unwrap();
+            let json = with_charge_fields(text, "req_\"1", amount, None).unwrap();
             serde_json::from_str::<serde_json::Value>(&json).unwrap()
         };
         let expected = |extra: serde_json::Value| {
@@ -474,9 +494,10 @@ mod tests {
         );
         // A plugin's own values of the host's fields are replaced, never doubled.
         let replaced = with_charge_fields(
-            r#"{"request_id":"forged","amount_nano_usd":"1","model":"m"}"#,
+            r#"{"request_id":"forged","amount_nano_usd":"1","key_id":"forged","model":"m"}"#,
             "req_\"1",
             amount,
+            None,
         )
         .unwrap();
         assert_eq!(replaced.matches("request_id").count(), 1, "{replaced}");
@@ -484,10 +505,19 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(&replaced).unwrap(),
             expected(serde_json::json!({"model": "m"}))
         );
+        // The key that made the request, when the host knows it; a plugin cannot name another.
+        for plugin_wrote in [r#"{"model":"m"}"#, r#"{"key_id":"forged","model":"m"}"#] {
+            let with_key = with_charge_fields(plugin_wrote, "req_\"1", amount, Some("key-1"));
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&with_key.unwrap()).unwrap(),
+                expected(serde_json::json!({"model": "m", "key_id": "key-1"})),
+                "{plugin_wrote}"
+            );
+        }
         for bad in ["[1]", "\"text\"", "{\"a\":1} x", "{\"a\":", "{\"a\":1}}"] {
             assert!(
                 matches!(
-                    with_charge_fields(bad, "r", amount),
+                    with_charge_fields(bad, "r", amount, None),
                     Err(DbError::Invalid(_))
                 ),
                 "{bad}"
@@ -495,7 +525,7 @@ mod tests {
         }
         let long = format!(r#"{{"pad":"{}"}}"#, "x".repeat(MAX_META_BYTES));
         assert!(matches!(
-            with_charge_fields(&long, "r", amount),
+            with_charge_fields(&long, "r", amount, None),
             Err(DbError::Invalid(_))
         ));
     }

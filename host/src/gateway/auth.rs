@@ -2,9 +2,12 @@
 //! or `x-api-key: sk-…`), check it against its stored hash, and answer the key's policy.
 //! Every failure is the same `401`, so a caller learns nothing about which check failed.
 //!
-//! Verified keys are cached in memory for [`KEY_CACHE_TTL`]: a key that is disabled, deleted
-//! or edited takes effect within that time (no write-through invalidation yet). Expiry is
-//! checked on every request, cached or not. Each success is noted for `last_used_at`, which
+//! Verified keys are cached in memory for [`KEY_CACHE_TTL`], and the whole cache is emptied by
+//! every dashboard write to a user or a key ([`Authenticator::invalidate_all`]): a key that is
+//! disabled, deleted or edited takes effect on the next request; a change made to the database
+//! by other means, within the TTL. Expiry is checked on every request, cached or not. A limited
+//! key's quota is followed between reads by the charges committed to it
+//! ([`Authenticator::quota_left`]). Each success is noted for `last_used_at`, which
 //! [`LastUsed`] writes in batches, off the request's path.
 
 use std::collections::HashMap;

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::app::AppState;
-use crate::billing::{AuthorizeRequest, BillingFailure, SettleRequest, Usage};
+use crate::billing::{AuthorizeRequest, BillingFailure, RequestKey, SettleRequest, Usage};
 use crate::metrics::PluginCall;
 use crate::routing::{Attempt, EndpointKind};
 
@@ -23,8 +23,9 @@ pub struct BillingContext {
     pub model: String,
     /// The endpoint it arrived on.
     pub endpoint: EndpointKind,
-    /// The key that made the request, when its quota is limited: the charge is taken from it.
-    pub quota_key_id: Option<String>,
+    /// The API key that made the request (its charge records it, and is taken from its quota
+    /// when that is limited).
+    pub key: RequestKey,
     /// The input tokens estimated from the request (see [`super::wire::prompt_size`]), billed
     /// when no upstream reported them.
     pub estimated_prompt_tokens: u64,
@@ -125,7 +126,7 @@ pub async fn settle(
     let started = Instant::now();
     let settled = state
         .billing
-        .settle_for_key(request, context.quota_key_id.as_deref())
+        .settle_for_key(request, context.key.clone())
         .await;
     let took = started.elapsed();
     let plugin = state.billing.plugin().name();
@@ -145,8 +146,11 @@ pub async fn settle(
                 estimated = usage.estimated,
                 "settled"
             );
-            if let Some(key_id) = &context.quota_key_id {
-                state.gateway.auth.note_charge(key_id, settlement.cost);
+            if context.key.quota_limited {
+                state
+                    .gateway
+                    .auth
+                    .note_charge(&context.key.key_id, settlement.cost);
             }
             true
         }

@@ -13,6 +13,8 @@ pub struct RequestLog {
     pub endpoint: EndpointKind,
     /// When it arrived.
     pub started: Instant,
+    /// The API key that made it (`api_keys.id`) and its owner, once authenticated.
+    pub key: Option<(String, String)>,
     /// The logical model, once known.
     pub model: Option<String>,
     /// The provider that served it (or the last one tried).
@@ -37,6 +39,7 @@ impl RequestLog {
             request_id: request_id.to_owned(),
             endpoint,
             started: Instant::now(),
+            key: None,
             model: None,
             provider: None,
             channel: None,
@@ -53,6 +56,8 @@ impl RequestLog {
             target: "monoize::gateway::request",
             request_id = %self.request_id,
             endpoint = ?self.endpoint,
+            key_id = self.key.as_ref().map_or("-", |(key_id, _)| key_id.as_str()),
+            user_id = self.key.as_ref().map_or("-", |(_, user_id)| user_id.as_str()),
             model = self.model.as_deref().unwrap_or("-"),
             provider = self.provider.as_deref().unwrap_or("-"),
             channel = self.channel.as_deref().unwrap_or("-"),

@@ -38,6 +38,7 @@ use self::route::RouteFailure;
 use self::stream::LiveStreams;
 use self::wire::{ClientRequest, StreamUsage};
 use crate::app::AppState;
+use crate::billing::RequestKey;
 use crate::config::Config;
 use crate::metrics::{self, InFlight, PluginCall};
 use crate::routing::EndpointKind;
@@ -184,6 +185,7 @@ async fn pipeline(
         .auth
         .authenticate(&state.db, request.headers())
         .await?;
+    log.key = Some((key.key_id.clone(), key.user_id.clone()));
     let (parts, body) = request.into_parts();
     let bytes = body::read_request(
         &parts.headers,
@@ -214,7 +216,10 @@ async fn pipeline(
         user_id: key.user_id.clone(),
         model: client.model.clone(),
         endpoint,
-        quota_key_id: key.quota.is_some().then(|| key.key_id.clone()),
+        key: RequestKey {
+            key_id: key.key_id.clone(),
+            quota_limited: key.quota.is_some(),
+        },
         estimated_prompt_tokens: client.prompt.tokens(),
     };
     bill::authorize(state, &context).await?;
