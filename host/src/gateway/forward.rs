@@ -191,8 +191,10 @@ impl Upstream {
         // A pooled connection whose peer (or a NAT between) silently forgot it would take a
         // request and leave it to the first-byte timeout; probes keep middleboxes' state alive
         // and let the kernel close a dead connection before the pool hands it out.
-        http.set_keepalive(Some(timeouts.keepalive));
-        http.set_keepalive_interval(Some(timeouts.keepalive));
+        // The kernel counts these in whole seconds (and refuses 0).
+        let tcp_keepalive = timeouts.keepalive.max(Duration::from_secs(1));
+        http.set_keepalive(Some(tcp_keepalive));
+        http.set_keepalive_interval(Some(tcp_keepalive));
         http.set_keepalive_retries(Some(KEEPALIVE_PROBES));
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(upstream_tls::client_config(ca_file)?)
