@@ -155,7 +155,8 @@ impl BillingStore {
 
     /// Charges a served request (see [`ledger::charge`]) and answers once it is committed.
     /// The plugin's `meta_json` (a JSON object) is kept; the host sets `request_id` and
-    /// `amount_nano_usd` in it, so an unlimited user's row (delta 0) still shows the cost.
+    /// `amount_nano_usd` in it, so an unlimited user's row (delta 0) still shows the cost, and
+    /// `key_id` when this store knows the request's key (see [`BillingStore::for_request_key`]).
     pub async fn charge(&self, mut charge: Charge) -> Result<Appended, DbError> {
         let key = self
             .request_key
