@@ -71,6 +71,10 @@ pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS: u64 = 120_000;
 /// How often an idle upstream connection is probed when `MONOIZE_UPSTREAM_KEEPALIVE_MS` is
 /// unset: well under the minutes after which NATs and load balancers forget a silent one.
 pub const DEFAULT_UPSTREAM_KEEPALIVE_MS: u64 = 30_000;
+/// The most requests in flight on one upstream HTTP/2 connection when
+/// `MONOIZE_UPSTREAM_STREAMS_PER_CONNECTION` is unset: under what hosts allow one connection
+/// (SETTINGS_MAX_CONCURRENT_STREAMS, commonly 100 to 256).
+pub const DEFAULT_UPSTREAM_STREAMS_PER_CONNECTION: u64 = 64;
 
 /// Consecutive retryable failures that mark a channel unhealthy when
 /// `MONOIZE_HEALTH_FAILURE_THRESHOLD` is unset.
@@ -407,6 +411,11 @@ pub struct Config {
     /// an HTTP/2 connection is pinged as often and dropped from the pool when a ping goes
     /// unanswered for as long, so no request is sent on a connection that died silently.
     pub upstream_keepalive_ms: u64,
+    /// The most requests in flight on one upstream HTTP/2 connection
+    /// (`MONOIZE_UPSTREAM_STREAMS_PER_CONNECTION`); past it a thread opens another connection
+    /// to the host rather than queue behind streams that may last minutes. At most what the
+    /// host allows on a connection.
+    pub upstream_streams_per_connection: u64,
     /// A PEM file of certificates trusted as roots for upstream TLS besides the Mozilla roots
     /// (`MONOIZE_UPSTREAM_CA_FILE`): for upstreams behind a private CA.
     pub upstream_ca_file: Option<PathBuf>,
@@ -506,6 +515,11 @@ impl Config {
                 "MONOIZE_UPSTREAM_KEEPALIVE_MS",
                 DEFAULT_UPSTREAM_KEEPALIVE_MS,
             )?,
+            upstream_streams_per_connection: positive(
+                &env,
+                "MONOIZE_UPSTREAM_STREAMS_PER_CONNECTION",
+                DEFAULT_UPSTREAM_STREAMS_PER_CONNECTION,
+            )?,
             upstream_ca_file: path("MONOIZE_UPSTREAM_CA_FILE"),
             upstream_proxy: match non_empty(&env, "MONOIZE_UPSTREAM_PROXY") {
                 None => None,
@@ -576,6 +590,7 @@ impl Config {
             upstream_first_byte_timeout_ms: DEFAULT_UPSTREAM_FIRST_BYTE_TIMEOUT_MS,
             upstream_idle_timeout_ms: DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS,
             upstream_keepalive_ms: DEFAULT_UPSTREAM_KEEPALIVE_MS,
+            upstream_streams_per_connection: DEFAULT_UPSTREAM_STREAMS_PER_CONNECTION,
             upstream_ca_file: None,
             upstream_proxy: None,
             trusted_proxy_cidrs: Vec::new(),
@@ -782,6 +797,7 @@ mod tests {
             ("MONOIZE_UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "6"),
             ("MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS", "7"),
             ("MONOIZE_UPSTREAM_KEEPALIVE_MS", "9"),
+            ("MONOIZE_UPSTREAM_STREAMS_PER_CONNECTION", "3"),
             ("MONOIZE_TRUSTED_PROXY_CIDRS", "10.0.0.0/8, 127.0.0.1"),
         ]))
         .unwrap();
@@ -793,9 +809,10 @@ mod tests {
                 config.upstream_connect_timeout_ms,
                 config.upstream_first_byte_timeout_ms,
                 config.upstream_idle_timeout_ms,
-                config.upstream_keepalive_ms
+                config.upstream_keepalive_ms,
+                config.upstream_streams_per_connection
             ),
-            (5, 6, 7, 9)
+            (5, 6, 7, 9, 3)
         );
         assert_eq!(config.trusted_proxy_cidrs.len(), 2);
         assert_eq!(

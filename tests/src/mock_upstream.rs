@@ -175,12 +175,21 @@ pub const UNTERMINATED_MAX_BYTES: usize = 96 << 20;
 impl MockUpstream {
     /// Starts a mock on a free port; it runs until the test's runtime ends.
     pub async fn start() -> std::io::Result<MockUpstream> {
-        MockUpstream::serve(None).await
+        MockUpstream::serve(None, None).await
     }
 
     /// Starts a mock that speaks TLS with the test certificate and offers `alpn` (such as
     /// `[b"h2", b"http/1.1"]`); it runs until the test's runtime ends.
     pub async fn start_tls(alpn: &[&[u8]]) -> std::io::Result<MockUpstream> {
+        MockUpstream::start_tls_allowing(alpn, None).await
+    }
+
+    /// [`MockUpstream::start_tls`] allowing at most `max_streams` concurrent HTTP/2 streams on
+    /// a connection (`SETTINGS_MAX_CONCURRENT_STREAMS`) when given.
+    pub async fn start_tls_allowing(
+        alpn: &[&[u8]],
+        max_streams: Option<u32>,
+    ) -> std::io::Result<MockUpstream> {
         use pki_types::pem::PemObject;
         use tokio_rustls::rustls::{self, pki_types};
         let invalid = |error: &dyn std::fmt::Display| {
@@ -200,11 +209,16 @@ impl MockUpstream {
             .with_single_cert(chain, key)
             .map_err(|error| invalid(&error))?;
         config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
-        MockUpstream::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+        let tls = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        MockUpstream::serve(Some(tls), max_streams).await
     }
 
-    /// Serves connections on a free port, through `tls` when given.
-    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> std::io::Result<MockUpstream> {
+    /// Serves connections on a free port, through `tls` when given, with at most `max_streams`
+    /// concurrent HTTP/2 streams on each when given.
+    async fn serve(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        max_streams: Option<u32>,
+    ) -> std::io::Result<MockUpstream> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let shared: Arc<Shared> = Arc::default();
@@ -223,7 +237,10 @@ impl MockUpstream {
                     let service = hyper::service::service_fn(move |request| {
                         answer(Arc::clone(&shared), request)
                     });
-                    let server = auto::Builder::new(TokioExecutor::new());
+                    let mut server = auto::Builder::new(TokioExecutor::new());
+                    if let Some(max) = max_streams {
+                        server.http2().max_concurrent_streams(max);
+                    }
                     let _ = match tls {
                         None => server.serve_connection(TokioIo::new(stream), service).await,
                         Some(tls) => match tls.accept(stream).await {

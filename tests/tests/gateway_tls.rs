@@ -259,3 +259,66 @@ async fn an_idle_pooled_upstream_connection_carries_tcp_keepalive() {
         upstream.address
     );
 }
+
+#[tokio::test]
+async fn requests_past_the_streams_an_http2_connection_allows_go_on_another_connection() {
+    // The upstream allows two streams on a connection; both are taken by streams that stay
+    // open (`endless`), on the gateway's one connection thread.
+    let upstream = MockUpstream::start_tls_allowing(HTTP2_AND_HTTP1, Some(2))
+        .await
+        .unwrap();
+    let gateway = Setup::new()
+        .provider(
+            ProviderType::ChatCompletion,
+            &[&upstream.base_url("endless")],
+        )
+        .config(|config| {
+            config.upstream_ca_file = Some(TEST_CA_FILE.into());
+            config.upstream_streams_per_connection = 2;
+            config.upstream_first_byte_timeout_ms = 3_000;
+            config.server_threads = Some(1);
+        })
+        .start()
+        .await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let response = gateway
+            .send(
+                "/v1/chat/completions",
+                &[BEARER],
+                r#"{"model":"m","stream":true}"#,
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        tokio::time::timeout(WAIT, body.frame())
+            .await
+            .expect("the stream's first event arrives")
+            .unwrap()
+            .unwrap();
+        open.push(body);
+    }
+    assert_eq!(upstream.connections().len(), 1);
+
+    // Queued on that connection, a third request would wait for a stream to end, past its
+    // first-byte timeout; it goes on a connection of its own.
+    let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(upstream.connections().len(), 2);
+    assert!(
+        upstream
+            .seen()
+            .iter()
+            .all(|request| request.version == Version::HTTP_2)
+    );
+
+    // A request gives its place back when its body ends: once the streams are gone, requests
+    // share the first connection again instead of opening more.
+    drop(open);
+    assert!(upstream.wait_cancelled(2, WAIT).await);
+    for _ in 0..3 {
+        let (status, body, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(upstream.connections().len(), 2);
+}

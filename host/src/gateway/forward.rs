@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -148,6 +149,65 @@ impl Timeouts {
 type Connector = HttpsConnector<EgressConnector>;
 type PooledClient = Client<Connector, Full<Bytes>>;
 
+/// One pool of a thread's upstream client: over HTTP/2, one connection to each upstream.
+/// hyper never opens a second HTTP/2 connection to a host whose connection carries all the
+/// streams the host allows (RFC 9113 §9.1 asks clients not to): further requests wait for a
+/// stream to end, and LLM streams last minutes, so past that many they would wait out the
+/// first-byte timeout. So a thread keeps as many lanes as its requests in flight need, each
+/// carrying at most [`Upstream`]'s `streams_per_connection` requests: a request takes the first
+/// lane with room, or a new one (its own connections), and holds its place until its response
+/// body is dropped. Over HTTP/1.1, where each request has a connection of its own anyway, the
+/// first lane serves all but the busiest moments.
+struct Lane {
+    client: PooledClient,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Lane {
+    fn lease(&self) -> (PooledClient, LaneLease) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        (self.client.clone(), LaneLease(Arc::clone(&self.in_flight)))
+    }
+}
+
+/// A request's place on its lane, given back when dropped.
+#[derive(Debug)]
+struct LaneLease(Arc<AtomicUsize>);
+
+impl Drop for LaneLease {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An upstream response body, holding its request's place on its lane (see [`Lane`]) until it
+/// is dropped: an HTTP/2 stream is open until its body ends.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    body: Incoming,
+    _lease: LaneLease,
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(context)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The pooled upstream client: HTTP/1.1 and HTTP/2 (by ALPN), TLS by rustls with the Mozilla
 /// roots and the operator's own (see [`upstream_tls`]).
 ///
@@ -161,11 +221,13 @@ pub struct Upstream {
     /// are pruned when the thread next makes one.
     identity: Arc<Connector>,
     timeouts: Timeouts,
+    /// The most requests in flight on one lane (see [`Lane`]).
+    streams_per_connection: usize,
 }
 
 thread_local! {
-    /// This thread's pools, one per live [`Upstream`].
-    static POOLS: RefCell<Vec<(Weak<Connector>, PooledClient)>> = const { RefCell::new(Vec::new()) };
+    /// This thread's pools, the lanes of each live [`Upstream`].
+    static POOLS: RefCell<Vec<(Weak<Connector>, Vec<Lane>)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl std::fmt::Debug for Upstream {
@@ -177,12 +239,14 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// A client with `timeouts` that also trusts the certificates of `ca_file` and goes
-    /// through `proxy` when given.
+    /// A client with `timeouts` that also trusts the certificates of `ca_file`, goes through
+    /// `proxy` when given, and puts at most `streams_per_connection` requests in flight on one
+    /// HTTP/2 connection.
     pub fn new(
         timeouts: Timeouts,
         ca_file: Option<&Path>,
         proxy: Option<&UpstreamProxy>,
+        streams_per_connection: usize,
     ) -> Result<Upstream, UpstreamClientError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -212,6 +276,7 @@ impl Upstream {
         Ok(Upstream {
             identity: Arc::new(connector),
             timeouts,
+            streams_per_connection: streams_per_connection.max(1),
         })
     }
 
@@ -220,29 +285,51 @@ impl Upstream {
         self.timeouts
     }
 
-    /// This thread's pool of this client.
-    fn pool(&self) -> PooledClient {
+    /// A place for one request on this thread's pool of this client: the first lane with room,
+    /// or a new one.
+    fn lease(&self) -> (PooledClient, LaneLease) {
         POOLS.with_borrow_mut(|pools| {
             let mine = Arc::as_ptr(&self.identity);
-            if let Some((_, pool)) = pools.iter().find(|(owner, _)| owner.as_ptr() == mine) {
-                return pool.clone();
+            if let Some((_, lanes)) = pools.iter_mut().find(|(owner, _)| owner.as_ptr() == mine) {
+                return self.lease_on(lanes);
             }
             pools.retain(|(owner, _)| owner.strong_count() > 0);
-            let keepalive = self.timeouts.keepalive;
-            let pool = Client::builder(TokioExecutor::new())
-                // The timer evicts idle connections as they expire, not only when next taken.
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                // HTTP/2 multiplexes every request to a host on one connection: a dead one is
-                // found by its unanswered ping, not by the requests it would swallow.
-                .timer(TokioTimer::new())
-                .http2_keep_alive_interval(keepalive)
-                .http2_keep_alive_timeout(keepalive)
-                .http2_keep_alive_while_idle(true)
-                .build(Connector::clone(&self.identity));
-            pools.push((Arc::downgrade(&self.identity), pool.clone()));
-            pool
+            let mut lanes = Vec::new();
+            let lease = self.lease_on(&mut lanes);
+            pools.push((Arc::downgrade(&self.identity), lanes));
+            lease
         })
+    }
+
+    fn lease_on(&self, lanes: &mut Vec<Lane>) -> (PooledClient, LaneLease) {
+        let room =
+            |lane: &&Lane| lane.in_flight.load(Ordering::Relaxed) < self.streams_per_connection;
+        if let Some(lane) = lanes.iter().find(room) {
+            return lane.lease();
+        }
+        let lane = Lane {
+            client: self.new_pool(),
+            in_flight: Arc::default(),
+        };
+        let lease = lane.lease();
+        lanes.push(lane);
+        lease
+    }
+
+    /// A new pool of this client.
+    fn new_pool(&self) -> PooledClient {
+        let keepalive = self.timeouts.keepalive;
+        Client::builder(TokioExecutor::new())
+            // The timer evicts idle connections as they expire, not only when next taken.
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            // HTTP/2 multiplexes a lane's requests to a host on one connection: a dead one is
+            // found by its unanswered ping, not by the requests it would swallow.
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(keepalive)
+            .http2_keep_alive_timeout(keepalive)
+            .http2_keep_alive_while_idle(true)
+            .build(Connector::clone(&self.identity))
     }
 }
 
@@ -364,7 +451,7 @@ pub enum Answer {
         /// The first data chunk.
         first_chunk: Bytes,
         /// The rest.
-        rest: Incoming,
+        rest: UpstreamBody,
     },
     /// A whole JSON body, and the usage it reports (`None` when it reports none, or is
     /// compressed).
@@ -530,11 +617,12 @@ async fn try_attempt(
     let started = Instant::now();
     let deadline = upstream.timeouts.first_byte;
     let mut sent_again = false;
-    let response = loop {
+    let (response, lease) = loop {
         let request = build_request(provider, channel, outbound, body.clone())
             .map_err(|reason| failure(AttemptOutcome::BadChannel, reason))?;
         let left = deadline.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, upstream.pool().request(request)).await {
+        let (pool, lease) = upstream.lease();
+        match tokio::time::timeout(left, pool.request(request)).await {
             Err(_) => {
                 return Err(failure(
                     AttemptOutcome::Timeout,
@@ -554,11 +642,15 @@ async fn try_attempt(
                     format!("connection failed: {error}"),
                 ));
             }
-            Ok(Ok(response)) => break response,
+            Ok(Ok(response)) => break (response, lease),
         }
     };
     let status = response.status();
-    let (parts, mut body) = response.into_parts();
+    let (parts, body) = response.into_parts();
+    let mut body = UpstreamBody {
+        body,
+        _lease: lease,
+    };
     let headers = filter_response_headers(&parts.headers);
     if status.is_success() && is_web_page(&parts.headers) {
         return Err(failure(
@@ -846,7 +938,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// The next data frame of `body`; trailers are skipped. `None` at the end.
-pub async fn next_data(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Error> {
+pub async fn next_data(body: &mut UpstreamBody) -> Result<Option<Bytes>, hyper::Error> {
     loop {
         match body.frame().await {
             None => return Ok(None),

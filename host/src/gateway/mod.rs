@@ -67,6 +67,7 @@ impl Gateway {
                 Timeouts::from_config(config),
                 config.upstream_ca_file.as_deref(),
                 config.upstream_proxy.as_ref(),
+                usize::try_from(config.upstream_streams_per_connection).unwrap_or(usize::MAX),
             )?,
             streams: LiveStreams::default(),
         })

@@ -25,11 +25,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{CACHE_CONTROL, HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{mpsc, watch};
 
-use super::forward::next_data;
+use super::forward::{UpstreamBody, next_data};
 use super::wire::{EventAction, ReportedUsage, SseEvent, StreamUsage};
 use crate::server::BoxError;
 
@@ -257,7 +257,7 @@ pub fn mark_unbuffered(headers: &mut HeaderMap) {
 pub fn relay<F, Fut>(
     live: &LiveStreams,
     first_chunk: Bytes,
-    body: Incoming,
+    body: UpstreamBody,
     idle: Duration,
     usage: StreamUsage,
     finish: F,
@@ -307,7 +307,7 @@ impl Relay {
     /// The upstream's next data (`None` at the body's end), or how the stream ends instead:
     /// the upstream failed or stayed silent past the idle time, the client went away, or the
     /// streams were cut.
-    async fn next_from(&mut self, body: &mut Incoming) -> Result<Option<Bytes>, StreamEnd> {
+    async fn next_from(&mut self, body: &mut UpstreamBody) -> Result<Option<Bytes>, StreamEnd> {
         let next = tokio::select! {
             () = self.client.closed() => return Err(StreamEnd::ClientGone),
             _ = self.cut.wait_for(|&cut| cut) => return Err(StreamEnd::ShutDown),
@@ -339,7 +339,7 @@ enum Arrived {
 
 /// The upstream's next chunk if it has already arrived, without waiting for one. Polling the
 /// body once is cancel-safe: a frame is taken only when it is ready.
-async fn arrived(body: &mut Incoming) -> Arrived {
+async fn arrived(body: &mut UpstreamBody) -> Arrived {
     std::future::poll_fn(|context| {
         let next = std::pin::pin!(next_data(body));
         Poll::Ready(match next.poll(context) {
@@ -379,7 +379,7 @@ const DRAIN_MAX_BYTES: usize = 64 << 10;
 /// Reads and discards what an upstream sends after its stream's final event, within
 /// [`DRAIN_AFTER_FINAL`] and [`DRAIN_MAX_BYTES`], so that a body ending a moment late still
 /// leaves its connection reusable.
-async fn drain(mut body: Incoming) {
+async fn drain(mut body: UpstreamBody) {
     let mut left = DRAIN_MAX_BYTES;
     let _ = tokio::time::timeout(DRAIN_AFTER_FINAL, async {
         while let Ok(Some(data)) = next_data(&mut body).await {
@@ -395,7 +395,7 @@ async fn drain(mut body: Incoming) {
 async fn run_relay<F, Fut>(
     mut relay: Relay,
     first_chunk: Bytes,
-    mut body: Incoming,
+    mut body: UpstreamBody,
     mut usage: StreamUsage,
     finish: F,
 ) where

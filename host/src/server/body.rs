@@ -34,11 +34,10 @@ pub enum ReadError {
 
 /// Reads `body` to its end: at most `cap` bytes, each piece within `timeout` of the one before.
 /// A body that arrives as one piece (the usual case) is answered as that piece, without a copy.
-pub async fn read_capped(
-    mut body: Incoming,
-    cap: usize,
-    timeout: Duration,
-) -> Result<Bytes, ReadError> {
+pub async fn read_capped<B>(mut body: B, cap: usize, timeout: Duration) -> Result<Bytes, ReadError>
+where
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Unpin,
+{
     let mut first: Option<Bytes> = None;
     let mut joined = BytesMut::new();
     loop {
