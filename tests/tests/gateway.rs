@@ -736,17 +736,7 @@ async fn metrics_move_with_requests() {
 
     // A stream is in flight until its last byte.
     let endless = start(&[(ProviderType::ChatCompletion, &["endless"])], |_| {}).await;
-    let response = endless
-        .send(
-            "/v1/chat/completions",
-            &[BEARER],
-            r#"{"model":"m","stream":true}"#,
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    let mut body = response.into_body();
-    let first = tokio::time::timeout(WAIT, body.frame()).await.unwrap();
-    assert!(first.is_some());
+    let body = endless.open_stream().await;
     assert_eq!(
         sample(&endless.metrics().await, "monoize_requests_in_flight"),
         1.0

@@ -280,24 +280,7 @@ async fn requests_past_the_streams_an_http2_connection_allows_go_on_another_conn
         })
         .start()
         .await;
-    let mut open = Vec::new();
-    for _ in 0..2 {
-        let response = gateway
-            .send(
-                "/v1/chat/completions",
-                &[BEARER],
-                r#"{"model":"m","stream":true}"#,
-            )
-            .await;
-        assert_eq!(response.status(), 200);
-        let mut body = response.into_body();
-        tokio::time::timeout(WAIT, body.frame())
-            .await
-            .expect("the stream's first event arrives")
-            .unwrap()
-            .unwrap();
-        open.push(body);
-    }
+    let open = vec![gateway.open_stream().await, gateway.open_stream().await];
     assert_eq!(upstream.connections().len(), 1);
 
     // Queued on that connection, a third request would wait for a stream to end, past its

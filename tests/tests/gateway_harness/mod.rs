@@ -216,6 +216,25 @@ impl Gateway {
         format!("http://{}", self.address)
     }
 
+    /// Starts a chat stream (with the bearer key) and waits for its first event: the body, the
+    /// rest still to come.
+    pub async fn open_stream(&self) -> Incoming {
+        let response = self
+            .send(
+                "/v1/chat/completions",
+                &[BEARER],
+                r#"{"model":"m","stream":true}"#,
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let first = tokio::time::timeout(WAIT, body.frame())
+            .await
+            .expect("the stream's first event arrives");
+        assert!(matches!(first, Some(Ok(_))), "{first:?}");
+        body
+    }
+
     /// Sends a request (GET when `body` is empty, else POST) and answers its head.
     pub async fn send(
         &self,
