@@ -6,6 +6,7 @@
 //! attempt is counted by its [`AttemptOutcome`].
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -154,19 +155,34 @@ type PooledClient = Client<Connector, Full<Bytes>>;
 /// streams the host allows (RFC 9113 §9.1 asks clients not to): further requests wait for a
 /// stream to end, and LLM streams last minutes, so past that many they would wait out the
 /// first-byte timeout. So a thread keeps as many lanes as its requests in flight need, each
-/// carrying at most [`Upstream`]'s `streams_per_connection` requests: a request takes the first
-/// lane with room, or a new one (its own connections), and holds its place until its response
-/// body is dropped. Over HTTP/1.1, where each request has a connection of its own anyway, the
-/// first lane serves all but the busiest moments.
+/// carrying at most [`Upstream`]'s `streams_per_connection` requests to one upstream host: a
+/// request takes the first lane with room for its host, or a new one (its own connections),
+/// and holds its place until its response body is dropped. Over HTTP/1.1, where each request
+/// has a connection of its own anyway, the first lane serves all but the busiest moments.
 struct Lane {
     client: PooledClient,
-    in_flight: Arc<AtomicUsize>,
+    /// Requests in flight, by the host (`host:port`) they went to.
+    in_flight: HashMap<String, Arc<AtomicUsize>>,
 }
 
 impl Lane {
-    fn lease(&self) -> (PooledClient, LaneLease) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        (self.client.clone(), LaneLease(Arc::clone(&self.in_flight)))
+    fn has_room(&self, host: &str, limit: usize) -> bool {
+        self.in_flight
+            .get(host)
+            .is_none_or(|count| count.load(Ordering::Relaxed) < limit)
+    }
+
+    fn lease(&mut self, host: &str) -> (PooledClient, LaneLease) {
+        let count = match self.in_flight.get(host) {
+            Some(count) => Arc::clone(count),
+            None => {
+                let count = Arc::<AtomicUsize>::default();
+                self.in_flight.insert(host.to_owned(), Arc::clone(&count));
+                count
+            }
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        (self.client.clone(), LaneLease(count))
     }
 }
 
@@ -285,33 +301,32 @@ impl Upstream {
         self.timeouts
     }
 
-    /// A place for one request on this thread's pool of this client: the first lane with room,
-    /// or a new one.
-    fn lease(&self) -> (PooledClient, LaneLease) {
+    /// A place for one request to `host` (its URI's authority) on this thread's pool of this
+    /// client: the first lane with room for it, or a new one.
+    fn lease(&self, host: &str) -> (PooledClient, LaneLease) {
         POOLS.with_borrow_mut(|pools| {
             let mine = Arc::as_ptr(&self.identity);
             if let Some((_, lanes)) = pools.iter_mut().find(|(owner, _)| owner.as_ptr() == mine) {
-                return self.lease_on(lanes);
+                return self.lease_on(lanes, host);
             }
             pools.retain(|(owner, _)| owner.strong_count() > 0);
             let mut lanes = Vec::new();
-            let lease = self.lease_on(&mut lanes);
+            let lease = self.lease_on(&mut lanes, host);
             pools.push((Arc::downgrade(&self.identity), lanes));
             lease
         })
     }
 
-    fn lease_on(&self, lanes: &mut Vec<Lane>) -> (PooledClient, LaneLease) {
-        let room =
-            |lane: &&Lane| lane.in_flight.load(Ordering::Relaxed) < self.streams_per_connection;
-        if let Some(lane) = lanes.iter().find(room) {
-            return lane.lease();
+    fn lease_on(&self, lanes: &mut Vec<Lane>, host: &str) -> (PooledClient, LaneLease) {
+        let limit = self.streams_per_connection;
+        if let Some(lane) = lanes.iter_mut().find(|lane| lane.has_room(host, limit)) {
+            return lane.lease(host);
         }
-        let lane = Lane {
+        let mut lane = Lane {
             client: self.new_pool(),
-            in_flight: Arc::default(),
+            in_flight: HashMap::new(),
         };
-        let lease = lane.lease();
+        let lease = lane.lease(host);
         lanes.push(lane);
         lease
     }
@@ -621,7 +636,11 @@ async fn try_attempt(
         let request = build_request(provider, channel, outbound, body.clone())
             .map_err(|reason| failure(AttemptOutcome::BadChannel, reason))?;
         let left = deadline.saturating_sub(started.elapsed());
-        let (pool, lease) = upstream.lease();
+        let host = request
+            .uri()
+            .authority()
+            .map_or("", |authority| authority.as_str());
+        let (pool, lease) = upstream.lease(host);
         match tokio::time::timeout(left, pool.request(request)).await {
             Err(_) => {
                 return Err(failure(
@@ -965,6 +984,32 @@ pub fn response_with<B>(status: StatusCode, headers: HeaderMap, body: B) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_lane_carries_at_most_its_limit_of_requests_to_each_host_until_they_end() {
+        let upstream =
+            Upstream::new(Timeouts::from_config(&Config::in_memory()), None, None, 2).unwrap();
+        let mut lanes = Vec::new();
+        let first = upstream.lease_on(&mut lanes, "a.example:443");
+        let second = upstream.lease_on(&mut lanes, "a.example:443");
+        // Another host has room on the same lane, whatever the first host's load.
+        let other = upstream.lease_on(&mut lanes, "b.example:443");
+        assert_eq!(lanes.len(), 1);
+        // A third request to a full host needs a lane of its own.
+        let third = upstream.lease_on(&mut lanes, "a.example:443");
+        assert_eq!(lanes.len(), 2);
+        // Places are given back when dropped: the first lane has room again.
+        drop((first, second, other, third));
+        let _again = upstream.lease_on(&mut lanes, "a.example:443");
+        let _and_again = upstream.lease_on(&mut lanes, "a.example:443");
+        assert_eq!(lanes.len(), 2);
+        assert!(!lanes.iter().all(|lane| lane.has_room("a.example:443", 2)));
+        assert!(
+            lanes
+                .get(1)
+                .is_some_and(|lane| lane.has_room("a.example:443", 2))
+        );
+    }
 
     #[test]
     fn response_headers_lose_hop_by_hop_lengths_cookies_and_the_channels_account() {
