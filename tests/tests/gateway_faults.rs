@@ -70,9 +70,9 @@ async fn fail_forward_skips_5xx_429_401_403_404_and_timeouts() {
 
 #[tokio::test]
 async fn a_refused_connection_moves_on_to_the_next_channel() {
-    let refused = refused_base_url().await;
+    let refused = refused_base_url();
     let gateway = Setup::new()
-        .provider(ProviderType::ChatCompletion, &[refused.as_str()])
+        .provider(ProviderType::ChatCompletion, &[refused.base_url.as_str()])
         .provider(ProviderType::Messages, &["ok"])
         .provider(ProviderType::ChatCompletion, &["ok"])
         .start()
@@ -89,7 +89,7 @@ async fn a_refused_connection_moves_on_to_the_next_channel() {
         1.0
     );
     let alone = Setup::new()
-        .provider(ProviderType::ChatCompletion, &[refused.as_str()])
+        .provider(ProviderType::ChatCompletion, &[refused.base_url.as_str()])
         .start()
         .await;
     let (status, body, _) = alone.json("/v1/chat/completions", &[BEARER], CHAT).await;

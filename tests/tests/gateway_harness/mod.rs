@@ -166,12 +166,24 @@ impl Setup {
     }
 }
 
-/// A base URL on 127.0.0.1 where nothing listens: connecting is refused.
-pub async fn refused_base_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{address}")
+/// A base URL on 127.0.0.1 that refuses connections: its port is held bound, never listened
+/// on, for as long as this lives, so no other test's server can take it meanwhile (a port
+/// merely freed can be, and a request to it then reaches that server).
+pub struct Refused {
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    _held: tokio::net::TcpSocket,
+}
+
+/// A fresh [`Refused`] address.
+pub fn refused_base_url() -> Refused {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let address = socket.local_addr().unwrap();
+    Refused {
+        base_url: format!("http://{address}"),
+        _held: socket,
+    }
 }
 
 /// Providers as `(type, modes of its channels)`, each serving `m`, with the key's policy.
