@@ -120,6 +120,16 @@ enum Depth {
     Nested,
 }
 
+impl Depth {
+    /// Where a value inside one at this depth is (the `input` field is told apart by name).
+    fn below(self) -> Depth {
+        match self {
+            Depth::Top => Depth::Nested,
+            inner => inner,
+        }
+    }
+}
+
 /// Adds what one value holds to `size`.
 struct Walk<'a> {
     size: &'a mut PromptSize,
@@ -167,15 +177,11 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
-        let depth = self.depth;
+        let depth = self.depth.below();
         while items
             .next_element_seed(Walk {
                 size: &mut *self.size,
-                depth: if depth == Depth::Top {
-                    Depth::Nested
-                } else {
-                    depth
-                },
+                depth,
             })?
             .is_some()
         {}
@@ -202,14 +208,9 @@ impl<'de> Visitor<'de> for Walk<'_> {
                     })?;
                 }
                 _ => {
-                    let depth = if self.depth == Depth::Top {
-                        Depth::Nested
-                    } else {
-                        self.depth
-                    };
                     fields.next_value_seed(Walk {
                         size: &mut inside,
-                        depth,
+                        depth: self.depth.below(),
                     })?;
                 }
             }
