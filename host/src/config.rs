@@ -76,6 +76,11 @@ pub const DEFAULT_UPSTREAM_KEEPALIVE_MS: u64 = 30_000;
 /// (SETTINGS_MAX_CONCURRENT_STREAMS, commonly 100 to 256).
 pub const DEFAULT_UPSTREAM_STREAMS_PER_CONNECTION: u64 = 64;
 
+/// How many served Responses API responses the gateway remembers the channel and user of
+/// when `MONOIZE_RESPONSE_AFFINITY_CAPACITY` is unset (~50 bytes each; see
+/// [`crate::gateway::affinity`]).
+pub const DEFAULT_RESPONSE_AFFINITY_CAPACITY: u64 = 100_000;
+
 /// Consecutive retryable failures that mark a channel unhealthy when
 /// `MONOIZE_HEALTH_FAILURE_THRESHOLD` is unset.
 pub const DEFAULT_HEALTH_FAILURE_THRESHOLD: u64 = 3;
@@ -416,6 +421,10 @@ pub struct Config {
     /// to the host rather than queue behind streams that may last minutes. At most what the
     /// host allows on a connection.
     pub upstream_streams_per_connection: u64,
+    /// How many served Responses API responses are remembered, each with the channel that
+    /// stored it and the user it was served to (`MONOIZE_RESPONSE_AFFINITY_CAPACITY`), so that a
+    /// request continuing one (`previous_response_id`) reaches that channel and no other user.
+    pub response_affinity_capacity: u64,
     /// A PEM file of certificates trusted as roots for upstream TLS besides the Mozilla roots
     /// (`MONOIZE_UPSTREAM_CA_FILE`): for upstreams behind a private CA.
     pub upstream_ca_file: Option<PathBuf>,
@@ -520,6 +529,11 @@ impl Config {
                 "MONOIZE_UPSTREAM_STREAMS_PER_CONNECTION",
                 DEFAULT_UPSTREAM_STREAMS_PER_CONNECTION,
             )?,
+            response_affinity_capacity: positive(
+                &env,
+                "MONOIZE_RESPONSE_AFFINITY_CAPACITY",
+                DEFAULT_RESPONSE_AFFINITY_CAPACITY,
+            )?,
             upstream_ca_file: path("MONOIZE_UPSTREAM_CA_FILE"),
             upstream_proxy: match non_empty(&env, "MONOIZE_UPSTREAM_PROXY") {
                 None => None,
@@ -591,6 +605,7 @@ impl Config {
             upstream_idle_timeout_ms: DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS,
             upstream_keepalive_ms: DEFAULT_UPSTREAM_KEEPALIVE_MS,
             upstream_streams_per_connection: DEFAULT_UPSTREAM_STREAMS_PER_CONNECTION,
+            response_affinity_capacity: DEFAULT_RESPONSE_AFFINITY_CAPACITY,
             upstream_ca_file: None,
             upstream_proxy: None,
             trusted_proxy_cidrs: Vec::new(),
@@ -788,6 +803,10 @@ mod tests {
         );
         assert!(config.trusted_proxy_cidrs.is_empty());
         assert_eq!(config.upstream_ca_file, None);
+        assert_eq!(
+            config.response_affinity_capacity,
+            DEFAULT_RESPONSE_AFFINITY_CAPACITY
+        );
         let config = Config::from_lookup(env_of(&[
             ("MONOIZE_UPSTREAM_CA_FILE", "/etc/monoize/upstream-ca.pem"),
             ("MONOIZE_HTTP_BODY_MAX_BYTES", "1024"),
@@ -798,9 +817,11 @@ mod tests {
             ("MONOIZE_UPSTREAM_IDLE_TIMEOUT_MS", "7"),
             ("MONOIZE_UPSTREAM_KEEPALIVE_MS", "9"),
             ("MONOIZE_UPSTREAM_STREAMS_PER_CONNECTION", "3"),
+            ("MONOIZE_RESPONSE_AFFINITY_CAPACITY", "11"),
             ("MONOIZE_TRUSTED_PROXY_CIDRS", "10.0.0.0/8, 127.0.0.1"),
         ]))
         .unwrap();
+        assert_eq!(config.response_affinity_capacity, 11);
         assert_eq!(config.http_body_max_bytes, 1024);
         assert_eq!(config.http_header_timeout_ms, 4);
         assert_eq!(config.http_body_timeout_ms, 8);

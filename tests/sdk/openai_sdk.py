@@ -69,6 +69,10 @@ def models():
 def responses():
     response = client.responses.create(model="m", input="hi")
     assert response.output_text == "hi", response
+    follow_up = client.responses.create(
+        model="m", input="and then?", previous_response_id=response.id
+    )
+    assert follow_up.output_text == "hi", follow_up
     events = [event.type for event in client.responses.create(model="m", input="hi", stream=True)]
     assert events[-1] == "response.completed", events
     check("responses")

@@ -599,6 +599,13 @@ async fn answer(
     })
 }
 
+/// A new Responses API response id, unique in the process (`resp_mock_<n>`), so a test can
+/// continue one response and not another.
+fn next_response_id() -> String {
+    static SERIAL: AtomicUsize = AtomicUsize::new(0);
+    format!("resp_mock_{}", SERIAL.fetch_add(1, Ordering::Relaxed))
+}
+
 /// The whole (non-stream) success answer of the endpoint at `path`.
 fn whole(path: &str, model: &str, request: &Value) -> Value {
     if path.ends_with("/v1/messages") {
@@ -619,7 +626,7 @@ fn whole(path: &str, model: &str, request: &Value) -> Value {
         })
     } else if path.ends_with("/v1/responses") {
         json!({
-            "id": "resp_mock", "object": "response", "created_at": 0, "status": "completed",
+            "id": next_response_id(), "object": "response", "created_at": 0, "status": "completed",
             "model": model,
             "output": [{"type": "message", "id": "msg_mock", "status": "completed",
                 "role": "assistant",
@@ -681,8 +688,9 @@ fn events(path: &str, model: &str) -> Vec<String> {
             sse(Some("message_stop"), &json!({"type": "message_stop"})),
         ]
     } else if path.ends_with("/v1/responses") {
+        let id = next_response_id();
         let response = |status: &str, usage: Value| {
-            json!({"id": "resp_mock", "object": "response", "created_at": 0,
+            json!({"id": id, "object": "response", "created_at": 0,
                 "status": status, "model": model, "output": [], "usage": usage})
         };
         vec![

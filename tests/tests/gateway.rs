@@ -939,3 +939,140 @@ async fn browsers_may_call_the_api_from_any_origin_but_not_the_dashboard() {
         .await;
     assert!(!login.headers().contains_key("access-control-allow-origin"));
 }
+
+/// Streams a Responses API request to its end; answers the id of the response its events name.
+async fn streamed_response_id(gateway: &Gateway, body: &str) -> String {
+    let response = gateway.send("/v1/responses", &[BEARER], body).await;
+    assert_eq!(response.status(), 200);
+    let text = tokio::time::timeout(WAIT, response.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    assert!(text.contains("response.completed"), "{text}");
+    let created = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .find_map(|data| serde_json::from_str::<Value>(data).ok())
+        .unwrap();
+    created["response"]["id"].as_str().unwrap().to_owned()
+}
+
+fn last_path(gateway: &Gateway) -> String {
+    gateway.mock.seen().last().unwrap().path.clone()
+}
+
+#[tokio::test]
+async fn a_responses_continuation_reaches_the_channel_that_stored_its_response_and_no_other_user() {
+    // The router prefers the first provider; while it fails, the second serves.
+    let gateway = Setup::new()
+        .provider(ProviderType::Responses, &["flaky"])
+        .provider(ProviderType::Responses, &["ok"])
+        .start()
+        .await;
+    let continuing = |id: &str, stream: bool| {
+        json!({"model": "m", "input": "and then?", "previous_response_id": id, "stream": stream})
+            .to_string()
+    };
+    gateway.mock.set_failing(true);
+    let (status, first, _) = gateway
+        .json("/v1/responses", &[BEARER], r#"{"model":"m","input":"hi"}"#)
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(last_path(&gateway), "/ok/v1/responses");
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    gateway.mock.set_failing(false);
+    // The first provider is well again: a new conversation goes to it, a continuation of a
+    // response the second stored goes to the second (which alone can read it).
+    let (status, body, _) = gateway
+        .json("/v1/responses", &[BEARER], r#"{"model":"m","input":"hi"}"#)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(last_path(&gateway), "/flaky/v1/responses");
+    let (status, body, _) = gateway
+        .json("/v1/responses", &[BEARER], &continuing(&first_id, false))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(last_path(&gateway), "/ok/v1/responses");
+    assert_eq!(
+        gateway.mock.seen().last().unwrap().body["previous_response_id"],
+        first_id.as_str()
+    );
+    // The same when the response was streamed: its id is read from the stream's events.
+    gateway.mock.set_failing(true);
+    let streamed =
+        streamed_response_id(&gateway, r#"{"model":"m","input":"hi","stream":true}"#).await;
+    assert_eq!(last_path(&gateway), "/ok/v1/responses");
+    gateway.mock.set_failing(false);
+    streamed_response_id(&gateway, &continuing(&streamed, true)).await;
+    assert_eq!(last_path(&gateway), "/ok/v1/responses");
+    // A response not stored upstream (`store: false`), or one the gateway never served, is
+    // continued wherever the plan says: the upstream judges the id.
+    gateway.mock.set_failing(true);
+    let (status, unstored, _) = gateway
+        .json(
+            "/v1/responses",
+            &[BEARER],
+            r#"{"model":"m","input":"hi","store":false}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{unstored}");
+    gateway.mock.set_failing(false);
+    for id in [unstored["id"].as_str().unwrap(), "resp_never_served"] {
+        let (status, body, _) = gateway
+            .json("/v1/responses", &[BEARER], &continuing(id, false))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(last_path(&gateway), "/flaky/v1/responses", "{id}");
+    }
+    // Another user of the same channels may not continue it: answered as OpenAI answers an id
+    // it does not know, and nothing goes upstream.
+    let other_key = "sk-other-user-0123456789abcdef";
+    gateway
+        .db
+        .write(move |tx| {
+            let mut user = users::NewUser::new("bob", "h", users::Role::User);
+            user.balance_unlimited = true;
+            let user = users::insert(tx, &user)?;
+            let key = api_keys::NewApiKey::new(
+                &user.id,
+                "k",
+                api_keys::key_prefix(other_key),
+                &hash_api_key(other_key),
+            );
+            api_keys::insert(tx, &key)
+        })
+        .await
+        .unwrap();
+    let requests_before = gateway.mock.seen().len();
+    let bearer = format!("Bearer {other_key}");
+    for id in [&first_id, &streamed] {
+        let (status, body, response) = gateway
+            .json(
+                "/v1/responses",
+                &[("authorization", bearer.as_str())],
+                &continuing(id, false),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["code"], "previous_response_not_found");
+        assert_eq!(body["error"]["param"], "previous_response_id");
+        assert_eq!(
+            body["error"]["message"],
+            format!("Previous response with id '{id}' not found.")
+        );
+        assert!(response.headers().contains_key("x-request-id"));
+    }
+    assert_eq!(gateway.mock.seen().len(), requests_before);
+    // Its own conversations it may have.
+    let (status, body, _) = gateway
+        .json(
+            "/v1/responses",
+            &[("authorization", bearer.as_str())],
+            r#"{"model":"m","input":"hi"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -91,6 +91,10 @@ pub enum GatewayError {
         /// The cap, in bytes.
         limit: usize,
     },
+    /// A Responses API request continues a response (`previous_response_id`) that was served
+    /// to another user: answered as OpenAI answers an id it does not know.
+    #[error("Previous response with id '{0}' not found.")]
+    PreviousResponseNotFound(String),
     /// A fault of the host itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -113,7 +117,9 @@ impl GatewayError {
             GatewayError::Unauthorized => StatusCode::UNAUTHORIZED,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
-            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BadRequest(_) | GatewayError::PreviousResponseNotFound(_) => {
+                StatusCode::BAD_REQUEST
+            }
             GatewayError::ModelNotAllowed(_)
             | GatewayError::AddressNotAllowed
             | GatewayError::BillingDenied(_) => StatusCode::FORBIDDEN,
@@ -159,7 +165,18 @@ impl GatewayError {
             GatewayError::Route(RouteFailure::Plugin(_)) => ("server_error", "plugin_failed"),
             GatewayError::UpstreamExhausted { .. } => ("upstream_error", "upstream_error"),
             GatewayError::UpstreamAnswerTooLarge { .. } => ("upstream_error", "answer_too_large"),
+            GatewayError::PreviousResponseNotFound(_) => {
+                ("invalid_request_error", "previous_response_not_found")
+            }
             GatewayError::Internal(_) => ("server_error", "internal_error"),
+        }
+    }
+
+    /// The OpenAI `param`: the request field at fault, where one is.
+    fn openai_param(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::PreviousResponseNotFound(_) => Some("previous_response_id"),
+            _ => None,
         }
     }
 
@@ -184,7 +201,7 @@ impl GatewayError {
         let body = match dialect {
             Dialect::OpenAi => {
                 let (error_type, code) = self.openai_kind();
-                json!({"error": {"message": message, "type": error_type, "param": null, "code": code}})
+                json!({"error": {"message": message, "type": error_type, "param": self.openai_param(), "code": code}})
             }
             Dialect::Anthropic => {
                 json!({"type": "error", "error": {"type": self.anthropic_type(), "message": message}})

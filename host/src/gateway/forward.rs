@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::upstream_proxy::EgressConnector;
 use super::upstream_tls;
 pub use super::upstream_tls::UpstreamClientError;
-use super::wire::{self, NotAnObject};
+use super::wire::{self, NotAnObject, WholeAnswer};
 use crate::billing::Usage;
 use crate::config::{Config, UpstreamProxy};
 use crate::db::routing::ProviderType;
@@ -475,6 +475,8 @@ pub enum Answer {
         body: Bytes,
         /// Its usage.
         usage: Option<Usage>,
+        /// For the Responses API: the id of the response it stored, when it names one.
+        response_id: Option<String>,
     },
 }
 
@@ -709,17 +711,21 @@ async fn try_attempt(
                 .headers
                 .get(header::CONTENT_ENCODING)
                 .is_some_and(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"));
-            let usage = if encoded {
-                None
+            let read = if encoded {
+                WholeAnswer::default()
             } else {
-                wire::response_usage(outbound.endpoint, &whole).map_err(|NotAnObject| {
+                wire::read_whole_answer(outbound.endpoint, &whole).map_err(|NotAnObject| {
                     failure(
                         AttemptOutcome::NotAnApi,
                         format!("upstream status {status} with a body that is not a JSON object"),
                     )
                 })?
             };
-            Answer::Whole { body: whole, usage }
+            Answer::Whole {
+                body: whole,
+                usage: read.usage,
+                response_id: read.response_id,
+            }
         };
         return Ok(AttemptResult::Served(Box::new(Served {
             attempt: attempt.clone(),

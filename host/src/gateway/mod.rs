@@ -4,6 +4,7 @@
 //! gateway's error type in [`error`], turned into HTTP there and nowhere else. Each phase
 //! counts into [`crate::metrics`].
 
+pub mod affinity;
 pub mod auth;
 pub mod bill;
 pub mod error;
@@ -28,6 +29,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
+use self::affinity::{Continuation, ResponseAffinity};
 use self::auth::Authenticator;
 use self::bill::BillingContext;
 use self::error::{Dialect, GatewayError, set_request_id};
@@ -44,7 +46,8 @@ use crate::metrics::{self, InFlight, PluginCall};
 use crate::routing::EndpointKind;
 use crate::server::{ResponseBody, body, json_response};
 
-/// The gateway's own state: the key cache and the upstream client.
+/// The gateway's own state: the key cache, the upstream client, the streams under way and
+/// the responses it served.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     /// The authenticate phase with its key cache.
@@ -53,6 +56,8 @@ pub struct Gateway {
     pub upstream: Upstream,
     /// The streams being relayed, for a shutdown to cut and wait for.
     pub streams: LiveStreams,
+    /// Which channel served each recent Responses API response, and to whom.
+    pub affinity: ResponseAffinity,
 }
 
 impl Gateway {
@@ -70,6 +75,9 @@ impl Gateway {
                 usize::try_from(config.upstream_streams_per_connection).unwrap_or(usize::MAX),
             )?,
             streams: LiveStreams::default(),
+            affinity: ResponseAffinity::new(
+                usize::try_from(config.response_affinity_capacity).unwrap_or(usize::MAX),
+            ),
         })
     }
 }
@@ -197,6 +205,13 @@ async fn pipeline(
     .await?;
     let client = ClientRequest::parse(endpoint, &bytes)?;
     log.model = Some(client.model.clone());
+    let affinity = &state.gateway.affinity;
+    let continuation = affinity.continuation(client.previous_response_id.as_deref(), &key.user_id);
+    if continuation == Continuation::Foreign {
+        return Err(GatewayError::PreviousResponseNotFound(
+            client.previous_response_id.clone().unwrap_or_default(),
+        ));
+    }
     let route_request = policy::apply(
         &key,
         &policy::PolicyInput {
@@ -233,7 +248,10 @@ async fn pipeline(
         started.elapsed(),
         matches!(plan, Err(RouteFailure::Plugin(_))),
     );
-    let plan = plan?;
+    let mut plan = plan?;
+    if let Continuation::Own(holder) = continuation {
+        affinity.keep_to_channel(holder, &mut plan.attempts);
+    }
     // forward
     let body_for = |upstream_model: &str| {
         client
@@ -300,8 +318,18 @@ async fn pipeline(
             let attempt = served.attempt;
             let mut log = log.clone();
             log.status = served.status.as_u16();
+            let stores_response = client.stores_response;
             let finish = move |summary: stream::StreamSummary| async move {
                 let _in_flight = in_flight;
+                // Before the final event reaches the client (it waits for the charge).
+                if let Some(response_id) =
+                    summary.response_id.as_deref().filter(|_| stores_response)
+                {
+                    state
+                        .gateway
+                        .affinity
+                        .remember(response_id, &context.user_id, &attempt);
+                }
                 let usage = bill::stream_usage_or_estimate(
                     summary.usage,
                     context.estimated_prompt_tokens,
@@ -321,7 +349,14 @@ async fn pipeline(
                 body.boxed(),
             )))
         }
-        Answer::Whole { body, usage } => {
+        Answer::Whole {
+            body,
+            usage,
+            response_id,
+        } => {
+            if let Some(response_id) = response_id.as_deref().filter(|_| client.stores_response) {
+                affinity.remember(response_id, &key.user_id, &served.attempt);
+            }
             // settle
             let usage =
                 bill::usage_or_estimate(usage, context.estimated_prompt_tokens, body.len() as u64);

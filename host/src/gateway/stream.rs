@@ -185,7 +185,7 @@ impl LiveStreams {
 }
 
 /// What the settle phase learns when a stream is over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSummary {
     /// How it ended.
     pub end: StreamEnd,
@@ -193,6 +193,8 @@ pub struct StreamSummary {
     pub usage: ReportedUsage,
     /// The bytes of generated output (text, reasoning, tool arguments) passed to the client.
     pub text_streamed: u64,
+    /// For the Responses API: the id of the response the stream created, if it named one.
+    pub response_id: Option<String>,
 }
 
 /// Whether `event` ends its stream in its wire format: OpenAI chat's `data: [DONE]`,
@@ -492,6 +494,7 @@ async fn run_relay<F, Fut>(
         end,
         usage: usage.reported(),
         text_streamed,
+        response_id: usage.response_id().map(str::to_owned),
     })
     .await;
     // Settled: a shutdown no longer waits for this stream.

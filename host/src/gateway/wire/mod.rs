@@ -11,7 +11,7 @@ pub mod prompt_size;
 use std::fmt;
 
 use bytes::Bytes;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -108,6 +108,11 @@ pub struct ClientRequest {
     pub max_multiplier: Option<Multiplier>,
     /// What it gives the model to read, for an estimate of its input tokens.
     pub prompt: PromptSize,
+    /// For the Responses API: the stored response it continues (`previous_response_id`).
+    pub previous_response_id: Option<String>,
+    /// For the Responses API: whether the upstream stores the response (`store`, true unless
+    /// `false`), so that a later request can continue it.
+    pub stores_response: bool,
 }
 
 fn bad(message: impl Into<String>) -> GatewayError {
@@ -152,6 +157,16 @@ impl ClientRequest {
                 })
             })
             .transpose()?;
+        let responses = endpoint == EndpointKind::Responses;
+        // Anything but a string is left for the upstream to refuse.
+        let previous_response_id = fields
+            .get("previous_response_id")
+            .filter(|_| responses)
+            .and_then(|value| serde_json::from_str::<String>(value.get()).ok());
+        let stores_response = responses
+            && fields
+                .get("store")
+                .is_none_or(|value| value.get().trim() != "false");
         Ok(ClientRequest {
             fields,
             model,
@@ -159,6 +174,8 @@ impl ClientRequest {
             client_wants_usage,
             max_multiplier,
             prompt: PromptSize::of(body),
+            previous_response_id,
+            stores_response,
         })
     }
 
@@ -196,58 +213,104 @@ impl ClientRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotAnObject;
 
-/// The usage in a whole (non-stream) upstream response body, if it reports one (and can be
-/// believed); [`NotAnObject`] when the body is not one JSON object. One parse answers both.
-pub fn response_usage(endpoint: EndpointKind, body: &[u8]) -> Result<Option<Usage>, NotAnObject> {
-    let UsageField(usage) = serde_json::from_slice(body).map_err(|_| NotAnObject)?;
-    let usage = usage.unwrap_or(serde_json::Value::Null);
-    Ok(match endpoint {
-        EndpointKind::Messages => anthropic::usage(&usage),
-        _ => openai::usage(&usage),
-    })
+/// What the gateway reads of a whole (non-stream) upstream answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WholeAnswer {
+    /// The usage it reports, if any (and if it can be believed).
+    pub usage: Option<Usage>,
+    /// For the Responses API: the stored response's `id`, if the answer names one.
+    pub response_id: Option<String>,
 }
 
-/// The top-level `usage` of a JSON object (the last one, as a full parse would keep), every
-/// other field skipped without being built: a response's content is not the gateway's business.
-struct UsageField(Option<serde_json::Value>);
+/// Reads a whole upstream response body: its usage, and on the Responses API its `id`;
+/// [`NotAnObject`] when the body is not one JSON object. One parse answers all three.
+pub fn read_whole_answer(endpoint: EndpointKind, body: &[u8]) -> Result<WholeAnswer, NotAnObject> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let fields = TopLevelFields {
+        want_id: endpoint == EndpointKind::Responses,
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|fields| deserializer.end().map(|()| fields))
+    .map_err(|_| NotAnObject)?;
+    let usage = fields.usage.unwrap_or(serde_json::Value::Null);
+    let usage = match endpoint {
+        EndpointKind::Messages => anthropic::usage(&usage),
+        _ => openai::usage(&usage),
+    };
+    let response_id = fields
+        .id
+        .and_then(|id| id.as_str().map(str::to_owned))
+        .filter(|id| !id.is_empty());
+    Ok(WholeAnswer { usage, response_id })
+}
 
-impl<'de> Deserialize<'de> for UsageField {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct UsageVisitor;
-        impl<'de> Visitor<'de> for UsageVisitor {
-            type Value = UsageField;
-            fn expecting(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
-                out.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UsageField, A::Error> {
-                let mut usage = None;
-                while let Some(IsUsage(is_usage)) = map.next_key()? {
-                    if is_usage {
-                        usage = Some(map.next_value::<serde_json::Value>()?);
-                    } else {
-                        map.next_value::<serde::de::IgnoredAny>()?;
-                    }
-                }
-                Ok(UsageField(usage))
-            }
-        }
-        deserializer.deserialize_map(UsageVisitor)
+/// Reads the top-level `usage` of a JSON object (the last one, as a full parse would keep),
+/// and its `id` when wanted; every other field is skipped without being built: a response's
+/// content is not the gateway's business.
+struct TopLevelFields {
+    want_id: bool,
+}
+
+/// What [`TopLevelFields`] read.
+struct Found {
+    usage: Option<serde_json::Value>,
+    id: Option<serde_json::Value>,
+}
+
+impl<'de> DeserializeSeed<'de> for TopLevelFields {
+    type Value = Found;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Found, D::Error> {
+        deserializer.deserialize_map(self)
     }
 }
 
-/// Whether an object key is `usage`, read without allocating.
-struct IsUsage(bool);
+impl<'de> Visitor<'de> for TopLevelFields {
+    type Value = Found;
 
-impl<'de> Deserialize<'de> for IsUsage {
+    fn expecting(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        out.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
+        let mut found = Found {
+            usage: None,
+            id: None,
+        };
+        while let Some(key) = map.next_key::<TopLevelKey>()? {
+            match key {
+                TopLevelKey::Usage => found.usage = Some(map.next_value()?),
+                TopLevelKey::Id if self.want_id => found.id = Some(map.next_value()?),
+                TopLevelKey::Id | TopLevelKey::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// An object key of [`TopLevelFields`], read without allocating.
+enum TopLevelKey {
+    Usage,
+    Id,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for TopLevelKey {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct KeyVisitor;
         impl Visitor<'_> for KeyVisitor {
-            type Value = IsUsage;
+            type Value = TopLevelKey;
             fn expecting(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
                 out.write_str("an object key")
             }
-            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<IsUsage, E> {
-                Ok(IsUsage(key == "usage"))
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<TopLevelKey, E> {
+                Ok(match key {
+                    "usage" => TopLevelKey::Usage,
+                    "id" => TopLevelKey::Id,
+                    _ => TopLevelKey::Other,
+                })
             }
         }
         deserializer.deserialize_str(KeyVisitor)
@@ -376,6 +439,8 @@ pub struct StreamUsage {
     /// An event reported a count that cannot be believed: the stream's usage is unreadable
     /// for good, and the stream is billed on the estimate.
     unbelievable: bool,
+    /// For the Responses API: the id of the response the stream creates.
+    response_id: Option<String>,
 }
 
 impl StreamUsage {
@@ -388,6 +453,7 @@ impl StreamUsage {
             usage: None,
             output_counted: false,
             unbelievable: false,
+            response_id: None,
         }
     }
 
@@ -402,6 +468,9 @@ impl StreamUsage {
                 EventAction::Forward
             }
             EndpointKind::Responses => {
+                if self.response_id.is_none() {
+                    self.response_id = openai::responses_stream_id(event);
+                }
                 if let Some(found) = openai::responses_stream_usage(event) {
                     self.record(found);
                 }
@@ -442,6 +511,12 @@ impl StreamUsage {
     /// The bytes of generated output `event` carries (see [`generated_text_bytes`]).
     pub fn generated_bytes(&self, event: &SseEvent) -> u64 {
         generated_text_bytes(self.endpoint, &event.data)
+    }
+
+    /// For the Responses API: the id of the response the stream creates, once an event named
+    /// it.
+    pub fn response_id(&self) -> Option<&str> {
+        self.response_id.as_deref()
     }
 
     /// What the stream reported of its usage, for the settle phase.
@@ -597,19 +672,22 @@ mod tests {
         ];
         for body in &unbelievable {
             assert_eq!(
-                response_usage(EndpointKind::ChatCompletions, body.as_bytes()),
+                read_whole_answer(EndpointKind::ChatCompletions, body.as_bytes())
+                    .map(|answer| answer.usage),
                 Ok(None),
                 "{body}"
             );
         }
         let anthropic = r#"{"usage":{"input_tokens":3,"cache_read_input_tokens":"9"}}"#;
         assert_eq!(
-            response_usage(EndpointKind::Messages, anthropic.as_bytes()),
+            read_whole_answer(EndpointKind::Messages, anthropic.as_bytes())
+                .map(|answer| answer.usage),
             Ok(None)
         );
         // At the bound, and with counts absent or null, the usage is read as reported.
         let at_most = format!(r#"{{"usage":{{"prompt_tokens":{most},"completion_tokens":null}}}}"#);
-        let usage = response_usage(EndpointKind::ChatCompletions, at_most.as_bytes())
+        let usage = read_whole_answer(EndpointKind::ChatCompletions, at_most.as_bytes())
+            .map(|answer| answer.usage)
             .unwrap()
             .unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (most, 0));
@@ -707,18 +785,20 @@ mod tests {
     #[test]
     fn response_usage_reads_only_the_top_level_usage() {
         let body = br#"{"choices":[{"usage":{"prompt_tokens":99}}],"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
-        let usage = response_usage(EndpointKind::ChatCompletions, body)
+        let usage = read_whole_answer(EndpointKind::ChatCompletions, body)
+            .map(|answer| answer.usage)
             .unwrap()
             .unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (3, 2));
         let escaped = br#"{"\u0075sage":{"input_tokens":4,"output_tokens":5}}"#;
-        let usage = response_usage(EndpointKind::Messages, escaped)
+        let usage = read_whole_answer(EndpointKind::Messages, escaped)
+            .map(|answer| answer.usage)
             .unwrap()
             .unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (4, 5));
         for body in [&b"{}"[..], b"{\"usage\":null}", b"{\"usage\":1}"] {
             assert_eq!(
-                response_usage(EndpointKind::ChatCompletions, body),
+                read_whole_answer(EndpointKind::ChatCompletions, body).map(|answer| answer.usage),
                 Ok(None)
             );
         }
@@ -730,10 +810,30 @@ mod tests {
             b"{\"usage\":",
         ] {
             assert_eq!(
-                response_usage(EndpointKind::ChatCompletions, body),
+                read_whole_answer(EndpointKind::ChatCompletions, body).map(|answer| answer.usage),
                 Err(NotAnObject),
                 "{}",
                 String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn a_whole_responses_answer_names_its_stored_response_and_others_are_not_asked() {
+        let body = br#"{"id":"resp_1","output":[{"id":"msg_1"}],"usage":{"input_tokens":1}}"#;
+        let answer = read_whole_answer(EndpointKind::Responses, body).unwrap();
+        assert_eq!(answer.response_id.as_deref(), Some("resp_1"));
+        assert_eq!(answer.usage.map(|usage| usage.prompt_tokens), Some(1));
+        let chat = br#"{"id":"chatcmpl-1","usage":null}"#;
+        assert_eq!(
+            read_whole_answer(EndpointKind::ChatCompletions, chat).unwrap(),
+            WholeAnswer::default()
+        );
+        // An id that is not a string names nothing, and is no reason to refuse the answer.
+        for odd in [&br#"{"id":7}"#[..], br#"{"id":null}"#, br#"{"id":""}"#] {
+            assert_eq!(
+                read_whole_answer(EndpointKind::Responses, odd).unwrap(),
+                WholeAnswer::default()
             );
         }
     }

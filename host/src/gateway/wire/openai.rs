@@ -75,6 +75,19 @@ pub fn responses_stream_usage(event: &SseEvent) -> Option<Result<Usage, Unbeliev
     reported(&data["response"]["usage"])
 }
 
+/// The id of the response a responses stream creates, from the first of its events that
+/// carries the response (`response.created`, then `response.in_progress`, …).
+pub fn responses_stream_id(event: &SseEvent) -> Option<String> {
+    if !may_mention(&event.data, "\"response\"") {
+        return None;
+    }
+    let data: Value = serde_json::from_str(&event.data).ok()?;
+    data["response"]["id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+}
+
 /// The usage in `usage` when it reports one, believable or not.
 fn reported(usage: &Value) -> Option<Result<Usage, Unbelievable>> {
     read(usage).transpose()
@@ -127,5 +140,13 @@ mod tests {
             responses_stream_usage(&completed).map(|u| u.map(|u| u.completion_tokens)),
             Some(Ok(4))
         );
+        let created = SseEvent::parse(
+            "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_9\",\"usage\":null}}",
+        );
+        assert_eq!(responses_stream_id(&created).as_deref(), Some("resp_9"));
+        let delta = SseEvent::parse(
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"item_id\":\"msg_1\",\"delta\":\"id\"}",
+        );
+        assert_eq!(responses_stream_id(&delta), None);
     }
 }
