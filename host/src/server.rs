@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use self::threads::{ConnectionThreads, Handoff};
 use crate::db::schema;
+use crate::gateway::forward::Operation;
 use crate::routing::EndpointKind;
 use crate::{dashboard, gateway};
 
@@ -210,10 +211,11 @@ pub async fn dispatch(
     let path = request.uri().path();
     let api_path = path.strip_prefix("/api").unwrap_or(path);
     let endpoint = match api_path {
-        "/v1/chat/completions" => Some(EndpointKind::ChatCompletions),
-        "/v1/responses" => Some(EndpointKind::Responses),
-        "/v1/embeddings" => Some(EndpointKind::Embeddings),
-        "/v1/messages" => Some(EndpointKind::Messages),
+        "/v1/chat/completions" => Some((EndpointKind::ChatCompletions, Operation::Generate)),
+        "/v1/responses" => Some((EndpointKind::Responses, Operation::Generate)),
+        "/v1/embeddings" => Some((EndpointKind::Embeddings, Operation::Generate)),
+        "/v1/messages" => Some((EndpointKind::Messages, Operation::Generate)),
+        "/v1/messages/count_tokens" => Some((EndpointKind::Messages, Operation::CountTokens)),
         _ => None,
     };
     let api = endpoint.is_some() || api_path == "/v1/models" || api_path.starts_with("/v1/models/");
@@ -224,8 +226,8 @@ pub async fn dispatch(
         (&Method::GET | &Method::HEAD, "/healthz", _, _) => healthz(&state).await,
         (_, "/healthz", _, _) => method_not_allowed(request.method()),
         (&Method::GET, "/metrics", _, _) => metrics_response(&state, &request),
-        (&Method::POST, _, _, Some(endpoint)) => {
-            gateway::handle(state, request, peer, endpoint).await
+        (&Method::POST, _, _, Some((endpoint, operation))) => {
+            gateway::handle(state, request, peer, endpoint, operation).await
         }
         (_, _, _, Some(_)) => method_not_allowed(request.method()),
         (&Method::GET, _, "/v1/models", _) => gateway::models(state, request, peer, None).await,

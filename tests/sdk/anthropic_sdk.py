@@ -48,6 +48,15 @@ def streaming_messages():
     check("streaming_messages")
 
 
+def count_tokens():
+    # As Claude Code counts its context: the SDK's beta and stable calls.
+    counted = client.messages.count_tokens(model="m", messages=MESSAGES)
+    assert counted.input_tokens == 42, counted
+    counted = client.beta.messages.count_tokens(model="m", messages=MESSAGES)
+    assert counted.input_tokens == 42, counted
+    check("count_tokens")
+
+
 def models():
     ids = [model.id for model in client.models.list()]
     assert ids == ["m"], ids
@@ -92,5 +101,6 @@ def errors():
 
 messages()
 streaming_messages()
+count_tokens()
 models()
 errors()

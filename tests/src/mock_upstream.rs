@@ -608,7 +608,9 @@ fn next_response_id() -> String {
 
 /// The whole (non-stream) success answer of the endpoint at `path`.
 fn whole(path: &str, model: &str, request: &Value) -> Value {
-    if path.ends_with("/v1/messages") {
+    if path.ends_with("/v1/messages/count_tokens") {
+        json!({"input_tokens": 42})
+    } else if path.ends_with("/v1/messages") {
         json!({
             "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
             "content": [{"type": "text", "text": "hi"}],

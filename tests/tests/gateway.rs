@@ -1076,3 +1076,89 @@ async fn a_responses_continuation_reaches_the_channel_that_stored_its_response_a
         .await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn claude_codes_token_counts_are_forwarded_never_billed_and_never_held_against_a_channel() {
+    // The first channel is an Anthropic-compatible upstream without the endpoint.
+    let gateway = Setup::new()
+        .provider(ProviderType::Messages, &["404"])
+        .provider(ProviderType::Messages, &["ok"])
+        .start()
+        .await;
+    let count = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    for (round, path) in [
+        "/v1/messages/count_tokens?beta=true",
+        "/api/v1/messages/count_tokens",
+        "/v1/messages/count_tokens",
+        "/v1/messages/count_tokens",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, body, response) = gateway.json(path, &[X_API_KEY], count).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, json!({"input_tokens": 42}));
+        assert!(response.headers().contains_key("request-id"));
+        // Each time both channels are asked: a 404 here is not held against the first one
+        // (it would be tripped by the third).
+        assert_eq!(gateway.mock.seen_in("404"), round + 1);
+        assert_eq!(gateway.mock.seen_in("ok"), round + 1);
+    }
+    let seen = gateway.mock.seen();
+    let counted = seen.last().unwrap();
+    assert_eq!(counted.path, "/ok/v1/messages/count_tokens");
+    assert_eq!(counted.headers["x-api-key"], "sk-upstream-secret-1-0");
+    assert_eq!(counted.headers["anthropic-version"], "2023-06-01");
+    assert_eq!(counted.body["model"], "up-m");
+    assert!(!format!("{:?}", counted.headers).contains(KEY));
+    // Counting is free upstream: no ledger row, where a message writes one.
+    let user_id = gateway.user_id.clone();
+    let rows = |gateway: &Gateway| {
+        let user_id = user_id.clone();
+        let db = gateway.db.clone();
+        async move {
+            db.read(move |c| monoize::db::ledger::list(c, Some(&user_id), 10, None))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(rows(&gateway).await, 0);
+    let (status, body, _) = gateway
+        .json(
+            "/v1/messages",
+            &[X_API_KEY],
+            r#"{"model":"m","messages":[],"max_tokens":5}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(rows(&gateway).await, 1);
+    // The same key policy and the Anthropic dialect as messages.
+    let (status, body, _) = gateway
+        .json(
+            "/v1/messages/count_tokens",
+            &[("x-api-key", "sk-wrong-0123456789abcdef")],
+            count,
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_anthropic_error(&body, "authentication_error");
+    let (status, body, _) = gateway
+        .json(
+            "/v1/messages/count_tokens",
+            &[X_API_KEY],
+            r#"{"model":"nope"}"#,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_anthropic_error(&body, "not_found_error");
+    let metrics = gateway.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"monoize_requests_total{endpoint="messages_count_tokens",status="200"}"#
+        ),
+        4.0,
+        "{metrics}"
+    );
+}

@@ -91,7 +91,7 @@ async fn each_request_logs_one_line_with_its_ids_where_it_went_and_how_it_ended(
     let request_id = response.headers()["x-request-id"].to_str().unwrap();
     let line = captured.line_of(request_id).await;
     let fields = &line["fields"];
-    assert_eq!(fields["endpoint"], "ChatCompletions", "{fields}");
+    assert_eq!(fields["endpoint"], "chat_completions", "{fields}");
     // Who made it: the key's id and its owner, never the key itself.
     assert_eq!(fields["key_id"], gateway.key_id, "{fields}");
     assert_eq!(fields["user_id"], gateway.user_id, "{fields}");

@@ -126,7 +126,13 @@ async fn the_anthropic_sdk_works_with_only_the_base_url_and_key_changed() {
     .await;
     assert_eq!(
         checks,
-        ["messages", "streaming_messages", "models", "errors"]
+        [
+            "messages",
+            "streaming_messages",
+            "count_tokens",
+            "models",
+            "errors"
+        ]
     );
     let seen = gateway.mock.seen();
     assert!(!seen.is_empty());

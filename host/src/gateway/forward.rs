@@ -353,7 +353,12 @@ impl Upstream {
 /// endpoint's resource are appended; a `base_url` that already ends in the root, or in its
 /// first segments, does not get them twice: `https://api.openai.com/v1` and, for Gemini,
 /// `https://generativelanguage.googleapis.com/v1beta/openai` (or `…/v1beta`) both work.
-pub fn upstream_url(base_url: &str, provider_type: ProviderType, endpoint: EndpointKind) -> String {
+pub fn upstream_url(
+    base_url: &str,
+    provider_type: ProviderType,
+    endpoint: EndpointKind,
+    operation: Operation,
+) -> String {
     let base = base_url.trim_end_matches('/');
     let root = api_root(provider_type);
     // The longest leading part of the root (at a segment boundary) that `base` ends in.
@@ -364,7 +369,11 @@ pub fn upstream_url(base_url: &str, provider_type: ProviderType, endpoint: Endpo
         .filter(|&end| base.ends_with(&root[..end]))
         .max()
         .unwrap_or(0);
-    format!("{base}{}{}", &root[named..], endpoint_resource(endpoint))
+    let resource = match operation {
+        Operation::Generate => endpoint_resource(endpoint),
+        Operation::CountTokens => "/messages/count_tokens",
+    };
+    format!("{base}{}{resource}", &root[named..])
 }
 
 /// The path under which a provider type serves its API.
@@ -395,10 +404,26 @@ fn endpoint_resource(endpoint: EndpointKind) -> &'static str {
     path.strip_prefix("/v1").unwrap_or(path)
 }
 
+/// What a forwarding request asks of its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// To answer it (generate, embed): billed on its usage, and counted in the health of the
+    /// channels it tries.
+    Generate,
+    /// To count the input tokens of a Messages request (`/v1/messages/count_tokens`, which
+    /// Claude Code calls every turn and dozens of times at start): answered as the upstream
+    /// answers, never billed (it is free upstream), and never counted in a channel's health
+    /// either way, since an Anthropic-compatible upstream without the endpoint (`404`) may
+    /// serve messages well.
+    CountTokens,
+}
+
 /// What the forward phase needs of the client's request.
 pub struct Outbound<'a> {
     /// The endpoint it arrived on.
     pub endpoint: EndpointKind,
+    /// What it asks of the upstream.
+    pub operation: Operation,
     /// The client's headers (filtered before sending).
     pub headers: &'a HeaderMap,
     /// Whether the client asked for a stream.
@@ -411,6 +436,7 @@ impl std::fmt::Debug for Outbound<'_> {
     fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         out.debug_struct("Outbound")
             .field("endpoint", &self.endpoint)
+            .field("operation", &self.operation)
             .field("stream", &self.stream)
             .finish_non_exhaustive()
     }
@@ -550,6 +576,7 @@ pub async fn forward(
     outbound: &Outbound<'_>,
     request_id: &str,
 ) -> ForwardOutcome {
+    let counts_in_health = outbound.operation == Operation::Generate;
     for (index, attempt) in attempts.iter().enumerate() {
         let tried = index + 1;
         let Some((provider, channel)) = snapshot
@@ -568,7 +595,9 @@ pub async fn forward(
         });
         match result {
             Ok(AttemptResult::Served(mut served)) => {
-                health.record_success(&channel.id);
+                if counts_in_health {
+                    health.record_success(&channel.id);
+                }
                 served.attempts = tried;
                 return ForwardOutcome::Served(served);
             }
@@ -602,7 +631,9 @@ pub async fn forward(
                     reason = %failure.reason,
                     "upstream attempt failed; trying the next"
                 );
-                failure.mark(health, &channel.id);
+                if counts_in_health {
+                    failure.mark(health, &channel.id);
+                }
             }
         }
     }
@@ -865,7 +896,12 @@ fn build_request(
     outbound: &Outbound<'_>,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, String> {
-    let url = upstream_url(&channel.base_url, provider.provider_type, outbound.endpoint);
+    let url = upstream_url(
+        &channel.base_url,
+        provider.provider_type,
+        outbound.endpoint,
+        outbound.operation,
+    );
     let mut request = Request::builder()
         .method(Method::POST)
         .uri(&url)
@@ -1138,9 +1174,20 @@ mod tests {
         ];
         for (base, provider_type, endpoint, expected) in cases {
             assert_eq!(
-                upstream_url(base, provider_type, endpoint),
+                upstream_url(base, provider_type, endpoint, Operation::Generate),
                 expected,
                 "{base}"
+            );
+        }
+        for base in ["https://api.anthropic.com", "https://api.anthropic.com/v1/"] {
+            assert_eq!(
+                upstream_url(
+                    base,
+                    ProviderType::Messages,
+                    Messages,
+                    Operation::CountTokens
+                ),
+                "https://api.anthropic.com/v1/messages/count_tokens"
             );
         }
     }

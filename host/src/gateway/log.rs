@@ -2,15 +2,13 @@
 
 use std::time::Instant;
 
-use crate::routing::EndpointKind;
-
 /// What the log line of one request says; filled in as the pipeline goes.
 #[derive(Debug, Clone)]
 pub struct RequestLog {
     /// The request's id.
     pub request_id: String,
-    /// The endpoint it arrived on.
-    pub endpoint: EndpointKind,
+    /// The endpoint it arrived on, as its metrics label (`chat_completions`, `messages`, …).
+    pub endpoint: &'static str,
     /// When it arrived.
     pub started: Instant,
     /// The API key that made it (`api_keys.id`) and its owner, once authenticated.
@@ -34,7 +32,7 @@ pub struct RequestLog {
 
 impl RequestLog {
     /// A log for `request_id` on `endpoint`, starting now.
-    pub fn new(request_id: &str, endpoint: EndpointKind) -> Self {
+    pub fn new(request_id: &str, endpoint: &'static str) -> Self {
         RequestLog {
             request_id: request_id.to_owned(),
             endpoint,
@@ -55,7 +53,7 @@ impl RequestLog {
         tracing::info!(
             target: "monoize::gateway::request",
             request_id = %self.request_id,
-            endpoint = ?self.endpoint,
+            endpoint = self.endpoint,
             key_id = self.key.as_ref().map_or("-", |(key_id, _)| key_id.as_str()),
             user_id = self.key.as_ref().map_or("-", |(_, user_id)| user_id.as_str()),
             model = self.model.as_deref().unwrap_or("-"),

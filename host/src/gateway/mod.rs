@@ -33,7 +33,9 @@ use self::affinity::{Continuation, ResponseAffinity};
 use self::auth::Authenticator;
 use self::bill::BillingContext;
 use self::error::{Dialect, GatewayError, set_request_id};
-use self::forward::{Answer, ForwardOutcome, Outbound, Timeouts, Upstream, UpstreamClientError};
+use self::forward::{
+    Answer, ForwardOutcome, Operation, Outbound, Timeouts, Upstream, UpstreamClientError,
+};
 use self::log::RequestLog;
 use self::request_id::new_request_id;
 use self::route::RouteFailure;
@@ -135,17 +137,32 @@ pub async fn models(
     response
 }
 
-/// Serves one forwarding request on `endpoint` from `peer`, through every phase.
+/// The metrics label of a forwarding endpoint.
+fn endpoint_label(endpoint: EndpointKind, operation: Operation) -> &'static str {
+    match operation {
+        Operation::Generate => metrics::endpoint_label(endpoint),
+        Operation::CountTokens => "messages_count_tokens",
+    }
+}
+
+/// Serves one forwarding request on `endpoint` from `peer`, asking `operation` of its
+/// upstream, through every phase.
 pub async fn handle(
     state: Arc<AppState>,
     request: Request<Incoming>,
     peer: SocketAddr,
     endpoint: EndpointKind,
+    operation: Operation,
 ) -> Response<ResponseBody> {
     let in_flight = state.metrics.in_flight();
     let request_id = new_request_id();
-    let mut log = RequestLog::new(&request_id, endpoint);
-    let response = match pipeline(&state, request, peer, endpoint, &mut log, in_flight).await {
+    let mut log = RequestLog::new(&request_id, endpoint_label(endpoint, operation));
+    let call = Call {
+        endpoint,
+        operation,
+        peer,
+    };
+    let response = match pipeline(&state, request, call, &mut log, in_flight).await {
         Ok(Handled::Done(mut response)) => {
             log.status = response.status().as_u16();
             log.emit();
@@ -163,10 +180,18 @@ pub async fn handle(
         }
     };
     state.metrics.request(
-        metrics::endpoint_label(endpoint),
+        endpoint_label(endpoint, operation),
         response.status().as_u16(),
     );
     response
+}
+
+/// Where a forwarding request arrived, and from whom.
+#[derive(Debug, Clone, Copy)]
+struct Call {
+    endpoint: EndpointKind,
+    operation: Operation,
+    peer: SocketAddr,
 }
 
 enum Handled {
@@ -183,11 +208,15 @@ fn full(bytes: Bytes) -> ResponseBody {
 async fn pipeline(
     state: &Arc<AppState>,
     request: Request<Incoming>,
-    peer: SocketAddr,
-    endpoint: EndpointKind,
+    call: Call,
     log: &mut RequestLog,
     in_flight: InFlight,
 ) -> Result<Handled, GatewayError> {
+    let Call {
+        endpoint,
+        operation,
+        peer,
+    } = call;
     // authenticate
     let key = state
         .gateway
@@ -260,8 +289,10 @@ async fn pipeline(
     };
     let outbound = Outbound {
         endpoint,
+        operation,
         headers: &parts.headers,
-        stream: client.stream,
+        // A count of tokens is one JSON answer, whatever the body says.
+        stream: client.stream && operation == Operation::Generate,
         body_for: &body_for,
     };
     let outcome = forward::forward(
@@ -310,6 +341,10 @@ async fn pipeline(
     let served = *served;
     let idle = state.gateway.upstream.timeouts().idle;
     match served.answer {
+        // Free upstream: nothing to settle.
+        Answer::Whole { body, .. } if operation == Operation::CountTokens => Ok(Handled::Done(
+            forward::response_with(served.status, served.headers, full(body)),
+        )),
         Answer::Stream { first_chunk, rest } => {
             // settle, then log, when the stream is over
             let usage = StreamUsage::new(endpoint, !client.client_wants_usage);
