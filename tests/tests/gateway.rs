@@ -1162,3 +1162,71 @@ async fn claude_codes_token_counts_are_forwarded_never_billed_and_never_held_aga
         "{metrics}"
     );
 }
+
+/// Sends `body` with `Content-Encoding: coding` to `path`: `(status, JSON)`.
+async fn send_encoded(gateway: &Gateway, path: &str, coding: &str, body: Vec<u8>) -> (u16, Value) {
+    let request = hyper::Request::post(format!("{}{path}", gateway.url()))
+        .header("authorization", BEARER.1)
+        .header("content-type", "application/json")
+        .header("content-encoding", coding)
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let response = tokio::time::timeout(WAIT, client.request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn a_body_sent_compressed_as_codex_sends_it_is_read_and_forwarded_plain() {
+    use std::io::Write;
+    let gateway = start(&[(ProviderType::Responses, &["ok"])], |_| {}).await;
+    let json = br#"{"model":"m","input":"hi","extra":{"kept":true}}"#;
+    let gzip = {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(json).unwrap();
+        encoder.finish().unwrap()
+    };
+    for (coding, body) in [
+        ("zstd", zstd::encode_all(&json[..], 3).unwrap()),
+        ("gzip", gzip),
+    ] {
+        let (status, answer) = send_encoded(&gateway, "/v1/responses", coding, body).await;
+        assert_eq!(status, 200, "{coding}: {answer}");
+        let seen = gateway.mock.seen();
+        let forwarded = seen.last().unwrap();
+        assert_eq!(forwarded.body["extra"], json!({"kept": true}), "{coding}");
+        assert_eq!(forwarded.body["model"], "up-m");
+        assert!(
+            !forwarded.headers.contains_key("content-encoding"),
+            "{coding}: the upstream gets the plain JSON, so no coding is named"
+        );
+    }
+    let forwarded = gateway.mock.seen().len();
+    // The harness caps bodies at 4096 bytes: decoded ones too, however small they came.
+    let expanding = format!(r#"{{"model":"m","input":"{}"}}"#, " ".repeat(1 << 20));
+    let bomb = zstd::encode_all(expanding.as_bytes(), 19).unwrap();
+    assert!(bomb.len() < 4096);
+    let (status, answer) = send_encoded(&gateway, "/v1/responses", "zstd", bomb).await;
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["error"]["code"], "request_too_large");
+    let (status, answer) = send_encoded(&gateway, "/v1/responses", "zstd", json.to_vec()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["type"], "invalid_request_error");
+    let (status, answer) = send_encoded(&gateway, "/v1/responses", "br", json.to_vec()).await;
+    assert_eq!(status, 415, "{answer}");
+    assert_eq!(answer["error"]["code"], "unsupported_content_encoding");
+    let (status, answer) = send_encoded(&gateway, "/v1/messages", "br", json.to_vec()).await;
+    assert_eq!(status, 415, "{answer}");
+    assert_anthropic_error(&answer, "invalid_request_error");
+    assert_eq!(
+        gateway.mock.seen().len(),
+        forwarded,
+        "nothing refused went upstream"
+    );
+}

@@ -133,7 +133,10 @@ impl From<BodyError> for DashboardError {
         match error {
             BodyError::TooLarge { limit } => DashboardError::BodyTooLarge { limit },
             BodyError::Stalled { timeout_ms } => DashboardError::BodyStalled { timeout_ms },
-            BodyError::Unreadable(reason) => DashboardError::BadBody(reason),
+            BodyError::Unreadable(reason) | BodyError::Undecodable(reason) => {
+                DashboardError::BadBody(reason)
+            }
+            BodyError::UnsupportedEncoding(_) => DashboardError::BadBody(error.to_string()),
         }
     }
 }

@@ -51,6 +51,9 @@ pub enum GatewayError {
     /// The request is malformed (not JSON, no `model`, a bad `max_multiplier`, …).
     #[error("{0}")]
     BadRequest(String),
+    /// The body came in a content coding the gateway does not read.
+    #[error("{0}")]
+    UnsupportedContentEncoding(String),
     /// The key may not use this model.
     #[error("this API key may not use the model `{0}`")]
     ModelNotAllowed(String),
@@ -105,7 +108,12 @@ impl From<BodyError> for GatewayError {
         match error {
             BodyError::TooLarge { limit } => GatewayError::BodyTooLarge { limit },
             BodyError::Stalled { timeout_ms } => GatewayError::BodyStalled { timeout_ms },
-            BodyError::Unreadable(_) => GatewayError::BadRequest(error.to_string()),
+            BodyError::Unreadable(_) | BodyError::Undecodable(_) => {
+                GatewayError::BadRequest(error.to_string())
+            }
+            BodyError::UnsupportedEncoding(_) => {
+                GatewayError::UnsupportedContentEncoding(error.to_string())
+            }
         }
     }
 }
@@ -120,6 +128,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) | GatewayError::PreviousResponseNotFound(_) => {
                 StatusCode::BAD_REQUEST
             }
+            GatewayError::UnsupportedContentEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::ModelNotAllowed(_)
             | GatewayError::AddressNotAllowed
             | GatewayError::BillingDenied(_) => StatusCode::FORBIDDEN,
@@ -148,6 +157,9 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => ("invalid_request_error", "request_too_large"),
             GatewayError::BodyStalled { .. } => ("invalid_request_error", "request_timeout"),
             GatewayError::BadRequest(_) => ("invalid_request_error", "invalid_request"),
+            GatewayError::UnsupportedContentEncoding(_) => {
+                ("invalid_request_error", "unsupported_content_encoding")
+            }
             GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
             GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
             GatewayError::AddressNotAllowed => ("permission_error", "ip_not_allowed"),
@@ -189,7 +201,7 @@ impl GatewayError {
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
             StatusCode::REQUEST_TIMEOUT => "timeout_error",
-            StatusCode::BAD_REQUEST => "invalid_request_error",
+            StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => "invalid_request_error",
             StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
             _ => "api_error",
         }

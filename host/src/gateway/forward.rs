@@ -65,6 +65,9 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "cookie",
     "host",
     "content-length",
+    // The body sent upstream is the gateway's own JSON (the client's decoded, see
+    // `server::encoding`), never in the client's coding.
+    "content-encoding",
     "accept-encoding",
     "connection",
     "keep-alive",

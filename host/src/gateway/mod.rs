@@ -46,7 +46,7 @@ use crate::billing::RequestKey;
 use crate::config::Config;
 use crate::metrics::{self, InFlight, PluginCall};
 use crate::routing::EndpointKind;
-use crate::server::{ResponseBody, body, json_response};
+use crate::server::{ResponseBody, body, encoding, json_response};
 
 /// The gateway's own state: the key cache, the upstream client, the streams under way and
 /// the responses it served.
@@ -232,6 +232,8 @@ async fn pipeline(
         Duration::from_millis(state.config.http_body_timeout_ms),
     )
     .await?;
+    let bytes =
+        encoding::decode_request(&parts.headers, bytes, state.config.http_body_max_bytes).await?;
     let client = ClientRequest::parse(endpoint, &bytes)?;
     log.model = Some(client.model.clone());
     let affinity = &state.gateway.affinity;

@@ -84,6 +84,12 @@ pub enum BodyError {
     /// The connection failed while it was read.
     #[error("the request body could not be read: {0}")]
     Unreadable(String),
+    /// It was sent in a content coding the host does not read (see [`super::encoding`]).
+    #[error("{0} is not supported: send the body as identity, gzip, deflate or zstd")]
+    UnsupportedEncoding(String),
+    /// It does not decode in the content coding it names.
+    #[error("{0}")]
+    Undecodable(String),
 }
 
 /// Reads a client's request `body` (sent with `headers`) to its end: at most `limit` bytes (a
