@@ -219,7 +219,14 @@ pub async fn dispatch(
         "/v1/messages/count_tokens" => Some((EndpointKind::Messages, Operation::CountTokens)),
         _ => None,
     };
-    let api = endpoint.is_some() || api_path == "/v1/models" || api_path.starts_with("/v1/models/");
+    let stored_response = api_path
+        .strip_prefix("/v1/responses/")
+        .filter(|rest| !rest.is_empty() && endpoint.is_none())
+        .map(str::to_owned);
+    let api = endpoint.is_some()
+        || stored_response.is_some()
+        || api_path == "/v1/models"
+        || api_path.starts_with("/v1/models/");
     if api && request.method() == Method::OPTIONS {
         return cors::preflight(request.headers());
     }
@@ -231,6 +238,11 @@ pub async fn dispatch(
             gateway::handle(state, request, peer, endpoint, operation).await
         }
         (_, _, _, Some(_)) => method_not_allowed(request.method()),
+        (&Method::GET | &Method::DELETE, _, _, None) if stored_response.is_some() => {
+            let rest = stored_response.unwrap_or_default();
+            gateway::stored::handle(state, request, peer, &rest).await
+        }
+        (_, _, _, None) if stored_response.is_some() => method_not_allowed(request.method()),
         (&Method::GET, _, "/v1/models", _) => gateway::models(state, request, peer, None).await,
         (_, _, "/v1/models", _) => method_not_allowed(request.method()),
         (&Method::GET, _, models_path, _) if models_path.starts_with("/v1/models/") => {

@@ -73,6 +73,10 @@ def responses():
         model="m", input="and then?", previous_response_id=response.id
     )
     assert follow_up.output_text == "hi", follow_up
+    # The stored response, from the channel that holds it.
+    assert client.responses.retrieve(response.id).id == response.id
+    assert client.responses.input_items.list(response.id).data == []
+    client.responses.delete(response.id)
     events = [event.type for event in client.responses.create(model="m", input="hi", stream=True)]
     assert events[-1] == "response.completed", events
     check("responses")

@@ -73,8 +73,12 @@ const UPSTREAM_KEY_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/t
 pub struct Seen {
     /// Its HTTP version.
     pub version: hyper::Version,
+    /// Its method.
+    pub method: hyper::Method,
     /// Its path.
     pub path: String,
+    /// Its query, if any.
+    pub query: Option<String>,
     /// Its headers.
     pub headers: HeaderMap,
     /// Its body as JSON (null when not JSON).
@@ -481,6 +485,8 @@ async fn answer(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    let method = request.method().clone();
     let version = request.version();
     let headers = request.headers().clone();
     let bytes = request
@@ -492,7 +498,9 @@ async fn answer(
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     lock(&shared.seen).push(Seen {
         version,
+        method,
         path: path.clone(),
+        query,
         headers,
         body: body.clone(),
     });
@@ -608,6 +616,17 @@ fn next_response_id() -> String {
 
 /// The whole (non-stream) success answer of the endpoint at `path`.
 fn whole(path: &str, model: &str, request: &Value) -> Value {
+    if let Some(stored) = path.split("/v1/responses/").nth(1) {
+        return match stored.split_once('/') {
+            Some((_, "input_items")) => json!({"object": "list", "data": [],
+                "first_id": null, "last_id": null, "has_more": false}),
+            _ => json!({
+                "id": stored, "object": "response", "created_at": 0, "status": "completed",
+                "model": model, "output": [],
+                "usage": {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}
+            }),
+        };
+    }
     if path.ends_with("/v1/messages/count_tokens") {
         json!({"input_tokens": 42})
     } else if path.ends_with("/v1/messages") {

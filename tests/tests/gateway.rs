@@ -1075,6 +1075,26 @@ async fn a_responses_continuation_reaches_the_channel_that_stored_its_response_a
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    // A background response would be fetched later, outside the request billed for it.
+    let requests_before = gateway.mock.seen().len();
+    for stream in [false, true] {
+        let background = json!({"model": "m", "input": "hi", "background": true, "stream": stream});
+        let (status, body, _) = gateway
+            .json("/v1/responses", &[BEARER], &background.to_string())
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "unsupported_parameter");
+        assert_eq!(body["error"]["param"], "background");
+    }
+    assert_eq!(gateway.mock.seen().len(), requests_before);
+    let (status, body, _) = gateway
+        .json(
+            "/v1/responses",
+            &[BEARER],
+            r#"{"model":"m","input":"hi","background":false}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
@@ -1228,5 +1248,103 @@ async fn a_body_sent_compressed_as_codex_sends_it_is_read_and_forwarded_plain() 
         gateway.mock.seen().len(),
         forwarded,
         "nothing refused went upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_stored_response_is_retrieved_listed_and_deleted_on_its_channel_by_its_user_alone() {
+    let gateway = Setup::new()
+        .provider(ProviderType::Responses, &["flaky"])
+        .provider(ProviderType::Responses, &["ok"])
+        .start()
+        .await;
+    gateway.mock.set_failing(true);
+    let (status, created, _) = gateway
+        .json("/v1/responses", &[BEARER], r#"{"model":"m","input":"hi"}"#)
+        .await;
+    assert_eq!(status, 200, "{created}");
+    gateway.mock.set_failing(false);
+    let id = created["id"].as_str().unwrap().to_owned();
+    for (method, path, upstream_path, query) in [
+        (
+            "GET",
+            format!("/v1/responses/{id}"),
+            format!("/ok/v1/responses/{id}"),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/responses/{id}/input_items?limit=2&order=asc"),
+            format!("/ok/v1/responses/{id}/input_items"),
+            Some("limit=2&order=asc"),
+        ),
+        (
+            "DELETE",
+            format!("/v1/responses/{id}"),
+            format!("/ok/v1/responses/{id}"),
+            None,
+        ),
+    ] {
+        let response = gateway.send_as(method, &path, &[BEARER], "").await;
+        assert_eq!(response.status(), 200, "{method} {path}");
+        assert!(response.headers().contains_key("x-request-id"));
+        let seen = gateway.mock.seen();
+        let forwarded = seen.last().unwrap();
+        assert_eq!(forwarded.method.as_str(), method);
+        assert_eq!(forwarded.path, upstream_path);
+        assert_eq!(forwarded.query.as_deref(), query);
+        assert_eq!(
+            forwarded.headers["authorization"],
+            "Bearer sk-upstream-secret-1-0"
+        );
+    }
+    let forwarded = gateway.mock.seen().len();
+    // Another user, an id never served, and what is not a stored response's resource.
+    let other_key = "sk-stranger-0123456789abcdef";
+    gateway
+        .db
+        .write(move |tx| {
+            let user = users::insert(tx, &users::NewUser::new("carol", "h", users::Role::User))?;
+            let key = api_keys::NewApiKey::new(
+                &user.id,
+                "k",
+                api_keys::key_prefix(other_key),
+                &hash_api_key(other_key),
+            );
+            api_keys::insert(tx, &key)
+        })
+        .await
+        .unwrap();
+    let stranger = format!("Bearer {other_key}");
+    for (headers, path, status, code) in [
+        (
+            [("authorization", stranger.as_str())],
+            format!("/v1/responses/{id}"),
+            404,
+            "response_not_found",
+        ),
+        (
+            [BEARER],
+            "/v1/responses/resp_never_served".to_owned(),
+            404,
+            "response_not_found",
+        ),
+        (
+            [BEARER],
+            format!("/v1/responses/{id}/elsewhere"),
+            404,
+            "unknown_url",
+        ),
+    ] {
+        let (got, body, _) = gateway.json(&path, &headers, "").await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert_eq!(body["error"]["code"], code, "{path}");
+    }
+    let (status, body, _) = gateway.json(&format!("/v1/responses/{id}"), &[], "").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        gateway.mock.seen().len(),
+        forwarded,
+        "nothing went upstream"
     );
 }

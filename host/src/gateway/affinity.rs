@@ -23,7 +23,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::routing::Attempt;
+use crate::routing::snapshot::{Channel, Provider};
+use crate::routing::{Attempt, RoutingSnapshot};
 
 /// Who a served response belongs to, and where it is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +127,26 @@ impl ResponseAffinity {
         if attempts.iter().any(on_channel) {
             attempts.retain(on_channel);
         }
+    }
+
+    /// The provider and channel of `snapshot` that hold `holder`'s response, if it still has
+    /// them.
+    pub fn locate<'a>(
+        &self,
+        holder: Holder,
+        snapshot: &'a RoutingSnapshot,
+    ) -> Option<(&'a Provider, &'a Channel)> {
+        snapshot
+            .providers()
+            .iter()
+            .filter(|provider| self.hash(&provider.id) == holder.provider)
+            .find_map(|provider| {
+                let channel = provider
+                    .channels
+                    .iter()
+                    .find(|channel| self.hash(&channel.id) == holder.channel)?;
+                Some((provider, channel))
+            })
     }
 
     /// How many responses are remembered.

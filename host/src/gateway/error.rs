@@ -51,6 +51,14 @@ pub enum GatewayError {
     /// The request is malformed (not JSON, no `model`, a bad `max_multiplier`, …).
     #[error("{0}")]
     BadRequest(String),
+    /// The request asks for something the gateway cannot serve and bill as it should.
+    #[error("{message}")]
+    UnsupportedParameter {
+        /// The request field.
+        param: &'static str,
+        /// Why, and what to do instead.
+        message: String,
+    },
     /// The body came in a content coding the gateway does not read.
     #[error("{0}")]
     UnsupportedContentEncoding(String),
@@ -98,6 +106,15 @@ pub enum GatewayError {
     /// to another user: answered as OpenAI answers an id it does not know.
     #[error("Previous response with id '{0}' not found.")]
     PreviousResponseNotFound(String),
+    /// No stored response of this id was served to this user (or it is no longer known).
+    #[error("Response with id '{0}' not found.")]
+    ResponseNotFound(String),
+    /// The channel holding a stored response did not answer for it.
+    #[error("the upstream holding response '{0}' did not answer")]
+    StoredResponseUnreachable(String),
+    /// A method and path the gateway does not serve.
+    #[error("Invalid URL ({0})")]
+    UnknownPath(String),
     /// A fault of the host itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -125,9 +142,9 @@ impl GatewayError {
             GatewayError::Unauthorized => StatusCode::UNAUTHORIZED,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
-            GatewayError::BadRequest(_) | GatewayError::PreviousResponseNotFound(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            GatewayError::BadRequest(_)
+            | GatewayError::PreviousResponseNotFound(_)
+            | GatewayError::UnsupportedParameter { .. } => StatusCode::BAD_REQUEST,
             GatewayError::UnsupportedContentEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::ModelNotAllowed(_)
             | GatewayError::AddressNotAllowed
@@ -135,7 +152,10 @@ impl GatewayError {
             GatewayError::InsufficientBalance(_) | GatewayError::KeyQuotaExhausted => {
                 StatusCode::PAYMENT_REQUIRED
             }
-            GatewayError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::ModelNotFound(_)
+            | GatewayError::ResponseNotFound(_)
+            | GatewayError::UnknownPath(_) => StatusCode::NOT_FOUND,
+            GatewayError::StoredResponseUnreachable(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Route(RouteFailure::Refused(refusal)) => match refusal {
                 RouteRefusal::UnknownModel(_) => StatusCode::NOT_FOUND,
                 RouteRefusal::NotPermitted(_) => StatusCode::FORBIDDEN,
@@ -160,6 +180,9 @@ impl GatewayError {
             GatewayError::UnsupportedContentEncoding(_) => {
                 ("invalid_request_error", "unsupported_content_encoding")
             }
+            GatewayError::UnsupportedParameter { .. } => {
+                ("invalid_request_error", "unsupported_parameter")
+            }
             GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
             GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
             GatewayError::AddressNotAllowed => ("permission_error", "ip_not_allowed"),
@@ -180,6 +203,9 @@ impl GatewayError {
             GatewayError::PreviousResponseNotFound(_) => {
                 ("invalid_request_error", "previous_response_not_found")
             }
+            GatewayError::ResponseNotFound(_) => ("invalid_request_error", "response_not_found"),
+            GatewayError::UnknownPath(_) => ("invalid_request_error", "unknown_url"),
+            GatewayError::StoredResponseUnreachable(_) => ("upstream_error", "upstream_error"),
             GatewayError::Internal(_) => ("server_error", "internal_error"),
         }
     }
@@ -188,6 +214,7 @@ impl GatewayError {
     fn openai_param(&self) -> Option<&'static str> {
         match self {
             GatewayError::PreviousResponseNotFound(_) => Some("previous_response_id"),
+            GatewayError::UnsupportedParameter { param, .. } => Some(param),
             _ => None,
         }
     }

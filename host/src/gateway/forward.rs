@@ -905,17 +905,38 @@ fn build_request(
         outbound.endpoint,
         outbound.operation,
     );
-    let mut request = Request::builder()
-        .method(Method::POST)
-        .uri(&url)
-        .body(Full::new(body))
-        .map_err(|error| format!("bad upstream URL `{url}`: {error}"))?;
-    let headers = request.headers_mut();
-    copy_request_headers(outbound.headers, headers);
-    headers.insert(
+    let mut request = channel_request(
+        provider,
+        channel,
+        Method::POST,
+        &url,
+        outbound.headers,
+        body,
+    )?;
+    request.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    Ok(request)
+}
+
+/// A request to `url` on `channel`: the client's headers but those never forwarded, and the
+/// channel's key in its provider's auth header.
+fn channel_request(
+    provider: &Provider,
+    channel: &Channel,
+    method: Method,
+    url: &str,
+    client_headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, String> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(body))
+        .map_err(|error| format!("bad upstream URL `{url}`: {error}"))?;
+    let headers = request.headers_mut();
+    copy_request_headers(client_headers, headers);
     headers.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
@@ -945,6 +966,71 @@ fn build_request(
         }
     }
     Ok(request)
+}
+
+/// What the channel holding a stored response answered about it.
+#[derive(Debug)]
+pub struct StoredAnswer {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its headers, filtered as every answer's are.
+    pub headers: HeaderMap,
+    /// Its whole body.
+    pub body: Bytes,
+}
+
+/// Sends `method` for a stored response's `resource` (`/{id}`, `/{id}/input_items`, with its
+/// query) under the Responses API root of `channel`, which holds the response, and reads the
+/// answer whole (at most [`MAX_WHOLE_BODY`]). One attempt: no other channel can answer for the
+/// response. `Err` says why the upstream did not answer, for the log only.
+pub async fn fetch_stored(
+    upstream: &Upstream,
+    provider: &Provider,
+    channel: &Channel,
+    method: Method,
+    resource: &str,
+    client_headers: &HeaderMap,
+) -> Result<StoredAnswer, String> {
+    let url = format!(
+        "{}{resource}",
+        upstream_url(
+            &channel.base_url,
+            provider.provider_type,
+            EndpointKind::Responses,
+            Operation::Generate,
+        )
+    );
+    let request = channel_request(
+        provider,
+        channel,
+        method,
+        &url,
+        client_headers,
+        Bytes::new(),
+    )?;
+    let host = request
+        .uri()
+        .authority()
+        .map_or("", |authority| authority.as_str())
+        .to_owned();
+    let (pool, lease) = upstream.lease(&host);
+    let response = tokio::time::timeout(upstream.timeouts.first_byte, pool.request(request))
+        .await
+        .map_err(|_| "no response headers in time".to_owned())?
+        .map_err(|error| format!("connection failed: {error}"))?;
+    let (parts, body) = response.into_parts();
+    let body = UpstreamBody {
+        body,
+        _lease: lease,
+    };
+    let body = body::read_capped(body, MAX_WHOLE_BODY, upstream.timeouts.idle)
+        .await
+        .map_err(|error| format!("the upstream body {error}"))?;
+    Ok(StoredAnswer {
+        status: parts.status,
+        headers: filter_response_headers(&parts.headers),
+        body,
+    })
 }
 
 /// Copies the client's headers minus credentials, hop-by-hop headers (those named in

@@ -15,6 +15,7 @@ pub mod models;
 pub mod policy;
 mod request_id;
 pub mod route;
+pub mod stored;
 pub mod stream;
 pub mod upstream_proxy;
 pub mod upstream_tls;

@@ -158,6 +158,19 @@ impl ClientRequest {
             })
             .transpose()?;
         let responses = endpoint == EndpointKind::Responses;
+        if responses
+            && fields
+                .get("background")
+                .is_some_and(|value| value.get().trim() == "true")
+        {
+            return Err(GatewayError::UnsupportedParameter {
+                param: "background",
+                message: "background responses are not supported by this gateway: their \
+                          result is fetched later, outside the request that is billed for it; \
+                          send the request without `background` (streamed, for a long one)"
+                    .to_owned(),
+            });
+        }
         // Anything but a string is left for the upstream to refuse.
         let previous_response_id = fields
             .get("previous_response_id")
