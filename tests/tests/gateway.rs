@@ -233,6 +233,27 @@ async fn seed_key(
         .unwrap();
 }
 
+/// Seeds another user, `name`, with an unlimited balance and the key `text`.
+async fn seed_other_user(gateway: &Gateway, name: &str, text: &str) {
+    let (name, text) = (name.to_owned(), text.to_owned());
+    gateway
+        .db
+        .write(move |tx| {
+            let mut user = users::NewUser::new(&name, "h", users::Role::User);
+            user.balance_unlimited = true;
+            let user = users::insert(tx, &user)?;
+            let key = api_keys::NewApiKey::new(
+                &user.id,
+                "k",
+                api_keys::key_prefix(&text),
+                &hash_api_key(&text),
+            );
+            api_keys::insert(tx, &key)
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn every_401_case_answers_the_same_body() {
     let gateway = start(&[(ProviderType::ChatCompletion, &["ok"])], |_| {}).await;
@@ -942,14 +963,7 @@ async fn browsers_may_call_the_api_from_any_origin_but_not_the_dashboard() {
 
 /// Streams a Responses API request to its end; answers the id of the response its events name.
 async fn streamed_response_id(gateway: &Gateway, body: &str) -> String {
-    let response = gateway.send("/v1/responses", &[BEARER], body).await;
-    assert_eq!(response.status(), 200);
-    let text = tokio::time::timeout(WAIT, response.into_body().collect())
-        .await
-        .unwrap()
-        .unwrap()
-        .to_bytes();
-    let text = String::from_utf8(text.to_vec()).unwrap();
+    let text = gateway.text("/v1/responses", &[BEARER], body).await;
     assert!(text.contains("response.completed"), "{text}");
     let created = text
         .lines()
@@ -1029,22 +1043,7 @@ async fn a_responses_continuation_reaches_the_channel_that_stored_its_response_a
     // Another user of the same channels may not continue it: answered as OpenAI answers an id
     // it does not know, and nothing goes upstream.
     let other_key = "sk-other-user-0123456789abcdef";
-    gateway
-        .db
-        .write(move |tx| {
-            let mut user = users::NewUser::new("bob", "h", users::Role::User);
-            user.balance_unlimited = true;
-            let user = users::insert(tx, &user)?;
-            let key = api_keys::NewApiKey::new(
-                &user.id,
-                "k",
-                api_keys::key_prefix(other_key),
-                &hash_api_key(other_key),
-            );
-            api_keys::insert(tx, &key)
-        })
-        .await
-        .unwrap();
+    seed_other_user(&gateway, "bob", other_key).await;
     let requests_before = gateway.mock.seen().len();
     let bearer = format!("Bearer {other_key}");
     for id in [&first_id, &streamed] {
@@ -1301,20 +1300,7 @@ async fn a_stored_response_is_retrieved_listed_and_deleted_on_its_channel_by_its
     let forwarded = gateway.mock.seen().len();
     // Another user, an id never served, and what is not a stored response's resource.
     let other_key = "sk-stranger-0123456789abcdef";
-    gateway
-        .db
-        .write(move |tx| {
-            let user = users::insert(tx, &users::NewUser::new("carol", "h", users::Role::User))?;
-            let key = api_keys::NewApiKey::new(
-                &user.id,
-                "k",
-                api_keys::key_prefix(other_key),
-                &hash_api_key(other_key),
-            );
-            api_keys::insert(tx, &key)
-        })
-        .await
-        .unwrap();
+    seed_other_user(&gateway, "carol", other_key).await;
     let stranger = format!("Bearer {other_key}");
     for (headers, path, status, code) in [
         (

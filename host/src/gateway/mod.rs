@@ -31,7 +31,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use self::affinity::{Continuation, ResponseAffinity};
-use self::auth::Authenticator;
+use self::auth::{Authenticator, VerifiedKey};
 use self::bill::BillingContext;
 use self::error::{Dialect, GatewayError, set_request_id};
 use self::forward::{
@@ -187,6 +187,17 @@ pub async fn handle(
     response
 }
 
+/// The authenticate phase: the key `headers` present, noted in the request's log line.
+async fn authenticate(
+    state: &AppState,
+    headers: &hyper::HeaderMap,
+    log: &mut RequestLog,
+) -> Result<Arc<VerifiedKey>, GatewayError> {
+    let key = state.gateway.auth.authenticate(&state.db, headers).await?;
+    log.key = Some((key.key_id.clone(), key.user_id.clone()));
+    Ok(key)
+}
+
 /// Where a forwarding request arrived, and from whom.
 #[derive(Debug, Clone, Copy)]
 struct Call {
@@ -218,13 +229,7 @@ async fn pipeline(
         operation,
         peer,
     } = call;
-    // authenticate
-    let key = state
-        .gateway
-        .auth
-        .authenticate(&state.db, request.headers())
-        .await?;
-    log.key = Some((key.key_id.clone(), key.user_id.clone()));
+    let key = authenticate(state, request.headers(), log).await?;
     let (parts, body) = request.into_parts();
     let bytes = body::read_request(
         &parts.headers,

@@ -55,12 +55,7 @@ async fn serve(
     rest: &str,
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    let key = state
-        .gateway
-        .auth
-        .authenticate(&state.db, request.headers())
-        .await?;
-    log.key = Some((key.key_id.clone(), key.user_id.clone()));
+    let key = super::authenticate(state, request.headers(), log).await?;
     let client = policy::client_address(peer, request.headers(), &state.config.trusted_proxy_cidrs);
     policy::check_address(&key, client)?;
     let (id, resource) = match rest.split_once('/') {

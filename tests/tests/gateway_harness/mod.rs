@@ -281,6 +281,19 @@ impl Gateway {
             .unwrap()
     }
 
+    /// Sends a request that must be answered `200` and reads its whole body as text (a stream
+    /// to its end).
+    pub async fn text(&self, path: &str, headers: &[(&str, &str)], body: &str) -> String {
+        let response = self.send(path, headers, body).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let bytes = tokio::time::timeout(WAIT, response.into_body().collect())
+            .await
+            .expect("the body ends in time")
+            .unwrap()
+            .to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
     /// Sends a request and reads its whole body: `(status, JSON or text, head)`.
     pub async fn json(
         &self,
