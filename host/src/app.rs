@@ -12,7 +12,7 @@ use crate::db::{Database, DbError, routing};
 use crate::gateway::Gateway;
 use crate::gateway::forward::UpstreamClientError;
 use crate::gateway::route::RoutePhase;
-use crate::metrics::Metrics;
+use crate::metrics::{ChannelReport, ChannelSource, Metrics};
 use crate::plugins::dashboard::DashboardServices;
 use crate::plugins::instances::InstanceCounts;
 use crate::plugins::routing_admin::RoutingWrites;
@@ -123,6 +123,7 @@ impl AppState {
             board.clone(),
             DashboardPlugin::instance_counts,
         );
+        metrics.watch_channels(channel_reports(snapshot.clone(), health.clone()));
         Ok(AppState {
             db,
             config,
@@ -142,6 +143,29 @@ impl AppState {
     pub async fn reload_routing(&self) -> Result<(), DbError> {
         self.routing_writes.reload(&self.db).await
     }
+}
+
+/// The health of every channel of the routing snapshot in force, as `/metrics` reports it.
+fn channel_reports(snapshot: SharedSnapshot, health: HealthRegistry) -> ChannelSource {
+    Box::new(move || {
+        let snapshot = snapshot.current();
+        let reader = health.reader();
+        snapshot
+            .providers()
+            .iter()
+            .flat_map(|provider| {
+                provider.channels.iter().map(|channel| {
+                    let status = reader.get(&channel.id);
+                    ChannelReport {
+                        provider: provider.name.clone(),
+                        channel: channel.name.clone(),
+                        healthy: status.healthy,
+                        consecutive_failures: status.consecutive_failures,
+                    }
+                })
+            })
+            .collect()
+    })
 }
 
 /// The channel health policy `config` asks for.

@@ -201,6 +201,83 @@ impl Collector for InstanceWatch {
     }
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    provider: String,
+    channel: String,
+}
+
+/// One channel's health at a scrape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelReport {
+    /// Its provider's name.
+    pub provider: String,
+    /// Its name.
+    pub channel: String,
+    /// False while it cools down.
+    pub healthy: bool,
+    /// Retryable failures since its last success.
+    pub consecutive_failures: u32,
+}
+
+/// Where the channels' health is read from at each scrape.
+pub type ChannelSource = Box<dyn Fn() -> Vec<ChannelReport> + Send + Sync>;
+
+/// The channels `/metrics` reports the health of, read at each scrape (nothing on the request
+/// path counts into it).
+#[derive(Default)]
+struct ChannelWatch {
+    source: Mutex<Option<ChannelSource>>,
+}
+
+impl std::fmt::Debug for ChannelWatch {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.write_str("ChannelWatch")
+    }
+}
+
+impl Collector for ChannelWatch {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let reports = self
+            .source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|source| source())
+            .unwrap_or_default();
+        let labelled: Vec<(ChannelLabels, &ChannelReport)> = reports
+            .iter()
+            .map(|report| {
+                let labels = ChannelLabels {
+                    provider: report.provider.clone(),
+                    channel: report.channel.clone(),
+                };
+                (labels, report)
+            })
+            .collect();
+        let mut healthy = encoder.encode_descriptor(
+            "channel_healthy",
+            "1 while a channel takes requests, 0 while it cools down after failing, by provider and channel",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, report) in &labelled {
+            ConstGauge::new(i64::from(report.healthy)).encode(healthy.encode_family(labels)?)?;
+        }
+        let mut failures = encoder.encode_descriptor(
+            "channel_consecutive_failures",
+            "Retryable failures of a channel since its last success, by provider and channel",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, report) in &labelled {
+            ConstGauge::new(i64::from(report.consecutive_failures))
+                .encode(failures.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 fn plugin_histogram() -> Histogram {
     // 25 µs to about 0.8 s.
     Histogram::new(exponential_buckets(0.000_025, 2.0, 16))
@@ -218,6 +295,7 @@ pub struct Metrics {
     in_flight: Gauge,
     connections: Family<ThreadLabels, Gauge>,
     instances: Arc<InstanceWatch>,
+    channels: Arc<ChannelWatch>,
 }
 
 impl Default for Metrics {
@@ -277,6 +355,8 @@ impl Metrics {
         );
         let instances = Arc::new(InstanceWatch::default());
         registry.register_collector(Box::new(Arc::clone(&instances)));
+        let channels = Arc::new(ChannelWatch::default());
+        registry.register_collector(Box::new(Arc::clone(&channels)));
         Metrics {
             registry: Arc::new(registry),
             requests,
@@ -287,6 +367,7 @@ impl Metrics {
             in_flight,
             connections,
             instances,
+            channels,
         }
     }
 
@@ -306,6 +387,15 @@ impl Metrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((plugin.to_owned(), source));
+    }
+
+    /// Reports the channels' health, read from `source` at each scrape.
+    pub fn watch_channels(&self, source: ChannelSource) {
+        *self
+            .channels
+            .source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(source);
     }
 
     /// Counts a request answered on `endpoint` (a label of [`endpoint_label`], or `models`).

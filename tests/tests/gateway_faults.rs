@@ -267,6 +267,24 @@ async fn consecutive_failures_trip_a_channel_for_its_cooldown() {
         );
         assert_eq!(gateway.mock.seen_in("ok"), request);
     }
+    // Cooling down: `/metrics` shows it, for an operator to alert on.
+    let metrics = gateway.metrics().await;
+    for (series, expected) in [
+        (
+            r#"monoize_channel_healthy{provider="p0",channel="p0-c0-500"}"#,
+            0.0,
+        ),
+        (
+            r#"monoize_channel_consecutive_failures{provider="p0",channel="p0-c0-500"}"#,
+            3.0,
+        ),
+        (
+            r#"monoize_channel_healthy{provider="p1",channel="p1-c0-ok"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(sample(&metrics, series), expected, "{series}\n{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -472,12 +490,28 @@ async fn a_tripped_channel_is_tried_again_after_its_cooldown_and_recovers() {
         })
         .start()
         .await;
+    let health = |metrics: &str| {
+        let series = |name: &str, channel: &str, provider: &str| {
+            sample(
+                metrics,
+                &format!(r#"monoize_{name}{{provider="{provider}",channel="{channel}"}}"#),
+            )
+        };
+        (
+            series("channel_healthy", "p0-c0-flaky", "p0"),
+            series("channel_consecutive_failures", "p0-c0-flaky", "p0"),
+            series("channel_healthy", "p1-c0-ok", "p1"),
+        )
+    };
+    assert_eq!(health(&gateway.metrics().await), (1.0, 0.0, 1.0));
     gateway.mock.set_failing(true);
     for _ in 0..2 {
         let (status, _, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
         assert_eq!(status, 200);
     }
     assert_eq!(gateway.mock.seen_in("flaky"), 2);
+    // (Whether it still cools down depends on how long this took: 200 ms.)
+    assert_eq!(health(&gateway.metrics().await).1, 2.0);
     gateway.mock.set_failing(false);
     let served_by_flaky = || async {
         let (status, _, _) = gateway.json("/v1/chat/completions", &[BEARER], CHAT).await;
@@ -502,6 +536,7 @@ async fn a_tripped_channel_is_tried_again_after_its_cooldown_and_recovers() {
         ok_before,
         "a success made it healthy again"
     );
+    assert_eq!(health(&gateway.metrics().await), (1.0, 0.0, 1.0));
 }
 
 /// Reads until the server closes the connection, or `WAIT` runs out (`false`).
