@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::fixtures::{self, ONE, ProviderSpec};
 use super::{CheckOutcome, Report};
 use crate::money::Multiplier;
-use crate::plugins::{PluginEngine, PluginError, RouterPlugin};
+use crate::plugins::{PluginEngine, PluginError, PluginErrorKind, RouterPlugin};
 use crate::routing::{
     Attempt, EndpointKind, HealthPolicy, HealthRegistry, RouteRefusal, RouteRequest,
     RoutingSnapshot, groups_permit, validate_plan,
@@ -262,9 +262,23 @@ impl Suite {
 
     async fn large_store(&self) -> CheckOutcome {
         let store = store(fixtures::large_store(1000, 5, "m")).await?;
-        let answer = self.route(&store, &request("m", 7)).await?;
+        let request = request("m", 7);
+        // The bound is wall time: a machine busy with other work can stretch one call past it.
+        // A router that is slow itself is slow twice.
+        let mut answer = self
+            .plugin
+            .route(&request, Arc::clone(&store), self.health.clone())
+            .await;
+        if matches!(&answer, Err(error) if matches!(error.kind, PluginErrorKind::Timeout { .. })) {
+            answer = self
+                .plugin
+                .route(&request, Arc::clone(&store), self.health.clone())
+                .await;
+        }
+        let answer =
+            answer.map_err(|error| format!("{error} (model {:?})", shorten(&request.model)))?;
         if let Ok(attempts) = answer {
-            validate_plan(&store, &request("m", 7), &attempts)
+            validate_plan(&store, &request, &attempts)
                 .map_err(|violation| violation.to_string())?;
         }
         Ok(())
