@@ -10,7 +10,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
@@ -37,11 +36,12 @@ pub async fn handle(
     let request_id = new_request_id();
     let mut log = RequestLog::new(&request_id, LABEL);
     let response = match serve(&state, &request, peer, rest, &mut log).await {
-        Ok(response) => response,
+        Ok(mut response) => {
+            set_request_id(&mut response, &request_id, Dialect::OpenAi);
+            response
+        }
         Err(error) => error.into_response(Dialect::OpenAi, &request_id),
     };
-    let mut response = response;
-    set_request_id(&mut response, &request_id, Dialect::OpenAi);
     log.status = response.status().as_u16();
     log.emit();
     state.metrics.request(LABEL, log.status);
@@ -101,8 +101,6 @@ async fn serve(
     Ok(forward::response_with(
         answer.status,
         answer.headers,
-        Full::new(answer.body)
-            .map_err(|never| match never {})
-            .boxed(),
+        super::full(answer.body),
     ))
 }
