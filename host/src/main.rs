@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use monoize::cli::{self, Cli, CliError, Command};
 use monoize::config::{Config, LogFormat};
+use monoize::server::log_output::LogOutput;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,13 +40,11 @@ fn init_tracing(format: LogFormat, quiet: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(move || -> Box<dyn std::io::Write> {
-            if quiet {
-                Box::new(std::io::stderr())
-            } else {
-                Box::new(std::io::stdout())
-            }
-        });
+        .with_writer(
+            LogOutput::stdout()
+                .with_filter(move |_| !quiet)
+                .or_else(std::io::stderr),
+        );
     // A subscriber can only be missing here, never already set: ignore the impossible error.
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),

@@ -5,6 +5,7 @@
 pub mod body;
 pub mod cors;
 pub mod encoding;
+pub mod log_output;
 pub mod threads;
 
 use std::convert::Infallible;

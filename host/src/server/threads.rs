@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::log_output;
+
 /// One accepted connection on its way to its thread.
 pub struct Handoff {
     /// The socket, out of the accept loop's runtime (see [`TcpStream::into_std`]).
@@ -185,8 +187,11 @@ fn run<S, F>(
     S: Fn(TcpStream, SocketAddr, Watcher) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
+    // This thread's log lines are written together whenever its runtime runs out of work.
+    log_output::batch_this_thread();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(log_output::flush_this_thread)
         .build()
     {
         Ok(runtime) => runtime,

@@ -56,7 +56,7 @@ pub async fn start(mock: SocketAddr) -> anyhow::Result<Monoize> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
         .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(log))
+        .with_writer(monoize::server::log_output::LogOutput::to(log))
         .try_init();
     let dsn = Dsn::File(dir.path().join("monoize.db"));
     let db = db::open(&dsn)?;
