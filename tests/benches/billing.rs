@@ -160,6 +160,7 @@ async fn run(path: Path, commit: Commit, plugin: &BillingPlugin) -> Measurement 
                                 amount: AMOUNT,
                                 meta_json: r#"{"model":"gpt-4o"}"#.to_owned(),
                                 key_id: None,
+                                stored_response: None,
                             };
                             let appended = billing.store().charge(charge).await.unwrap();
                             assert!(appended.is_new());
@@ -232,6 +233,7 @@ async fn run_at_rate(rate: usize, seconds: usize) -> Measurement {
                 amount: AMOUNT,
                 meta_json: r#"{"model":"gpt-4o"}"#.to_owned(),
                 key_id: None,
+                stored_response: None,
             };
             tasks.push(tokio::spawn(async move {
                 let began = Instant::now();

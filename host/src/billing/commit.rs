@@ -394,6 +394,7 @@ mod tests {
             amount: NanoUsd(amount),
             meta_json: "{}".to_owned(),
             key_id: None,
+            stored_response: None,
         })
     }
 

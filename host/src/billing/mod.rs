@@ -12,6 +12,7 @@ pub mod store;
 pub use commit::{CommitStats, LedgerWrite, LedgerWriter};
 pub use store::{BillingStore, RequestKey};
 
+use crate::db::stored_responses::StoredResponse;
 use crate::money::NanoUsd;
 use crate::plugins::{BillingPlugin, PluginError};
 use crate::routing::{Attempt, EndpointKind};
@@ -194,14 +195,18 @@ impl Billing {
         self.settle_with(request, self.store.clone()).await
     }
 
-    /// [`Billing::settle`] of a request made with `key`: its charge records the key and, when
-    /// the key's quota is limited, is taken from that quota too, in the same transaction.
-    pub async fn settle_for_key(
+    /// [`Billing::settle`] of a request made with `key` that may have stored a response
+    /// upstream: its charge records the key (and, when the key's quota is limited, is taken
+    /// from that quota too) and the stored response's owner, in the same transaction.
+    pub async fn settle_for_request(
         &self,
         request: SettleRequest,
         key: RequestKey,
+        stored_response: Option<StoredResponse>,
     ) -> Result<Settlement, BillingFailure> {
-        let store = self.store.for_request_key(&request.request_id, key);
+        let store = self
+            .store
+            .for_request(&request.request_id, key, stored_response);
         self.settle_with(request, store).await
     }
 

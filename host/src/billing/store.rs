@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::db::ledger::{self, Adjustment, Appended, Charge, LedgerRow};
+use crate::db::stored_responses::StoredResponse;
 use crate::db::{Database, DbError, MAX_LIST_LIMIT, registry, users};
 use crate::money::NanoUsd;
 
@@ -26,8 +27,16 @@ pub struct BillingStore {
     writer: LedgerWriter,
     accounts: Arc<AccountCache>,
     prices: Arc<ReadCache<Option<Pricing>>>,
-    /// For the settle of one request: the API key that made it.
-    request_key: Option<Arc<(String, RequestKey)>>,
+    /// For the settle of one request: what the host knows of it.
+    request: Option<Arc<SettledRequest>>,
+}
+
+/// What the host adds to the charge of the one request a settle's store is for.
+#[derive(Debug)]
+struct SettledRequest {
+    request_id: String,
+    key: RequestKey,
+    stored_response: Option<StoredResponse>,
 }
 
 /// The API key a request was made with, as its settle's store knows it.
@@ -66,17 +75,28 @@ impl BillingStore {
             writer,
             accounts,
             prices: Arc::default(),
-            request_key: None,
+            request: None,
         }
     }
 
     /// This store, for the settle of `request_id` made with `key`: the charge of that request
     /// (and of no other) records the key's id in its meta and, when the key's quota is limited,
-    /// is taken from that quota too, in its ledger transaction. The plugin never names the
-    /// key: the host knows which one made the request.
-    pub fn for_request_key(&self, request_id: &str, key: RequestKey) -> BillingStore {
+    /// is taken from that quota too, in its ledger transaction; and the owner of the response
+    /// it stored upstream, when it did. The plugin never names the key or the response: the
+    /// host knows them.
+    pub fn for_request(
+        &self,
+        request_id: &str,
+        key: RequestKey,
+        stored_response: Option<StoredResponse>,
+    ) -> BillingStore {
+        let request = SettledRequest {
+            request_id: request_id.to_owned(),
+            key,
+            stored_response,
+        };
         BillingStore {
-            request_key: Some(Arc::new((request_id.to_owned(), key))),
+            request: Some(Arc::new(request)),
             ..self.clone()
         }
     }
@@ -156,13 +176,13 @@ impl BillingStore {
     /// Charges a served request (see [`ledger::charge`]) and answers once it is committed.
     /// The plugin's `meta_json` (a JSON object) is kept; the host sets `request_id` and
     /// `amount_nano_usd` in it, so an unlimited user's row (delta 0) still shows the cost, and
-    /// `key_id` when this store knows the request's key (see [`BillingStore::for_request_key`]).
+    /// `key_id` when this store knows the request's key (see [`BillingStore::for_request`]).
     pub async fn charge(&self, mut charge: Charge) -> Result<Appended, DbError> {
-        let key = self
-            .request_key
+        let request = self
+            .request
             .as_deref()
-            .filter(|(request_id, _)| *request_id == charge.request_id)
-            .map(|(_, key)| key);
+            .filter(|request| request.request_id == charge.request_id);
+        let key = request.map(|request| &request.key);
         charge.meta_json = with_charge_fields(
             &charge.meta_json,
             &charge.request_id,
@@ -172,6 +192,7 @@ impl BillingStore {
         charge.key_id = key
             .filter(|key| key.quota_limited)
             .map(|key| key.key_id.clone());
+        charge.stored_response = request.and_then(|request| request.stored_response.clone());
         self.writer.write(LedgerWrite::Charge(charge)).await
     }
 
@@ -336,6 +357,7 @@ mod tests {
             amount: NanoUsd(amount),
             meta_json: meta.to_owned(),
             key_id: None,
+            stored_response: None,
         }
     }
 

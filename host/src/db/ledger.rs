@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use rusqlite::{Connection, Row, Transaction, params};
 
+use super::stored_responses::{self, StoredResponse};
 use super::{
     DbError, api_keys, clamp_limit, clock, collect, first, parse_column, require_json, users,
 };
@@ -164,6 +165,9 @@ pub struct Charge {
     /// The API key that made the request, when its quota is limited: the amount is taken from
     /// that quota too, in the same transaction (see [`api_keys::debit_quota`]).
     pub key_id: Option<String>,
+    /// The Responses API response the request served and stored upstream, if any: its owner is
+    /// recorded in the same transaction (see [`stored_responses`]).
+    pub stored_response: Option<StoredResponse>,
 }
 
 /// Charges a served request in the caller's transaction (DESIGN §6): the amount is taken in
@@ -173,7 +177,8 @@ pub struct Charge {
 /// `UNIQUE` index on `request_id` guarantees that no request is ever recorded twice: the row
 /// is inserted first, and only when the index lets it in does the balance move; a repeat is
 /// then looked up, so the common case (a first charge) costs no lookup. A negative amount is
-/// `Invalid`, an unknown user `NotFound`. A limited key's quota is debited with the balance.
+/// `Invalid`, an unknown user `NotFound`. A limited key's quota is debited with the balance,
+/// and the owner of the response it stored, if any, recorded with it.
 pub fn charge(tx: &Transaction<'_>, charge: &Charge) -> Result<Appended, DbError> {
     if charge.request_id.is_empty() {
         return Err(DbError::Invalid("request_id must not be empty".to_owned()));
@@ -210,6 +215,9 @@ pub fn charge(tx: &Transaction<'_>, charge: &Charge) -> Result<Appended, DbError
     // Only a new charge takes from the key: a repeated settle changes nothing.
     if let (Appended::Recorded(_), Some(key_id)) = (&appended, &charge.key_id) {
         api_keys::debit_quota(tx, key_id, charge.amount)?;
+    }
+    if let Some(stored) = &charge.stored_response {
+        stored_responses::record(tx, stored)?;
     }
     Ok(appended)
 }
@@ -602,6 +610,7 @@ mod tests {
             amount: NanoUsd(amount),
             meta_json: r#"{"model":"m"}"#.to_owned(),
             key_id: None,
+            stored_response: None,
         }
     }
 
@@ -682,6 +691,46 @@ mod tests {
         assert_eq!(quota(&unlimited), Some(NanoUsd(15)));
         charge_one(&db, with_key("r4", "gone")).unwrap();
         assert_eq!(balance_of(&db, &user), NanoUsd(-40));
+    }
+
+    #[test]
+    fn dbo3_1_a_charge_records_the_owner_of_the_response_it_stored() {
+        let db = Database::open_in_memory().unwrap();
+        let user = with_user(&db, "u");
+        let owner = stored_responses::ResponseOwner {
+            user_id: user.clone(),
+            provider_id: "p".to_owned(),
+            channel_id: "c".to_owned(),
+        };
+        let charge = Charge {
+            stored_response: Some(StoredResponse {
+                response_id: "resp_9".to_owned(),
+                owner: owner.clone(),
+            }),
+            ..served(&user, "r", 3)
+        };
+        charge_one(&db, charge).unwrap();
+        let found = db
+            .read_blocking(|c| stored_responses::owner(c, "resp_9"))
+            .unwrap();
+        assert_eq!(found, Some(owner));
+        // A charge that fails records no owner either.
+        let failing = Charge {
+            stored_response: Some(StoredResponse {
+                response_id: "resp_10".to_owned(),
+                owner: stored_responses::ResponseOwner {
+                    user_id: "ghost".to_owned(),
+                    provider_id: "p".to_owned(),
+                    channel_id: "c".to_owned(),
+                },
+            }),
+            ..served("ghost", "r2", 3)
+        };
+        assert!(charge_one(&db, failing).is_err());
+        let none = db
+            .read_blocking(|c| stored_responses::owner(c, "resp_10"))
+            .unwrap();
+        assert_eq!(none, None);
     }
 
     #[test]

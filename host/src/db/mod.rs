@@ -15,6 +15,7 @@ pub mod registry;
 pub mod routing;
 pub mod schema;
 pub mod sessions;
+pub mod stored_responses;
 pub mod users;
 
 use std::fs::{self, OpenOptions};

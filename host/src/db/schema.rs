@@ -11,14 +11,16 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use super::DbError;
 
 /// The schema version this build writes.
-pub const LATEST_VERSION: i64 = 3;
+pub const LATEST_VERSION: i64 = 4;
 
-/// Every table startup guarantees: DBT1, DBT2, DBT3, then the legacy tables of DBT4.
-pub const REQUIRED_TABLES: [&str; 12] = [
+/// Every table startup guarantees: DBT1, DBT2, DBT3 (with the gateway's `stored_responses`),
+/// then the legacy tables of DBT4.
+pub const REQUIRED_TABLES: [&str; 13] = [
     "users",
     "sessions",
     "api_keys",
     "billing_ledger",
+    "stored_responses",
     "model_registry_records",
     "model_metadata_records",
     "monoize_providers",
@@ -45,6 +47,10 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 3,
         apply: drop_ledger_user_created_index,
+    },
+    Migration {
+        version: 4,
+        apply: stored_responses_are_new,
     },
 ];
 
@@ -122,6 +128,13 @@ fn add_user_billing_columns(transaction: &Transaction<'_>) -> Result<(), DbError
              CHECK (balance_unlimited IN (0, 1));",
         )?;
     }
+    Ok(())
+}
+
+/// Version 4: `stored_responses`, which [`CREATE_TABLES`] has already created. It starts
+/// empty: responses served before it are not known to the gateway after the upgrade, as they
+/// were not after a restart.
+fn stored_responses_are_new(_transaction: &Transaction<'_>) -> Result<(), DbError> {
     Ok(())
 }
 
@@ -231,6 +244,18 @@ CREATE TRIGGER IF NOT EXISTS billing_ledger_no_delete BEFORE DELETE ON billing_l
 BEGIN
     SELECT RAISE(ABORT, 'billing_ledger is append-only: rows cannot be deleted');
 END;
+
+-- Who each Responses API response the gateway served belongs to, and the channel whose upstream
+-- account stores it, so a continuation keeps to them across restarts. Keyed by the SHA-256 of
+-- the response id: the table never holds an id that would open anyone's conversation. No
+-- foreign keys: a deleted user or channel leaves a row that no longer matches anyone.
+CREATE TABLE IF NOT EXISTS stored_responses (
+    response_sha256 BLOB PRIMARY KEY NOT NULL CHECK (length(response_sha256) = 32),
+    user_id         TEXT NOT NULL,
+    provider_id     TEXT NOT NULL,
+    channel_id      TEXT NOT NULL,
+    created_at      TEXT NOT NULL
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS model_registry_records (
     id                TEXT PRIMARY KEY NOT NULL,

@@ -13,16 +13,22 @@
 //!   users share a channel's upstream account, where one user's stored response would
 //!   otherwise be another's to read on.
 //!
-//! What is remembered is in memory and bounded ([`ResponseAffinity::new`]'s capacity, the
-//! oldest forgotten first): a response id not (or no longer) known is routed by the plan alone.
-//! Each entry is a few 64-bit hashes (keyed by a per-process secret, so no one can make two ids
-//! collide), ~50 bytes, not the ids themselves: 100,000 responses take ~5 MB.
+//! Every response served is recorded in the database with its charge
+//! ([`crate::db::stored_responses`]), so this holds across restarts; the recent ones are kept
+//! in memory too, bounded ([`ResponseAffinity::new`]'s capacity, the oldest forgotten first),
+//! and one memory does not hold is read from the database ([`ResponseAffinity::continuation_of`]).
+//! A response id the gateway never served (or served before it kept this record) is routed by
+//! the plan alone: the upstream judges the id.
+//! Each entry in memory is a few 64-bit hashes (keyed by a per-process secret, so no one can make
+//! two ids collide), ~50 bytes, not the ids themselves: 100,000 responses take ~5 MB.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::error::GatewayError;
+use crate::db::{Database, stored_responses};
 use crate::routing::snapshot::{Channel, Provider};
 use crate::routing::{Attempt, RoutingSnapshot};
 
@@ -84,11 +90,20 @@ impl ResponseAffinity {
 
     /// Remembers that `response_id` was served to `user_id` by `attempt`'s channel.
     pub fn remember(&self, response_id: &str, user_id: &str, attempt: &Attempt) {
+        self.keep(
+            response_id,
+            user_id,
+            &attempt.provider_id,
+            &attempt.channel_id,
+        );
+    }
+
+    fn keep(&self, response_id: &str, user_id: &str, provider_id: &str, channel_id: &str) {
         let id = self.hash(response_id);
         let holder = Holder {
             user: self.hash(user_id),
-            provider: self.hash(&attempt.provider_id),
-            channel: self.hash(&attempt.channel_id),
+            provider: self.hash(provider_id),
+            channel: self.hash(channel_id),
         };
         let mut remembered = self.lock();
         if remembered.holders.insert(id, holder).is_none() {
@@ -116,6 +131,42 @@ impl ResponseAffinity {
         } else {
             Continuation::Foreign
         }
+    }
+
+    /// [`ResponseAffinity::continuation`], asking `database` of a response memory does not
+    /// hold (and remembering what it answers); a database that cannot answer is an internal
+    /// error, never an unknown response.
+    pub async fn continuation_of(
+        &self,
+        database: &Database,
+        previous_response_id: Option<&str>,
+        user_id: &str,
+    ) -> Result<Continuation, GatewayError> {
+        let known = self.continuation(previous_response_id, user_id);
+        let Some(previous) = previous_response_id.filter(|_| known == Continuation::Unknown) else {
+            return Ok(known);
+        };
+        let id = previous.to_owned();
+        let owner = database
+            .read(move |connection| stored_responses::owner(connection, &id))
+            .await
+            .map_err(|error| {
+                // Refused, not routed: an owner that cannot be read might be another user.
+                tracing::error!(%error, "cannot read the owner of a stored response");
+                GatewayError::Internal(
+                    "the owner of the previous response cannot be read".to_owned(),
+                )
+            })?;
+        let Some(owner) = owner else {
+            return Ok(Continuation::Unknown);
+        };
+        self.keep(
+            previous,
+            &owner.user_id,
+            &owner.provider_id,
+            &owner.channel_id,
+        );
+        Ok(self.continuation(previous_response_id, user_id))
     }
 
     /// Keeps only the attempts on `holder`'s channel, when `attempts` has any.
@@ -201,6 +252,45 @@ mod tests {
         let mut elsewhere = vec![attempt("p0", "c0"), attempt("p2", "c2")];
         affinity.keep_to_channel(holder, &mut elsewhere);
         assert_eq!(elsewhere, vec![attempt("p0", "c0"), attempt("p2", "c2")]);
+    }
+
+    #[tokio::test]
+    async fn a_response_served_before_a_restart_is_still_kept_to_its_user_and_channel() {
+        let database = Database::open_in_memory().unwrap();
+        let stored = stored_responses::StoredResponse {
+            response_id: "resp_1".to_owned(),
+            owner: stored_responses::ResponseOwner {
+                user_id: "alice".to_owned(),
+                provider_id: "p1".to_owned(),
+                channel_id: "c2".to_owned(),
+            },
+        };
+        database
+            .write_blocking(move |tx| stored_responses::record(tx, &stored))
+            .unwrap();
+        // A new process: nothing in memory.
+        let affinity = ResponseAffinity::new(10);
+        let foreign = affinity
+            .continuation_of(&database, Some("resp_1"), "bob")
+            .await
+            .unwrap();
+        assert_eq!(foreign, Continuation::Foreign);
+        let Continuation::Own(holder) = affinity
+            .continuation_of(&database, Some("resp_1"), "alice")
+            .await
+            .unwrap()
+        else {
+            panic!("alice's own response");
+        };
+        let mut plan = vec![attempt("p0", "c0"), attempt("p1", "c2")];
+        affinity.keep_to_channel(holder, &mut plan);
+        assert_eq!(plan, vec![attempt("p1", "c2")]);
+        assert_eq!(affinity.len(), 1, "remembered once read");
+        let never = affinity
+            .continuation_of(&database, Some("resp_never"), "alice")
+            .await
+            .unwrap();
+        assert_eq!(never, Continuation::Unknown);
     }
 
     #[test]

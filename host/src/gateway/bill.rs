@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use crate::app::AppState;
 use crate::billing::{AuthorizeRequest, BillingFailure, RequestKey, SettleRequest, Usage};
+use crate::db::stored_responses::{ResponseOwner, StoredResponse};
 use crate::metrics::PluginCall;
 use crate::routing::{Attempt, EndpointKind};
 
@@ -105,8 +106,9 @@ pub fn stream_usage_or_estimate(
     }
 }
 
-/// The settle phase: charge `usage` for the request `attempt` served, and answer once the
-/// charge is committed whether it was recorded. Never refuses: a served request is billed
+/// The settle phase: charge `usage` for the request `attempt` served (recording, when the
+/// answer was a Responses API response stored upstream, `stored_response_id` as the user's on
+/// that channel), and answer once the charge is committed whether it was recorded. Never refuses: a served request is billed
 /// (DESIGN §6). A failure (a plugin fault, the database) is logged and answered `false`, and
 /// the caller then keeps the response's last byte back: nothing delivered goes unbilled.
 pub async fn settle(
@@ -114,7 +116,16 @@ pub async fn settle(
     context: &BillingContext,
     attempt: &Attempt,
     usage: Usage,
+    stored_response_id: Option<&str>,
 ) -> bool {
+    let stored_response = stored_response_id.map(|response_id| StoredResponse {
+        response_id: response_id.to_owned(),
+        owner: ResponseOwner {
+            user_id: context.user_id.clone(),
+            provider_id: attempt.provider_id.clone(),
+            channel_id: attempt.channel_id.clone(),
+        },
+    });
     let request = SettleRequest {
         request_id: context.request_id.clone(),
         user_id: context.user_id.clone(),
@@ -126,7 +137,7 @@ pub async fn settle(
     let started = Instant::now();
     let settled = state
         .billing
-        .settle_for_key(request, context.key.clone())
+        .settle_for_request(request, context.key.clone(), stored_response)
         .await;
     let took = started.elapsed();
     let plugin = state.billing.plugin().name();

@@ -243,7 +243,13 @@ async fn pipeline(
     let client = ClientRequest::parse(endpoint, &bytes)?;
     log.model = Some(client.model.clone());
     let affinity = &state.gateway.affinity;
-    let continuation = affinity.continuation(client.previous_response_id.as_deref(), &key.user_id);
+    let continuation = affinity
+        .continuation_of(
+            &state.db,
+            client.previous_response_id.as_deref(),
+            &key.user_id,
+        )
+        .await?;
     if continuation == Continuation::Foreign {
         return Err(GatewayError::PreviousResponseNotFound(
             client.previous_response_id.clone().unwrap_or_default(),
@@ -365,9 +371,8 @@ async fn pipeline(
             let finish = move |summary: stream::StreamSummary| async move {
                 let _in_flight = in_flight;
                 // Before the final event reaches the client (it waits for the charge).
-                if let Some(response_id) =
-                    summary.response_id.as_deref().filter(|_| stores_response)
-                {
+                let stored = summary.response_id.as_deref().filter(|_| stores_response);
+                if let Some(response_id) = stored {
                     state
                         .gateway
                         .affinity
@@ -378,7 +383,7 @@ async fn pipeline(
                     context.estimated_prompt_tokens,
                     summary.text_streamed,
                 );
-                let charged = bill::settle(&state, &context, &attempt, usage).await;
+                let charged = bill::settle(&state, &context, &attempt, usage, stored).await;
                 log.stream_end = Some(summary.end.as_str());
                 log.emit();
                 charged
@@ -397,14 +402,15 @@ async fn pipeline(
             usage,
             response_id,
         } => {
-            if let Some(response_id) = response_id.as_deref().filter(|_| client.stores_response) {
+            let stored = response_id.as_deref().filter(|_| client.stores_response);
+            if let Some(response_id) = stored {
                 affinity.remember(response_id, &key.user_id, &served.attempt);
             }
             // settle
             let usage =
                 bill::usage_or_estimate(usage, context.estimated_prompt_tokens, body.len() as u64);
             // The body leaves only once its charge is committed (DESIGN §6).
-            if !bill::settle(state, &context, &served.attempt, usage).await {
+            if !bill::settle(state, &context, &served.attempt, usage, stored).await {
                 return Err(GatewayError::Internal(
                     "the charge of this request could not be recorded".to_owned(),
                 ));

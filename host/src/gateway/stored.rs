@@ -73,7 +73,10 @@ async fn serve(
         return Err(not_found());
     }
     let affinity = &state.gateway.affinity;
-    let Continuation::Own(holder) = affinity.continuation(Some(id), &key.user_id) else {
+    let continuation = affinity
+        .continuation_of(&state.db, Some(id), &key.user_id)
+        .await?;
+    let Continuation::Own(holder) = continuation else {
         return Err(not_found());
     };
     let snapshot = state.snapshot.current();

@@ -39,6 +39,7 @@ impl Host for PluginState {
             amount: NanoUsd(request.amount),
             meta_json: request.meta_json,
             key_id: None,
+            stored_response: None,
         };
         let appended = self.waiting(store.charge(charge)).await?;
         Ok(entry_to_wit(appended.row().clone()))

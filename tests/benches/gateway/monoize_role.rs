@@ -296,6 +296,7 @@ async fn phases(monoize: &Monoize, calls: usize) -> anyhow::Result<Vec<String>> 
                     amount: NanoUsd(COST),
                     meta_json: r#"{"model":"gpt-bench"}"#.to_owned(),
                     key_id: None,
+                    stored_response: None,
                 };
                 async move { state.billing.store().charge(charge).await.is_ok() }
             }
