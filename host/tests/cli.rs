@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
 
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "api_keys",
     "billing_ledger",
     "group_members",
@@ -31,6 +31,7 @@ const TABLES: [&str; 12] = [
     "monoize_providers",
     "providers",
     "sessions",
+    "stored_responses",
     "users",
 ];
 
