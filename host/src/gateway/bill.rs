@@ -118,6 +118,13 @@ pub async fn settle(
     usage: Usage,
     stored_response_id: Option<&str>,
 ) -> bool {
+    if let Some(response_id) = stored_response_id {
+        // Known in memory at once; in the database with the charge.
+        state
+            .gateway
+            .affinity
+            .remember(response_id, &context.user_id, attempt);
+    }
     let stored_response = stored_response_id.map(|response_id| StoredResponse {
         response_id: response_id.to_owned(),
         owner: ResponseOwner {

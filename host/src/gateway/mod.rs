@@ -372,12 +372,6 @@ async fn pipeline(
                 let _in_flight = in_flight;
                 // Before the final event reaches the client (it waits for the charge).
                 let stored = summary.response_id.as_deref().filter(|_| stores_response);
-                if let Some(response_id) = stored {
-                    state
-                        .gateway
-                        .affinity
-                        .remember(response_id, &context.user_id, &attempt);
-                }
                 let usage = bill::stream_usage_or_estimate(
                     summary.usage,
                     context.estimated_prompt_tokens,
@@ -403,9 +397,6 @@ async fn pipeline(
             response_id,
         } => {
             let stored = response_id.as_deref().filter(|_| client.stores_response);
-            if let Some(response_id) = stored {
-                affinity.remember(response_id, &key.user_id, &served.attempt);
-            }
             // settle
             let usage =
                 bill::usage_or_estimate(usage, context.estimated_prompt_tokens, body.len() as u64);
