@@ -80,6 +80,12 @@ pub const DEFAULT_UPSTREAM_STREAMS_PER_CONNECTION: u64 = 64;
 /// when `MONOIZE_RESPONSE_AFFINITY_CAPACITY` is unset (~50 bytes each; see
 /// [`crate::gateway::affinity`]).
 pub const DEFAULT_RESPONSE_AFFINITY_CAPACITY: u64 = 100_000;
+/// How many days the owner of a served Responses API response is kept in the database when
+/// `MONOIZE_STORED_RESPONSE_RETENTION_DAYS` is unset: OpenAI keeps a stored response 30 days.
+pub const DEFAULT_STORED_RESPONSE_RETENTION_DAYS: u64 = 30;
+/// How often housekeeping deletes the rows past their retention when
+/// `MONOIZE_HOUSEKEEPING_INTERVAL_MS` is unset (see [`crate::db::housekeeping`]).
+pub const DEFAULT_HOUSEKEEPING_INTERVAL_MS: u64 = 3_600_000;
 
 /// Consecutive retryable failures that mark a channel unhealthy when
 /// `MONOIZE_HEALTH_FAILURE_THRESHOLD` is unset.
@@ -425,6 +431,14 @@ pub struct Config {
     /// stored it and the user it was served to (`MONOIZE_RESPONSE_AFFINITY_CAPACITY`), so that a
     /// request continuing one (`previous_response_id`) reaches that channel and no other user.
     pub response_affinity_capacity: u64,
+    /// How many days the database keeps the owner and channel of a served Responses API
+    /// response (`MONOIZE_STORED_RESPONSE_RETENTION_DAYS`): past it a continuation of the
+    /// response is routed as one of a response the gateway never served. At least as long as
+    /// the upstreams keep stored responses.
+    pub stored_response_retention_days: u64,
+    /// How often housekeeping runs (`MONOIZE_HOUSEKEEPING_INTERVAL_MS`): it deletes stored
+    /// responses past their retention and expired sessions, and runs once at start.
+    pub housekeeping_interval_ms: u64,
     /// A PEM file of certificates trusted as roots for upstream TLS besides the Mozilla roots
     /// (`MONOIZE_UPSTREAM_CA_FILE`): for upstreams behind a private CA.
     pub upstream_ca_file: Option<PathBuf>,
@@ -534,6 +548,16 @@ impl Config {
                 "MONOIZE_RESPONSE_AFFINITY_CAPACITY",
                 DEFAULT_RESPONSE_AFFINITY_CAPACITY,
             )?,
+            stored_response_retention_days: positive(
+                &env,
+                "MONOIZE_STORED_RESPONSE_RETENTION_DAYS",
+                DEFAULT_STORED_RESPONSE_RETENTION_DAYS,
+            )?,
+            housekeeping_interval_ms: positive(
+                &env,
+                "MONOIZE_HOUSEKEEPING_INTERVAL_MS",
+                DEFAULT_HOUSEKEEPING_INTERVAL_MS,
+            )?,
             upstream_ca_file: path("MONOIZE_UPSTREAM_CA_FILE"),
             upstream_proxy: match non_empty(&env, "MONOIZE_UPSTREAM_PROXY") {
                 None => None,
@@ -606,6 +630,8 @@ impl Config {
             upstream_keepalive_ms: DEFAULT_UPSTREAM_KEEPALIVE_MS,
             upstream_streams_per_connection: DEFAULT_UPSTREAM_STREAMS_PER_CONNECTION,
             response_affinity_capacity: DEFAULT_RESPONSE_AFFINITY_CAPACITY,
+            stored_response_retention_days: DEFAULT_STORED_RESPONSE_RETENTION_DAYS,
+            housekeeping_interval_ms: DEFAULT_HOUSEKEEPING_INTERVAL_MS,
             upstream_ca_file: None,
             upstream_proxy: None,
             trusted_proxy_cidrs: Vec::new(),
@@ -807,6 +833,13 @@ mod tests {
             config.response_affinity_capacity,
             DEFAULT_RESPONSE_AFFINITY_CAPACITY
         );
+        assert_eq!(
+            (
+                config.stored_response_retention_days,
+                config.housekeeping_interval_ms
+            ),
+            (30, 3_600_000)
+        );
         let config = Config::from_lookup(env_of(&[
             ("MONOIZE_UPSTREAM_CA_FILE", "/etc/monoize/upstream-ca.pem"),
             ("MONOIZE_HTTP_BODY_MAX_BYTES", "1024"),
@@ -818,10 +851,21 @@ mod tests {
             ("MONOIZE_UPSTREAM_KEEPALIVE_MS", "9"),
             ("MONOIZE_UPSTREAM_STREAMS_PER_CONNECTION", "3"),
             ("MONOIZE_RESPONSE_AFFINITY_CAPACITY", "11"),
+            ("MONOIZE_STORED_RESPONSE_RETENTION_DAYS", "90"),
+            ("MONOIZE_HOUSEKEEPING_INTERVAL_MS", "60000"),
             ("MONOIZE_TRUSTED_PROXY_CIDRS", "10.0.0.0/8, 127.0.0.1"),
         ]))
         .unwrap();
         assert_eq!(config.response_affinity_capacity, 11);
+        assert_eq!(config.stored_response_retention_days, 90);
+        assert_eq!(config.housekeeping_interval_ms, 60_000);
+        for (variable, value) in [
+            ("MONOIZE_STORED_RESPONSE_RETENTION_DAYS", "0"),
+            ("MONOIZE_HOUSEKEEPING_INTERVAL_MS", "-5"),
+        ] {
+            let error = Config::from_lookup(env_of(&[(variable, value)])).unwrap_err();
+            assert!(error.to_string().contains(variable), "{error}");
+        }
         assert_eq!(config.http_body_max_bytes, 1024);
         assert_eq!(config.http_header_timeout_ms, 4);
         assert_eq!(config.http_body_timeout_ms, 8);

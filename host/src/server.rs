@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
 use self::threads::{ConnectionThreads, Handoff};
+use crate::db::housekeeping::{Housekeeper, Retention};
 use crate::db::schema;
 use crate::gateway::forward::Operation;
 use crate::routing::EndpointKind;
@@ -64,6 +65,12 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     let count = state.config.server_threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
+    // Stops with this function, as the connection threads do.
+    let _housekeeper = Housekeeper::start(
+        state.db.clone(),
+        Retention::days(state.config.stored_response_retention_days),
+        Duration::from_millis(state.config.housekeeping_interval_ms),
+    );
     let state = Arc::new(state);
     let metrics = state.metrics.clone();
     let streams = state.gateway.streams.clone();

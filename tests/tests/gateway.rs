@@ -1097,6 +1097,76 @@ async fn a_responses_continuation_reaches_the_channel_that_stored_its_response_a
 }
 
 #[tokio::test]
+async fn housekeeping_forgets_the_owner_of_a_response_past_its_retention_and_keeps_the_rest() {
+    // Memory holds one response's owner, so the database is what knows the older one.
+    let gateway = Setup::new()
+        .provider(ProviderType::Responses, &["ok"])
+        .config(|config| {
+            config.response_affinity_capacity = 1;
+            config.stored_response_retention_days = 30;
+            config.housekeeping_interval_ms = 50;
+        })
+        .start()
+        .await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, body, _) = gateway
+            .json("/v1/responses", &[BEARER], r#"{"model":"m","input":"hi"}"#)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let stored = || async {
+        gateway
+            .db
+            .read(|c| {
+                Ok(
+                    c.query_row("SELECT count(*) FROM stored_responses", [], |row| {
+                        row.get::<_, i64>(0)
+                    })?,
+                )
+            })
+            .await
+            .unwrap()
+    };
+    assert_eq!(stored().await, 2);
+    // The first was served 31 days ago.
+    let long_ago = clock::format_unix_millis(clock::now_unix_millis() - 31 * 86_400_000);
+    gateway
+        .db
+        .write(move |tx| {
+            Ok(tx.execute(
+                "UPDATE stored_responses SET created_at = ?1 WHERE created_at = \
+                 (SELECT min(created_at) FROM stored_responses)",
+                [long_ago],
+            )?)
+        })
+        .await
+        .unwrap();
+    assert!(eventually(|| async { stored().await == 1 }).await);
+    // Another user: the forgotten response is one the gateway never served (the upstream
+    // judges it), the other is still refused.
+    let other_key = "sk-other-user-0123456789abcdef";
+    seed_other_user(&gateway, "bob", other_key).await;
+    let bearer = format!("Bearer {other_key}");
+    let continuing = |id: &str| {
+        json!({"model": "m", "input": "and then?", "previous_response_id": id}).to_string()
+    };
+    let answers = [(&ids[0], 200), (&ids[1], 400)];
+    for (id, expected) in answers {
+        let (status, body, _) = gateway
+            .json(
+                "/v1/responses",
+                &[("authorization", bearer.as_str())],
+                &continuing(id),
+            )
+            .await;
+        assert_eq!(status, expected, "{id}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn claude_codes_token_counts_are_forwarded_never_billed_and_never_held_against_a_channel() {
     // The first channel is an Anthropic-compatible upstream without the endpoint.
     let gateway = Setup::new()

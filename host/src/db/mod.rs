@@ -9,6 +9,7 @@
 pub mod api_keys;
 mod checkpoint;
 pub mod clock;
+pub mod housekeeping;
 pub mod ledger;
 pub mod legacy;
 pub mod registry;

@@ -11,7 +11,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use super::DbError;
 
 /// The schema version this build writes.
-pub const LATEST_VERSION: i64 = 4;
+pub const LATEST_VERSION: i64 = 5;
 
 /// Every table startup guarantees: DBT1, DBT2, DBT3 (with the gateway's `stored_responses`),
 /// then the legacy tables of DBT4.
@@ -51,6 +51,10 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 4,
         apply: stored_responses_are_new,
+    },
+    Migration {
+        version: 5,
+        apply: stored_responses_by_age,
     },
 ];
 
@@ -135,6 +139,13 @@ fn add_user_billing_columns(transaction: &Transaction<'_>) -> Result<(), DbError
 /// empty: responses served before it are not known to the gateway after the upgrade, as they
 /// were not after a restart.
 fn stored_responses_are_new(_transaction: &Transaction<'_>) -> Result<(), DbError> {
+    Ok(())
+}
+
+/// Version 5: the index `stored_responses_created_at`, which [`CREATE_TABLES`] has already
+/// created, so housekeeping finds the rows past their retention without reading the table
+/// (`super::housekeeping`).
+fn stored_responses_by_age(_transaction: &Transaction<'_>) -> Result<(), DbError> {
     Ok(())
 }
 
@@ -256,6 +267,8 @@ CREATE TABLE IF NOT EXISTS stored_responses (
     channel_id      TEXT NOT NULL,
     created_at      TEXT NOT NULL
 ) WITHOUT ROWID;
+-- Housekeeping deletes the rows past their retention, oldest first (schema version 5).
+CREATE INDEX IF NOT EXISTS stored_responses_created_at ON stored_responses (created_at);
 
 CREATE TABLE IF NOT EXISTS model_registry_records (
     id                TEXT PRIMARY KEY NOT NULL,
@@ -506,6 +519,29 @@ mod tests {
         assert!(!indexes(&c, "billing_ledger").contains(&"billing_ledger_user_created".to_owned()));
         let rows: i64 = c
             .query_row("SELECT count(*) FROM billing_ledger", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
+
+    #[test]
+    fn dbt3_migration_5_indexes_stored_responses_by_age_and_keeps_the_rows() {
+        let mut c = fresh();
+        c.execute_batch(
+            "DROP INDEX stored_responses_created_at;
+             INSERT INTO stored_responses VALUES (zeroblob(32), 'u1', 'p1', 'c1', \
+                 '2025-01-01T00:00:00.000Z');",
+        )
+        .unwrap();
+        c.pragma_update(None, "user_version", 4).unwrap();
+        migrate(&mut c).unwrap();
+        assert_eq!(version(&c).unwrap(), LATEST_VERSION);
+        assert!(
+            indexes(&c, "stored_responses").contains(&"stored_responses_created_at".to_owned())
+        );
+        let rows: i64 = c
+            .query_row("SELECT count(*) FROM stored_responses", [], |row| {
+                row.get(0)
+            })
             .unwrap();
         assert_eq!(rows, 1);
     }

@@ -111,11 +111,16 @@ pub fn delete_for_user(tx: &Transaction<'_>, user_id: &str) -> Result<usize, DbE
         .execute([user_id])?)
 }
 
-/// Deletes every session expired at `now` (a stored timestamp); answers how many.
-pub fn delete_expired(tx: &Transaction<'_>, now: &str) -> Result<usize, DbError> {
+/// Deletes at most `limit` sessions expired at `now` (a stored timestamp), the longest
+/// expired first; answers how many (see [`super::housekeeping`]).
+pub fn delete_expired(tx: &Transaction<'_>, now: &str, limit: usize) -> Result<usize, DbError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     Ok(tx
-        .prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")?
-        .execute([now])?)
+        .prepare_cached(
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expires_at <= ?1 \
+             ORDER BY expires_at LIMIT ?2)",
+        )?
+        .execute(params![now, limit])?)
 }
 
 #[cfg(test)]
@@ -155,7 +160,7 @@ mod tests {
         assert_eq!(old.expires_at, "1999-12-31T23:00:00.000Z");
         assert!(old.is_expired_at(&clock::now()));
         assert_eq!(
-            db.write_blocking(|tx| delete_expired(tx, &clock::now()))
+            db.write_blocking(|tx| delete_expired(tx, &clock::now(), 100))
                 .unwrap(),
             1
         );

@@ -76,6 +76,22 @@ pub fn owner(conn: &Connection, response_id: &str) -> Result<Option<ResponseOwne
     Ok(found)
 }
 
+/// Deletes at most `limit` rows recorded before `served_before` (a stored timestamp), oldest
+/// first; answers how many (see [`super::housekeeping`]).
+pub fn delete_created_before(
+    tx: &Transaction<'_>,
+    served_before: &str,
+    limit: usize,
+) -> Result<usize, DbError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    Ok(tx
+        .prepare_cached(
+            "DELETE FROM stored_responses WHERE response_sha256 IN (SELECT response_sha256 \
+             FROM stored_responses WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)",
+        )?
+        .execute(params![served_before, limit])?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
