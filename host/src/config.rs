@@ -433,7 +433,7 @@ pub struct Config {
     pub response_affinity_capacity: u64,
     /// How many days the database keeps the owner and channel of a served Responses API
     /// response (`MONOIZE_STORED_RESPONSE_RETENTION_DAYS`): past it a continuation of the
-    /// response is routed as one of a response the gateway never served. At least as long as
+    /// response is refused as one of a response the gateway never served. At least as long as
     /// the upstreams keep stored responses.
     pub stored_response_retention_days: u64,
     /// How often housekeeping runs (`MONOIZE_HOUSEKEEPING_INTERVAL_MS`): it deletes stored

@@ -1021,9 +1021,9 @@ async fn a_responses_continuation_reaches_the_channel_that_stored_its_response_a
     gateway.mock.set_failing(false);
     streamed_response_id(&gateway, &continuing(&streamed, true)).await;
     assert_eq!(last_path(&gateway), "/ok/v1/responses");
-    // A response not stored upstream (`store: false`), or one the gateway never served, is
-    // continued wherever the plan says: the upstream judges the id.
-    gateway.mock.set_failing(true);
+    // A response not stored upstream (`store: false`), or one the gateway never served (the
+    // channel's account may hold responses made outside Monoize), is not continued: answered
+    // as OpenAI answers an unknown id, and nothing goes upstream.
     let (status, unstored, _) = gateway
         .json(
             "/v1/responses",
@@ -1032,14 +1032,15 @@ async fn a_responses_continuation_reaches_the_channel_that_stored_its_response_a
         )
         .await;
     assert_eq!(status, 200, "{unstored}");
-    gateway.mock.set_failing(false);
+    let requests_before = gateway.mock.seen().len();
     for id in [unstored["id"].as_str().unwrap(), "resp_never_served"] {
         let (status, body, _) = gateway
             .json("/v1/responses", &[BEARER], &continuing(id, false))
             .await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(last_path(&gateway), "/flaky/v1/responses", "{id}");
+        assert_eq!(status, 400, "{id}: {body}");
+        assert_eq!(body["error"]["code"], "previous_response_not_found");
     }
+    assert_eq!(gateway.mock.seen().len(), requests_before);
     // Another user of the same channels may not continue it: answered as OpenAI answers an id
     // it does not know, and nothing goes upstream.
     let other_key = "sk-other-user-0123456789abcdef";
@@ -1145,22 +1146,15 @@ async fn housekeeping_forgets_the_owner_of_a_response_past_its_retention_and_kee
         .await
         .unwrap();
     assert!(eventually(|| async { stored().await == 1 }).await);
-    // Another user: the forgotten response is one the gateway never served (the upstream
-    // judges it), the other is still refused.
-    let other_key = "sk-other-user-0123456789abcdef";
-    seed_other_user(&gateway, "bob", other_key).await;
-    let bearer = format!("Bearer {other_key}");
+    // Its user may continue the recent one; the forgotten one is now a response the gateway
+    // does not know.
     let continuing = |id: &str| {
         json!({"model": "m", "input": "and then?", "previous_response_id": id}).to_string()
     };
-    let answers = [(&ids[0], 200), (&ids[1], 400)];
+    let answers = [(&ids[0], 400), (&ids[1], 200)];
     for (id, expected) in answers {
         let (status, body, _) = gateway
-            .json(
-                "/v1/responses",
-                &[("authorization", bearer.as_str())],
-                &continuing(id),
-            )
+            .json("/v1/responses", &[BEARER], &continuing(id))
             .await;
         assert_eq!(status, expected, "{id}: {body}");
     }

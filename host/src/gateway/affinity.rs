@@ -11,14 +11,17 @@
 //! - a continuation of a response it served to another user is answered as OpenAI answers an
 //!   unknown id (`400 previous_response_not_found`), before anything goes upstream: Monoize's
 //!   users share a channel's upstream account, where one user's stored response would
-//!   otherwise be another's to read on.
+//!   otherwise be another's to read on;
+//! - a continuation of a response the gateway does not know (never served through it, made
+//!   with `store: false`, or past its retention, [`crate::db::housekeeping`]) is
+//!   answered the same way, before anything goes upstream: a channel's account may hold
+//!   responses made outside Monoize (the operator's own, another system's on the same key),
+//!   and an id, once known, would open them to every user of the channel.
 //!
 //! Every response served is recorded in the database with its charge
 //! ([`crate::db::stored_responses`]), so this holds across restarts; the recent ones are kept
 //! in memory too, bounded ([`ResponseAffinity::new`]'s capacity, the oldest forgotten first),
 //! and one memory does not hold is read from the database ([`ResponseAffinity::continuation_of`]).
-//! A response id the gateway never served (or served before it kept this record) is routed by
-//! the plan alone: the upstream judges the id.
 //! Each entry in memory is a few 64-bit hashes (keyed by a per-process secret, so no one can make
 //! two ids collide), ~50 bytes, not the ids themselves: 100,000 responses take ~5 MB.
 
@@ -43,7 +46,9 @@ pub struct Holder {
 /// What the host knows of the response a request continues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Continuation {
-    /// Not a continuation, or of a response the host does not know: the plan as it is.
+    /// Not a continuation: the plan as it is.
+    Fresh,
+    /// Of a response the host does not know (never served through it, or forgotten).
     Unknown,
     /// Of a response this user was served through a channel: keep to that channel.
     Own(Holder),
@@ -120,7 +125,7 @@ impl ResponseAffinity {
     /// `user_id`.
     pub fn continuation(&self, previous_response_id: Option<&str>, user_id: &str) -> Continuation {
         let Some(previous) = previous_response_id else {
-            return Continuation::Unknown;
+            return Continuation::Fresh;
         };
         let id = self.hash(previous);
         let Some(holder) = self.lock().holders.get(&id).copied() else {
@@ -228,7 +233,7 @@ mod tests {
     fn a_continuation_keeps_to_the_channel_that_served_its_response_and_only_for_its_user() {
         let affinity = ResponseAffinity::new(10);
         affinity.remember("resp_1", "alice", &attempt("p1", "c2"));
-        assert_eq!(affinity.continuation(None, "alice"), Continuation::Unknown);
+        assert_eq!(affinity.continuation(None, "alice"), Continuation::Fresh);
         assert_eq!(
             affinity.continuation(Some("resp_other"), "alice"),
             Continuation::Unknown

@@ -250,7 +250,7 @@ async fn pipeline(
             &key.user_id,
         )
         .await?;
-    if continuation == Continuation::Foreign {
+    if matches!(continuation, Continuation::Foreign | Continuation::Unknown) {
         return Err(GatewayError::PreviousResponseNotFound(
             client.previous_response_id.clone().unwrap_or_default(),
         ));
