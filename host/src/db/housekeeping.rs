@@ -107,8 +107,10 @@ pub struct Housekeeper {
 }
 
 impl Housekeeper {
-    /// Starts sweeping `database` by `retention` every `interval`, on the current runtime.
+    /// Starts sweeping `database` by `retention` every `interval` (at least a millisecond), on
+    /// the current runtime.
     pub fn start(database: Database, retention: Retention, interval: Duration) -> Housekeeper {
+        let interval = interval.max(Duration::from_millis(1));
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
