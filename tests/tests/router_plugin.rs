@@ -217,6 +217,28 @@ async fn a_looping_plugin_is_stopped_by_the_time_bound() {
 }
 
 #[tokio::test]
+async fn a_looping_plugin_is_stopped_by_the_time_bound_when_its_call_wakes_an_idle_ticker() {
+    let limits = PluginLimits {
+        timeout: Duration::from_millis(50),
+        ..PluginLimits::default()
+    };
+    let engine = engine_with(limits);
+    // No call for a while: the epoch ticker has parked, and the looping call must wake it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !engine.ticker_parked() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle ticker never parked"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_fails_then_default_serves(&engine, paths::LOOP_ROUTER, |kind| {
+        matches!(kind, PluginErrorKind::Timeout { limit_ms: 50 })
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_allocating_plugin_is_stopped_by_the_memory_cap() {
     // A generous time bound: touching 16 MiB on a loaded machine must not turn into a timeout.
     let limits = PluginLimits {

@@ -1,13 +1,12 @@
 //! The one wasmtime engine every plugin runs on: compiled with epoch interruption (the time
 //! bound), the pooling instance allocator with copy-on-write memory images (cheap
 //! instantiation), and wasmtime's on-disk cache of compiled components (a restart does
-//! not recompile). A ticker thread advances the epoch; it holds only a weak engine reference,
-//! so it stops with the engine.
+//! not recompile). A ticker thread advances the epoch while calls run ([`super::ticker`]); it
+//! holds only a weak engine reference, so it stops with the engine.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -18,9 +17,7 @@ use wasmtime::{
 };
 
 use super::PluginError;
-
-/// How often the epoch advances: the resolution of the time bound.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+use super::ticker::{EpochTicker, Ticking};
 
 /// The limits every plugin call runs under.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +72,8 @@ struct EngineInner {
     idle: Arc<Semaphore>,
     /// Calls waiting in [`PluginEngine::slot`] right now.
     waiting: AtomicUsize,
+    /// Advances the epoch while calls run.
+    ticker: EpochTicker,
 }
 
 /// Counts a call as waiting for a slot while it lives, cancelled or not.
@@ -156,7 +155,7 @@ impl PluginEngine {
         }
         let engine = Engine::new(&config)
             .map_err(|error| PluginError::engine(format!("cannot start wasmtime: {error:#}")))?;
-        start_epoch_ticker(&engine)?;
+        let ticker = EpochTicker::start(&engine)?;
         let slots = Arc::new(Semaphore::new(limits.concurrent_instances as usize));
         let memories = Arc::new(Semaphore::new(pool_memories(&limits) as usize));
         let idle = Arc::new(Semaphore::new(idle_instances(&limits) as usize));
@@ -168,6 +167,7 @@ impl PluginEngine {
                 memories,
                 idle,
                 waiting: AtomicUsize::new(0),
+                ticker,
             }),
         })
     }
@@ -180,6 +180,17 @@ impl PluginEngine {
     /// The per-call limits.
     pub fn limits(&self) -> &PluginLimits {
         &self.inner.limits
+    }
+
+    /// Keeps the epoch advancing, so the call's time bound holds, until the answer is dropped:
+    /// every call holds one from before it instantiates to its end.
+    pub fn call_running(&self) -> Ticking {
+        self.inner.ticker.call()
+    }
+
+    /// Whether the epoch ticker is parked: no call has run for a while.
+    pub fn ticker_parked(&self) -> bool {
+        self.inner.ticker.is_parked()
     }
 
     /// Waits for a free instance slot and for the `memories` linear memories of the
@@ -270,21 +281,6 @@ fn open_cache(dir: &std::path::Path) -> Result<Cache, PluginError> {
     let mut cache_config = CacheConfig::new();
     cache_config.with_directory(absolute);
     Cache::new(cache_config).map_err(|error| failed("open", &format!("{error:#}")))
-}
-
-fn start_epoch_ticker(engine: &Engine) -> Result<(), PluginError> {
-    let weak = engine.weak();
-    thread::Builder::new()
-        .name("monoize-epoch".to_owned())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                thread::sleep(EPOCH_TICK);
-            }
-        })
-        .map(drop)
-        .map_err(|error| PluginError::engine(format!("cannot start the epoch ticker: {error}")))
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use wasmtime::Store;
 use super::engine::{IdlePermit, PoolSlot};
 use super::load::Loaded;
 use super::store::{Capabilities, PluginState, begin_call, end_call, new_store};
+use super::ticker::Ticking;
 use super::{PluginError, call_failure};
 
 /// Calls one instance serves before it is replaced: a bound on whatever its heap and globals
@@ -75,6 +76,8 @@ pub struct Instance<W> {
     _slot: PoolSlot,
     /// Held only while the instance waits idle.
     idle_permit: Option<IdlePermit>,
+    /// Held only while the instance serves a call: the epoch advances meanwhile.
+    ticking: Option<Ticking>,
 }
 
 /// How many instances a plugin has started, and how many wait idle now (`GET /metrics`).
@@ -148,10 +151,12 @@ impl<W: World> Instances<W> {
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
         let engine = &self.loaded.engine;
+        let ticking = engine.call_running();
         let mut instance = match idle {
             Some(mut instance) => {
                 instance.idle_permit = None;
                 begin_call(&mut instance.store, engine, request_id, capabilities);
+                instance.ticking = Some(ticking);
                 instance
             }
             None => {
@@ -171,6 +176,7 @@ impl<W: World> Instances<W> {
                     calls: 0,
                     _slot: slot,
                     idle_permit: None,
+                    ticking: Some(ticking),
                 }
             }
         };
@@ -201,6 +207,7 @@ impl<W: World> Instances<W> {
     }
 
     fn give_back(&self, mut instance: Instance<W>) {
+        instance.ticking = None;
         if !end_call(&mut instance.store) || instance.calls >= MAX_CALLS_PER_INSTANCE {
             return;
         }

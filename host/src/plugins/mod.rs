@@ -21,6 +21,7 @@ pub mod router;
 pub mod routing_admin;
 mod routing_store;
 pub mod store;
+pub mod ticker;
 pub mod wit;
 
 pub use billing::BillingPlugin;

@@ -24,8 +24,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::engine::{EPOCH_TICK, PluginEngine};
+use super::engine::PluginEngine;
 use super::routing_admin::RoutingWrites;
+use super::ticker::EPOCH_TICK;
 use crate::billing::BillingStore;
 use crate::db::Database;
 use crate::gateway::auth::Authenticator;

@@ -1,0 +1,171 @@
+//! The epoch ticker: the thread that advances the engine's epoch every [`EPOCH_TICK`], which is
+//! what enforces a call's time bound and makes a long call yield (`store::on_tick`).
+//!
+//! It ticks only while there are calls: after [`IDLE_TICKS`] ticks in which no call began and
+//! none ran, it parks until the next call begins ([`EpochTicker::call`] wakes it), so an idle
+//! gateway is not woken a thousand times a second. Under load it never parks, and beginning a
+//! call costs two atomic additions and a load, no system call. Parked, it still wakes once per
+//! [`PARKED_CHECK`] to notice an engine that is gone, and then ends.
+//!
+//! Why it cannot miss a call: the ticker raises `parked` and then looks at `running`; a call
+//! raises `running` and then looks at `parked`. All four are sequentially consistent, so at
+//! least one of them sees the other's write: either the ticker sees the call and keeps
+//! ticking, or the call sees the ticker parked and unparks it (an unpark that comes before
+//! the park makes the park return at once).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{self, Thread};
+use std::time::Duration;
+
+use wasmtime::Engine;
+
+use super::PluginError;
+
+/// How often the epoch advances: the resolution of the time bound.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Ticks without a call after which the ticker parks (100 ms).
+pub const IDLE_TICKS: u32 = 100;
+
+/// How often a parked ticker checks that its engine is still there.
+pub const PARKED_CHECK: Duration = Duration::from_secs(1);
+
+/// The ticker of one engine. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EpochTicker {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Calls running now.
+    running: AtomicUsize,
+    /// Calls begun so far.
+    begun: AtomicU64,
+    /// The ticker is parked, or about to park.
+    parked: AtomicBool,
+    /// The ticker's thread, to unpark.
+    thread: OnceLock<Thread>,
+}
+
+/// Keeps the ticker ticking while it lives: one per call.
+#[derive(Debug)]
+pub struct Ticking {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.shared.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl EpochTicker {
+    /// Starts ticking `engine`'s epoch on a thread that holds only a weak reference to it, so
+    /// it ends with the engine.
+    pub fn start(engine: &Engine) -> Result<EpochTicker, PluginError> {
+        EpochTicker::start_checking_every(engine, PARKED_CHECK)
+    }
+
+    /// [`EpochTicker::start`], a parked ticker looking for its engine every `parked_check`.
+    fn start_checking_every(
+        engine: &Engine,
+        parked_check: Duration,
+    ) -> Result<EpochTicker, PluginError> {
+        let weak = engine.weak();
+        let shared = Arc::<Shared>::default();
+        let ticker = Arc::clone(&shared);
+        let handle = thread::Builder::new()
+            .name("monoize-epoch".to_owned())
+            .spawn(move || {
+                let mut quiet_ticks = 0u32;
+                let mut begun = ticker.begun.load(Ordering::Relaxed);
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    thread::sleep(EPOCH_TICK);
+                    let now_begun = ticker.begun.load(Ordering::Relaxed);
+                    if now_begun != begun || ticker.running.load(Ordering::SeqCst) > 0 {
+                        begun = now_begun;
+                        quiet_ticks = 0;
+                        continue;
+                    }
+                    quiet_ticks = quiet_ticks.saturating_add(1);
+                    if quiet_ticks < IDLE_TICKS {
+                        continue;
+                    }
+                    ticker.parked.store(true, Ordering::SeqCst);
+                    if ticker.running.load(Ordering::SeqCst) == 0 {
+                        thread::park_timeout(parked_check);
+                    }
+                    ticker.parked.store(false, Ordering::SeqCst);
+                    quiet_ticks = 0;
+                    begun = ticker.begun.load(Ordering::Relaxed);
+                }
+            })
+            .map_err(|error| {
+                PluginError::engine(format!("cannot start the epoch ticker: {error}"))
+            })?;
+        // Set once, here, before any call can see `parked`.
+        let _ = shared.thread.set(handle.thread().clone());
+        Ok(EpochTicker { shared })
+    }
+
+    /// Marks a call as running until the answer is dropped, waking the ticker if it is parked.
+    pub fn call(&self) -> Ticking {
+        let shared = &self.shared;
+        shared.running.fetch_add(1, Ordering::SeqCst);
+        shared.begun.fetch_add(1, Ordering::Relaxed);
+        if shared.parked.load(Ordering::SeqCst)
+            && let Some(thread) = shared.thread.get()
+        {
+            thread.unpark();
+        }
+        Ticking {
+            shared: Arc::clone(shared),
+        }
+    }
+
+    /// Whether the ticker is parked (no call for a while).
+    pub fn is_parked(&self) -> bool {
+        self.shared.parked.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn waits_for(mut done: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if done() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn the_ticker_parks_when_idle_and_ticks_while_a_call_runs() {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).unwrap();
+        // Parked, it would look again only in an hour: only the call can wake it in time.
+        let ticker = EpochTicker::start_checking_every(&engine, Duration::from_secs(3600)).unwrap();
+        assert!(waits_for(|| ticker.is_parked()), "idle: parked");
+        let call = ticker.call();
+        assert!(waits_for(|| !ticker.is_parked()), "a call wakes it");
+        // Long past the idle ticks, it runs on while the call does.
+        thread::sleep(EPOCH_TICK * IDLE_TICKS * 3);
+        assert!(!ticker.is_parked(), "a running call keeps it ticking");
+        drop(call);
+        assert!(
+            waits_for(|| ticker.is_parked()),
+            "parked again once the call is over"
+        );
+    }
+}
