@@ -5,7 +5,8 @@
 //! none ran, it parks until the next call begins ([`EpochTicker::call`] wakes it), so an idle
 //! gateway is not woken a thousand times a second. Under load it never parks, and beginning a
 //! call costs two atomic additions and a load, no system call. Parked, it still wakes once per
-//! [`PARKED_CHECK`] to notice an engine that is gone, and then ends.
+//! [`PARKED_CHECK`] to notice an engine that is gone (and then ends); with no call begun, it
+//! parks again at once, without a tick.
 //!
 //! Why it cannot miss a call: the ticker raises `parked` and then looks at `running`; a call
 //! raises `running` and then looks at `parked`. All four are sequentially consistent, so at
@@ -82,26 +83,26 @@ impl EpochTicker {
                 let mut quiet_ticks = 0u32;
                 let mut begun = ticker.begun.load(Ordering::Relaxed);
                 while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    thread::sleep(EPOCH_TICK);
+                    if quiet_ticks >= IDLE_TICKS {
+                        // Idle: park until a call begins (or to look for the engine again).
+                        drop(engine);
+                        ticker.parked.store(true, Ordering::SeqCst);
+                        if ticker.running.load(Ordering::SeqCst) == 0 {
+                            thread::park_timeout(parked_check);
+                        }
+                        ticker.parked.store(false, Ordering::SeqCst);
+                    } else {
+                        engine.increment_epoch();
+                        drop(engine);
+                        thread::sleep(EPOCH_TICK);
+                    }
                     let now_begun = ticker.begun.load(Ordering::Relaxed);
                     if now_begun != begun || ticker.running.load(Ordering::SeqCst) > 0 {
                         begun = now_begun;
                         quiet_ticks = 0;
-                        continue;
+                    } else {
+                        quiet_ticks = quiet_ticks.saturating_add(1);
                     }
-                    quiet_ticks = quiet_ticks.saturating_add(1);
-                    if quiet_ticks < IDLE_TICKS {
-                        continue;
-                    }
-                    ticker.parked.store(true, Ordering::SeqCst);
-                    if ticker.running.load(Ordering::SeqCst) == 0 {
-                        thread::park_timeout(parked_check);
-                    }
-                    ticker.parked.store(false, Ordering::SeqCst);
-                    quiet_ticks = 0;
-                    begun = ticker.begun.load(Ordering::Relaxed);
                 }
             })
             .map_err(|error| {
@@ -166,6 +167,19 @@ mod tests {
         assert!(
             waits_for(|| ticker.is_parked()),
             "parked again once the call is over"
+        );
+        // Looking for its engine every 10 ms, it goes straight back to sleep: no tick between.
+        let ticker = EpochTicker::start_checking_every(&engine, Duration::from_millis(10)).unwrap();
+        assert!(waits_for(|| ticker.is_parked()), "idle: parked");
+        let parked_samples = (0..50)
+            .filter(|_| {
+                thread::sleep(Duration::from_millis(5));
+                ticker.is_parked()
+            })
+            .count();
+        assert!(
+            parked_samples >= 40,
+            "parked in {parked_samples} of 50 samples"
         );
     }
 }
