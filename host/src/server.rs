@@ -68,7 +68,9 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     // Stops with this function, as the connection threads do.
     let _housekeeper = Housekeeper::start(
         state.db.clone(),
-        Retention::days(state.config.stored_response_retention_days),
+        Retention {
+            stored_response_days: state.config.stored_response_retention_days,
+        },
         Duration::from_millis(state.config.housekeeping_interval_ms),
     );
     let state = Arc::new(state);

@@ -1133,7 +1133,7 @@ async fn housekeeping_forgets_the_owner_of_a_response_past_its_retention_and_kee
     };
     assert_eq!(stored().await, 2);
     // The first was served 31 days ago.
-    let long_ago = clock::format_unix_millis(clock::now_unix_millis() - 31 * 86_400_000);
+    let long_ago = clock::days_from_now(-31);
     gateway
         .db
         .write(move |tx| {

@@ -31,6 +31,11 @@ pub fn seconds_from_now(seconds: i64) -> String {
     format_unix_millis(now_unix_millis().saturating_add(offset))
 }
 
+/// The stored timestamp `days` from now (negative: in the past).
+pub fn days_from_now(days: i64) -> String {
+    seconds_from_now(days.saturating_mul(SECONDS_PER_DAY))
+}
+
 /// Formats milliseconds since the Unix epoch, clamped to years 0000–9999.
 pub fn format_unix_millis(millis: i64) -> String {
     let millis = millis.clamp(MIN_MILLIS, MAX_MILLIS);

@@ -26,17 +26,8 @@ pub const ROWS_PER_TRANSACTION: usize = 1_000;
 /// How long rows are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
-    /// How long the owner of a stored response is kept after the response was served.
-    pub stored_responses: Duration,
-}
-
-impl Retention {
-    /// Stored responses kept `stored_responses_days` days.
-    pub fn days(stored_responses_days: u64) -> Retention {
-        Retention {
-            stored_responses: Duration::from_secs(stored_responses_days.saturating_mul(86_400)),
-        }
-    }
+    /// Days the owner of a stored response is kept after the response was served.
+    pub stored_response_days: u64,
 }
 
 /// What one sweep deleted.
@@ -58,10 +49,9 @@ async fn sweep_in_batches(
     retention: Retention,
     rows_per_transaction: usize,
 ) -> Result<Swept, DbError> {
-    let now = clock::now_unix_millis();
-    let kept_for = i64::try_from(retention.stored_responses.as_millis()).unwrap_or(i64::MAX);
-    let served_before = clock::format_unix_millis(now.saturating_sub(kept_for));
-    let now = clock::format_unix_millis(now);
+    let kept_days = i64::try_from(retention.stored_response_days).unwrap_or(i64::MAX);
+    let served_before = clock::days_from_now(kept_days.saturating_neg());
+    let now = clock::now();
     let stored_responses = delete_in_batches(database, rows_per_transaction, move |tx, limit| {
         stored_responses::delete_created_before(tx, &served_before, limit)
     })
@@ -146,10 +136,8 @@ mod tests {
     use crate::db::stored_responses::{ResponseOwner, StoredResponse};
     use crate::db::users::{self, NewUser, Role};
 
-    const DAY_MS: i64 = 86_400_000;
-
     fn days_ago(days: i64) -> String {
-        clock::format_unix_millis(clock::now_unix_millis() - days * DAY_MS)
+        clock::days_from_now(-days)
     }
 
     fn count(database: &Database, table: &str) -> i64 {
@@ -217,7 +205,9 @@ mod tests {
                 .map(drop)
             })
             .unwrap();
-        let retention = Retention::days(30);
+        let retention = Retention {
+            stored_response_days: 30,
+        };
         // Four rows a transaction: the old responses take seven, the sessions two.
         let swept = sweep_in_batches(&database, retention, 4).await.unwrap();
         assert_eq!(

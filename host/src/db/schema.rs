@@ -50,11 +50,11 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
-        apply: stored_responses_are_new,
+        apply: made_by_create_tables,
     },
     Migration {
         version: 5,
-        apply: stored_responses_by_age,
+        apply: made_by_create_tables,
     },
 ];
 
@@ -135,17 +135,13 @@ fn add_user_billing_columns(transaction: &Transaction<'_>) -> Result<(), DbError
     Ok(())
 }
 
-/// Version 4: `stored_responses`, which [`CREATE_TABLES`] has already created. It starts
-/// empty: responses served before it are not known to the gateway after the upgrade, as they
-/// were not after a restart.
-fn stored_responses_are_new(_transaction: &Transaction<'_>) -> Result<(), DbError> {
-    Ok(())
-}
-
-/// Version 5: the index `stored_responses_created_at`, which [`CREATE_TABLES`] has already
-/// created, so housekeeping finds the rows past their retention without reading the table
-/// (`super::housekeeping`).
-fn stored_responses_by_age(_transaction: &Transaction<'_>) -> Result<(), DbError> {
+/// A version whose objects are all new and which [`CREATE_TABLES`] has already created, so
+/// it has nothing to change:
+/// - 4: `stored_responses`. It starts empty: responses served before it are not known to the
+///   gateway after the upgrade, as they were not after a restart.
+/// - 5: the index `stored_responses_created_at`, so housekeeping finds the rows past their
+///   retention without reading the table (`super::housekeeping`).
+fn made_by_create_tables(_transaction: &Transaction<'_>) -> Result<(), DbError> {
     Ok(())
 }
 
