@@ -46,7 +46,7 @@ struct Shared {
     begun: AtomicU64,
     /// The ticker is parked, or about to park.
     parked: AtomicBool,
-    /// The ticker's thread, to unpark.
+    /// The ticker's thread, to unpark; set by the thread itself as it starts.
     thread: OnceLock<Thread>,
 }
 
@@ -77,9 +77,11 @@ impl EpochTicker {
         let weak = engine.weak();
         let shared = Arc::<Shared>::default();
         let ticker = Arc::clone(&shared);
-        let handle = thread::Builder::new()
+        thread::Builder::new()
             .name("monoize-epoch".to_owned())
             .spawn(move || {
+                // Known before it can ever park, so every call that finds it parked can wake it.
+                let _ = ticker.thread.set(thread::current());
                 let mut quiet_ticks = 0u32;
                 let mut begun = ticker.begun.load(Ordering::Relaxed);
                 while let Some(engine) = weak.upgrade() {
@@ -108,8 +110,6 @@ impl EpochTicker {
             .map_err(|error| {
                 PluginError::engine(format!("cannot start the epoch ticker: {error}"))
             })?;
-        // Set once, here, before any call can see `parked`.
-        let _ = shared.thread.set(handle.thread().clone());
         Ok(EpochTicker { shared })
     }
 
