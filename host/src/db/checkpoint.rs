@@ -26,6 +26,11 @@
 //! transaction starts the WAL over from its first, already allocated, block. That pass is the
 //! one pause this costs the writer, once per 128 MiB of WAL.
 //!
+//! An idle database is not looked at 20 times a second: after [`QUIET_PASSES`] passes in a
+//! row that found the WAL as it was, the thread parks, and the writer's next commit wakes it
+//! ([`WalRestart::committed`], an atomic load per transaction while the thread runs). Parked,
+//! it still looks once every [`PARKED_CHECK`], so a wake-up lost to a race costs at most that.
+//!
 //! A checkpoint that reaches the WAL's end fsyncs the database file before the WAL may start
 //! over, and the catch-up passes, which never reach it, leave everything they copied unsynced:
 //! tens of MiB, a 15–20 ms fsync on the writer's pass, during which no charge commits. So this
@@ -33,10 +38,10 @@
 //! has the few pages of its own pass to write.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, JoinHandle, Thread};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -63,6 +68,30 @@ pub const WAL_MIN_HEADROOM_BYTES: u64 = 1 << 20;
 /// be rare: at the billing bench's 20k charges/s the WAL grows ~60 MB/s with 1 KiB pages.
 pub const WAL_RESTART_BYTES: u64 = 128 << 20;
 
+/// Passes in a row that find the WAL unchanged (a second of them) before the thread parks.
+pub const QUIET_PASSES: u32 = 20;
+
+/// How long a parked thread sleeps when no commit wakes it.
+pub const PARKED_CHECK: Duration = Duration::from_secs(1);
+
+/// What the checkpoint thread is tuned by; [`Tuning::default`] but in tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// The WAL length past which it is made to start over ([`WAL_RESTART_BYTES`]).
+    pub restart_bytes: u64,
+    /// How long the parked thread sleeps unless a commit wakes it ([`PARKED_CHECK`]).
+    pub parked_check: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            restart_bytes: WAL_RESTART_BYTES,
+            parked_check: PARKED_CHECK,
+        }
+    }
+}
+
 /// A catch-up pass that copied this few frames leaves the writer only a short pass.
 const SMALL_PASS_FRAMES: i64 = 64;
 
@@ -73,14 +102,47 @@ const MAX_CATCH_UP_PASSES: usize = 6;
 /// Between this thread and the writer: a flag raised when the WAL should start over, lowered
 /// by the writer's own pass, and a lock that keeps their passes apart (SQLite runs one
 /// checkpoint at a time and a second one fails busy). While the flag is up this thread leaves
-/// the WAL to the writer. Cheap to clone.
+/// the WAL to the writer. It also carries the writer's word that it committed, which wakes a
+/// parked thread. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct WalRestart {
     due: Arc<AtomicBool>,
     passes: Arc<Mutex<()>>,
+    parking: Arc<Parking>,
+}
+
+/// Whether the checkpoint thread is parked, and the thread to wake.
+#[derive(Debug, Default)]
+struct Parking {
+    parked: AtomicBool,
+    thread: OnceLock<Thread>,
+    /// Passes run so far (each tick's first; for tests).
+    passes: AtomicU64,
 }
 
 impl WalRestart {
+    /// The writer has committed a transaction: wakes the checkpoint thread if it is parked.
+    /// An atomic load when it is not.
+    pub fn committed(&self) {
+        if self.parking.parked.load(Ordering::SeqCst)
+            && let Some(thread) = self.parking.thread.get()
+        {
+            thread.unpark();
+        }
+    }
+
+    /// Whether the checkpoint thread is parked now.
+    #[cfg(test)]
+    fn is_parked(&self) -> bool {
+        self.parking.parked.load(Ordering::SeqCst)
+    }
+
+    /// How many ticks the checkpoint thread has run.
+    #[cfg(test)]
+    fn passes(&self) -> u64 {
+        self.parking.passes.load(Ordering::Relaxed)
+    }
+
     /// Whether the writer should run its pass.
     pub fn is_due(&self) -> bool {
         self.due.load(Ordering::Acquire)
@@ -112,9 +174,9 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Opens a connection to `path` and starts checkpointing it every [`CHECKPOINT_INTERVAL`],
-    /// making the WAL start over past `restart_bytes` ([`WAL_RESTART_BYTES`] but in tests).
-    pub fn start(path: &Path, restart_bytes: u64) -> Result<Checkpointer, DbError> {
+    /// Opens a connection to `path` and starts checkpointing it every [`CHECKPOINT_INTERVAL`]
+    /// while it is written, making the WAL start over past `tuning.restart_bytes`.
+    pub fn start(path: &Path, tuning: Tuning) -> Result<Checkpointer, DbError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection =
             Connection::open_with_flags(path, flags).map_err(|source| DbError::Open {
@@ -128,7 +190,8 @@ impl Checkpointer {
         let page_size: i64 = connection
             .pragma_query_value(None, "page_size", |row| row.get(0))
             .map_err(DbError::from)?;
-        let restart_frames = i64::try_from(restart_bytes).unwrap_or(i64::MAX) / page_size.max(512);
+        let restart_frames =
+            i64::try_from(tuning.restart_bytes).unwrap_or(i64::MAX) / page_size.max(512);
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         let wal = PathBuf::from(wal);
@@ -139,14 +202,27 @@ impl Checkpointer {
         let thread = thread::Builder::new()
             .name("monoize-checkpoint".to_owned())
             .spawn(move || {
+                // Before the first chance to park: a commit must find the thread to wake.
+                let _ = raise.parking.thread.set(thread::current());
                 let mut preallocation = Preallocation::default();
                 preallocation.extend(&wal);
+                let mut quiet = Quiet::default();
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_INTERVAL)
                 {
-                    if let Err(error) = tick(&connection, &raise, restart_frames, &database_file) {
-                        tracing::warn!(%error, "WAL checkpoint failed");
-                    }
+                    let frames = match tick(&connection, &raise, restart_frames, &database_file) {
+                        Ok(frames) => frames,
+                        Err(error) => {
+                            tracing::warn!(%error, "WAL checkpoint failed");
+                            None
+                        }
+                    };
                     preallocation.extend(&wal);
+                    if quiet.after(frames) {
+                        park(&raise.parking, tuning.parked_check);
+                        if !matches!(stopped.try_recv(), Err(TryRecvError::Empty)) {
+                            break;
+                        }
+                    }
                 }
             })
             .map_err(|error| {
@@ -163,6 +239,42 @@ impl Checkpointer {
     pub fn restart(&self) -> &WalRestart {
         &self.restart
     }
+}
+
+/// Counts the passes in a row that found the WAL as the one before did.
+#[derive(Debug, Default)]
+struct Quiet {
+    /// The WAL's frames at the last pass.
+    frames: Option<i64>,
+    passes: u32,
+}
+
+impl Quiet {
+    /// Records a pass that found `frames` (`None`: it did not look, or failed) and answers
+    /// whether the thread should park now: after [`QUIET_PASSES`] quiet passes in a row, and
+    /// once parked, after the first quiet pass it wakes to (woken by the timeout alone).
+    fn after(&mut self, frames: Option<i64>) -> bool {
+        if frames.is_some() && frames == self.frames {
+            self.passes = self.passes.saturating_add(1);
+        } else {
+            self.passes = 0;
+        }
+        self.frames = frames;
+        if self.passes >= QUIET_PASSES {
+            self.passes = QUIET_PASSES - 1;
+            return true;
+        }
+        false
+    }
+}
+
+/// Parks the checkpoint thread until a commit wakes it or `check` passes.
+fn park(parking: &Parking, check: Duration) {
+    parking.parked.store(true, Ordering::SeqCst);
+    // A commit that saw the flag down and did not wake this thread came before the store; the
+    // thread still parks for `check` at most, and the pass after it sees that commit.
+    thread::park_timeout(check);
+    parking.parked.store(false, Ordering::SeqCst);
 }
 
 /// Copies what it can of the WAL back into the database file without waiting for anyone.
@@ -187,22 +299,26 @@ struct Pass {
 /// One tick of the checkpoint thread: a pass, and, when the WAL is long, more passes until
 /// one finds little left (each copies only what was appended during the one before, a fraction
 /// of it), then the flag for the writer, whose own pass has only that little left to copy.
+/// Answers the frames the first pass found in the WAL (`None` when it left the WAL to the
+/// writer's pass).
 fn tick(
     connection: &Connection,
     restart: &WalRestart,
     restart_frames: i64,
     database_file: &Path,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Option<i64>> {
     if restart.is_due() {
-        return Ok(());
+        return Ok(None);
     }
     let _passes = restart
         .passes
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    restart.parking.passes.fetch_add(1, Ordering::Relaxed);
     let mut pass = checkpoint(connection)?;
+    let found = Some(pass.frames);
     if pass.frames < restart_frames {
-        return Ok(());
+        return Ok(found);
     }
     for _ in 0..MAX_CATCH_UP_PASSES {
         let next = checkpoint(connection)?;
@@ -218,7 +334,7 @@ fn tick(
         tracing::warn!(%error, "cannot sync the database file ahead of the WAL restart");
     }
     restart.due.store(true, Ordering::Release);
-    Ok(())
+    Ok(found)
 }
 
 /// Writes the database file's data to disk: what the catch-up passes copied into it, so that
@@ -289,10 +405,12 @@ fn allocate_ahead(_wal: &Path, _last_length: u64) -> std::io::Result<u64> {
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         drop(self.stop.take());
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::warn!("the checkpoint thread panicked");
+        if let Some(thread) = self.thread.take() {
+            // A parked thread sees the stop only once awake.
+            thread.thread().unpark();
+            if thread.join().is_err() {
+                tracing::warn!("the checkpoint thread panicked");
+            }
         }
     }
 }
@@ -360,7 +478,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.db");
         let restart_bytes = 4 << 20;
-        let database = crate::db::open_file_restarting_wal_at(&path, restart_bytes).unwrap();
+        let tuning = Tuning {
+            restart_bytes,
+            ..Tuning::default()
+        };
+        let database = crate::db::open_file_tuned(&path, tuning).unwrap();
         database
             .write_blocking(|tx| Ok(tx.execute_batch("CREATE TABLE t (x BLOB);")?))
             .unwrap();
@@ -403,6 +525,69 @@ mod tests {
             .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |row| row.get(0))?))
             .unwrap();
         assert_eq!(rows, written);
+    }
+
+    #[test]
+    fn db3_an_idle_database_parks_its_checkpoint_thread_and_a_commit_wakes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // Parked, the thread would sleep an hour: whatever wakes it here is the commit.
+        let tuning = Tuning {
+            parked_check: Duration::from_secs(3600),
+            ..Tuning::default()
+        };
+        let database = crate::db::open_file_tuned(&dir.path().join("i.db"), tuning).unwrap();
+        let insert = |database: &crate::db::Database| {
+            database
+                .write_blocking(|tx| Ok(tx.execute_batch("INSERT INTO t VALUES (1);")?))
+                .unwrap();
+        };
+        database
+            .write_blocking(|tx| Ok(tx.execute_batch("CREATE TABLE t (x);")?))
+            .unwrap();
+        let restart = database
+            .shared
+            .checkpointer
+            .as_ref()
+            .unwrap()
+            .restart()
+            .clone();
+        let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !done() {
+                assert!(Instant::now() < deadline, "{what} did not happen in 30 s");
+                std::thread::sleep(CHECKPOINT_INTERVAL / 5);
+            }
+        };
+        wait_for("parking after quiet passes", &|| restart.is_parked());
+        let parked_at = restart.passes();
+        assert!(
+            parked_at >= u64::from(QUIET_PASSES),
+            "it parked after {parked_at} passes"
+        );
+        std::thread::sleep(10 * CHECKPOINT_INTERVAL);
+        assert_eq!(
+            restart.passes(),
+            parked_at,
+            "a parked thread runs no passes"
+        );
+
+        insert(&database);
+        wait_for("the pass after the commit", &|| {
+            restart.passes() > parked_at
+        });
+        // Awake, it checkpoints on its interval again, and parks once the WAL is quiet.
+        wait_for("parking again", &|| restart.is_parked());
+        assert!(restart.passes() > parked_at + u64::from(QUIET_PASSES) / 2);
+
+        // Dropping the database stops a parked thread at once, not after its hour.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(database);
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the parked checkpoint thread stops when the database closes");
     }
 
     /// How many times the WAL has started over: the checkpoint sequence number of its header

@@ -216,16 +216,23 @@ impl Database {
     /// The writer connection, waiting for whoever holds it. Holding it, a caller may run
     /// several transactions in a row with no other write between them.
     pub fn writer(&self) -> Writer<'_> {
-        Writer(lock(&self.shared.writer))
+        Writer {
+            connection: lock(&self.shared.writer),
+            checkpointer: self.shared.checkpointer.as_ref(),
+        }
     }
 
     /// The writer connection if no one holds it now: for a caller that must not wait.
     pub fn try_writer(&self) -> Option<Writer<'_>> {
-        match self.shared.writer.try_lock() {
-            Ok(connection) => Some(Writer(connection)),
-            Err(TryLockError::Poisoned(poisoned)) => Some(Writer(poisoned.into_inner())),
-            Err(TryLockError::WouldBlock) => None,
-        }
+        let connection = match self.shared.writer.try_lock() {
+            Ok(connection) => connection,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(Writer {
+            connection,
+            checkpointer: self.shared.checkpointer.as_ref(),
+        })
     }
 
     /// Whether [`Database::checkpoint_if_due`] has work to do.
@@ -285,7 +292,11 @@ impl Database {
 /// Locks a connection. A panic inside a closure rolled its transaction back while unwinding,
 /// so a poisoned connection is still consistent and stays usable.
 /// The writer connection, held (see [`Database::writer`]).
-pub struct Writer<'a>(MutexGuard<'a, Connection>);
+pub struct Writer<'a> {
+    connection: MutexGuard<'a, Connection>,
+    /// Told of each commit, so that a parked checkpoint thread wakes (`None` in memory).
+    checkpointer: Option<&'a checkpoint::Checkpointer>,
+}
 
 impl Writer<'_> {
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction; commits if `f` answers `Ok`, rolls back
@@ -295,10 +306,13 @@ impl Writer<'_> {
         F: FnOnce(&Transaction<'_>) -> Result<T, DbError>,
     {
         let transaction = self
-            .0
+            .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = f(&transaction)?;
         transaction.commit()?;
+        if let Some(checkpointer) = self.checkpointer {
+            checkpointer.restart().committed();
+        }
         Ok(value)
     }
 }
@@ -319,11 +333,11 @@ fn open_memory() -> Result<Database, DbError> {
 }
 
 fn open_file(path: &Path) -> Result<Database, DbError> {
-    open_file_restarting_wal_at(path, checkpoint::WAL_RESTART_BYTES)
+    open_file_tuned(path, checkpoint::Tuning::default())
 }
 
-/// [`open_file`] whose WAL starts over past `restart_bytes`.
-fn open_file_restarting_wal_at(path: &Path, restart_bytes: u64) -> Result<Database, DbError> {
+/// [`open_file`] with its checkpoint thread tuned by `tuning`.
+fn open_file_tuned(path: &Path, tuning: checkpoint::Tuning) -> Result<Database, DbError> {
     create_database_file(path)?;
     let open_error = |source| DbError::Open {
         path: path.to_owned(),
@@ -336,7 +350,7 @@ fn open_file_restarting_wal_at(path: &Path, restart_bytes: u64) -> Result<Databa
     let readers = (0..READER_CONNECTIONS)
         .map(|_| open_reader(path).map(Mutex::new).map_err(open_error))
         .collect::<Result<Vec<_>, _>>()?;
-    let checkpointer = checkpoint::Checkpointer::start(path, restart_bytes)?;
+    let checkpointer = checkpoint::Checkpointer::start(path, tuning)?;
     Ok(Database::from_connections(
         writer,
         readers,
