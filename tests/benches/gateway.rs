@@ -6,8 +6,10 @@
 //! answers, at 1 and 32 connections, all in one run, with the ratios Monoize/proxy.
 //!
 //! Run: `cargo bench -p monoize-tests --bench gateway`. Knobs (environment): `GATEWAY_BENCH_SECS`
-//! (seconds per row, default 3), `GATEWAY_BENCH_FILTER` (only rows whose label contains it,
-//! e.g. `monoize json 32`), `GATEWAY_BENCH_PHASE_CALLS` (default 2000).
+//! (seconds per row, default 3), `GATEWAY_BENCH_ROUNDS` (default 1: how many times the proxy
+//! and Monoize rows of each configuration run, alternating; the ratios are then each round's
+//! median and range), `GATEWAY_BENCH_FILTER` (only rows whose label contains it, e.g.
+//! `monoize json 32`), `GATEWAY_BENCH_PHASE_CALLS` (default 2000).
 //!
 //! How CPU is attributed: the mock, the proxy and Monoize each run in a child process of their
 //! own (this binary re-executed with `GATEWAY_BENCH_ROLE`), and the load generator runs in the
@@ -290,6 +292,8 @@ impl Answer {
 
 struct Row {
     server: &'static str,
+    /// Which round of its configuration, from 1.
+    round: u64,
     answer: Answer,
     connections: usize,
     outcome: load::Outcome,
@@ -330,6 +334,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 fn parent() {
     let seconds = env_number("GATEWAY_BENCH_SECS", 3);
+    let rounds = env_number("GATEWAY_BENCH_ROUNDS", 1).max(1);
     let phase_calls = env_number("GATEWAY_BENCH_PHASE_CALLS", 2000);
     let filter = std::env::var("GATEWAY_BENCH_FILTER").unwrap_or_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -340,7 +345,7 @@ fn parent() {
     let mut proxy = Server::spawn("proxy", Some(mock.address));
     let mut monoize = Server::spawn("monoize", Some(mock.address));
     println!(
-        "gateway: {seconds} s per row, closed-loop keep-alive HTTP/1.1 clients, {} cores, \
+        "gateway: {seconds} s per row, {rounds} round(s), closed-loop keep-alive HTTP/1.1 clients, {} cores, \
          load average {} (pids: mock {}, proxy {}, monoize {})",
         std::thread::available_parallelism().map_or(0, usize::from),
         load_average(),
@@ -352,11 +357,18 @@ fn parent() {
     let mut monoize_served = 0usize;
     let mut warmed = [false; 3];
     for answer in [Answer::Json, Answer::Sse] {
-        for connections in [1, 32] {
+        for (connections, round) in [1, 32]
+            .into_iter()
+            .flat_map(|connections| (1..=rounds).map(move |round| (connections, round)))
+        {
             for (index, server) in [&mut mock, &mut proxy, &mut monoize]
                 .into_iter()
                 .enumerate()
             {
+                // The mock alone is the floor, not half of a ratio: once is enough.
+                if index == 0 && round > 1 {
+                    continue;
+                }
                 let label = format!("{} {} {connections}", server.name, answer.name());
                 if !label.contains(&filter) {
                     continue;
@@ -392,6 +404,7 @@ fn parent() {
                 }
                 rows.push(Row {
                     server: server.name,
+                    round,
                     answer,
                     connections,
                     outcome,
@@ -402,7 +415,7 @@ fn parent() {
             }
         }
     }
-    print_table(&rows);
+    print_table(&rows, rounds > 1);
     print_ratios(&rows);
     let memory: Vec<_> = [&mut mock, &mut proxy, &mut monoize]
         .into_iter()
@@ -437,9 +450,17 @@ fn parent() {
     println!("load average at the end: {}", load_average());
 }
 
-fn print_table(rows: &[Row]) {
+fn print_table(rows: &[Row], with_rounds: bool) {
+    let round = |text: String| {
+        if with_rounds {
+            format!("{text:>5} ")
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "{:<8} {:<5} {:>5} {:>8} {:>6} {:>9} {:>8} {:>8} {:>12} {:>12}",
+        "{}{:<8} {:<5} {:>5} {:>8} {:>6} {:>9} {:>8} {:>8} {:>12} {:>12}",
+        round("round".to_owned()),
         "server",
         "body",
         "conns",
@@ -453,7 +474,8 @@ fn print_table(rows: &[Row]) {
     );
     for row in rows {
         println!(
-            "{:<8} {:<5} {:>5} {:>8} {:>6} {:>9.0} {:>8.3} {:>8.3} {:>12.1} {:>12.1}",
+            "{}{:<8} {:<5} {:>5} {:>8} {:>6} {:>9.0} {:>8.3} {:>8.3} {:>12.1} {:>12.1}",
+            round(row.round.to_string()),
             row.server,
             row.answer.name(),
             row.connections,
@@ -468,33 +490,93 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-fn find<'a>(rows: &'a [Row], server: &str, answer: Answer, connections: usize) -> Option<&'a Row> {
-    rows.iter()
-        .find(|row| row.server == server && row.answer == answer && row.connections == connections)
+/// One configuration's proxy and Monoize rows, round by round.
+struct Pairs<'a> {
+    rounds: Vec<(&'a Row, &'a Row)>,
+}
+
+impl<'a> Pairs<'a> {
+    fn of(rows: &'a [Row], answer: Answer, connections: usize) -> Option<Pairs<'a>> {
+        let of = |server: &str, round: u64| {
+            rows.iter().find(|row| {
+                row.server == server
+                    && row.answer == answer
+                    && row.connections == connections
+                    && row.round == round
+            })
+        };
+        let rounds: Vec<_> = (1..)
+            .map_while(|round| Some((of("proxy", round)?, of("monoize", round)?)))
+            .collect();
+        (!rounds.is_empty()).then_some(Pairs { rounds })
+    }
+
+    /// Each round's `figure` of its pair, sorted.
+    fn sorted(&self, figure: impl Fn(&Row, &Row) -> f64) -> Vec<f64> {
+        let mut figures: Vec<f64> = self
+            .rounds
+            .iter()
+            .map(|(proxy, monoize)| figure(proxy, monoize))
+            .collect();
+        figures.sort_by(f64::total_cmp);
+        figures
+    }
+
+    /// The median round's `figure` (the lower middle of an even count).
+    fn median(&self, figure: impl Fn(&Row, &Row) -> f64) -> f64 {
+        let figures = self.sorted(figure);
+        figures[(figures.len() - 1) / 2]
+    }
+}
+
+fn requests_ratio(proxy: &Row, monoize: &Row) -> f64 {
+    monoize.outcome.per_second() / proxy.outcome.per_second().max(1e-9)
+}
+
+fn added_p50(proxy: &Row, monoize: &Row) -> f64 {
+    millis(monoize.outcome.percentile(0.5)) - millis(proxy.outcome.percentile(0.5))
+}
+
+fn added_p99(proxy: &Row, monoize: &Row) -> f64 {
+    millis(monoize.outcome.percentile(0.99)) - millis(proxy.outcome.percentile(0.99))
+}
+
+fn cpu_ratio(proxy: &Row, monoize: &Row) -> f64 {
+    monoize.cpu_per_request(monoize.server_cpu) / proxy.cpu_per_request(proxy.server_cpu).max(1e-9)
+}
+
+fn added_cpu(proxy: &Row, monoize: &Row) -> f64 {
+    monoize.cpu_per_request(monoize.server_cpu) - proxy.cpu_per_request(proxy.server_cpu)
 }
 
 fn print_ratios(rows: &[Row]) {
     println!();
     for answer in [Answer::Json, Answer::Sse] {
         for connections in [1, 32] {
-            let (Some(proxy), Some(monoize)) = (
-                find(rows, "proxy", answer, connections),
-                find(rows, "monoize", answer, connections),
-            ) else {
+            let Some(pairs) = Pairs::of(rows, answer, connections) else {
                 continue;
             };
-            let (writes, transactions, inline) = monoize.commits.unwrap_or_default();
+            let (writes, transactions, inline) = pairs
+                .rounds
+                .iter()
+                .filter_map(|(_, monoize)| monoize.commits)
+                .fold((0, 0, 0), |sum, row| {
+                    (sum.0 + row.0, sum.1 + row.1, sum.2 + row.2)
+                });
+            let ratios = pairs.sorted(requests_ratio);
+            let spread = match ratios.as_slice() {
+                [_] | [] => String::new(),
+                [low, .., high] => format!(" (median of {}: {low:.2}–{high:.2})", ratios.len()),
+            };
             println!(
-                "monoize/proxy {:<4} {connections:>2} conns: req/s {:.2}x   added p50 {:+.3} ms   \
+                "monoize/proxy {:<4} {connections:>2} conns: req/s {:.2}x{spread}   added p50 {:+.3} ms   \
                  added p99 {:+.3} ms   CPU/req {:.1}x ({:+.0} µs)   charges/commit {:.1} ({:.0}% inline)",
                 answer.name(),
-                monoize.outcome.per_second() / proxy.outcome.per_second().max(1e-9),
-                millis(monoize.outcome.percentile(0.5)) - millis(proxy.outcome.percentile(0.5)),
-                millis(monoize.outcome.percentile(0.99)) - millis(proxy.outcome.percentile(0.99)),
-                monoize.cpu_per_request(monoize.server_cpu)
-                    / proxy.cpu_per_request(proxy.server_cpu).max(1e-9),
-                monoize.cpu_per_request(monoize.server_cpu)
-                    - proxy.cpu_per_request(proxy.server_cpu),
+                pairs.median(requests_ratio),
+                pairs.median(added_p50),
+                pairs.median(added_p99),
+                pairs.median(cpu_ratio),
+                pairs.median(added_cpu),
                 writes as f64 / transactions.max(1) as f64,
                 100.0 * inline as f64 / transactions.max(1) as f64,
             );
@@ -502,22 +584,16 @@ fn print_ratios(rows: &[Row]) {
     }
 }
 
+/// The targets, judged on each configuration's median round.
 fn print_targets(rows: &[Row], monoize_hwm: f64) {
     let mut worst_ratio = f64::INFINITY;
     let mut worst_added = f64::NEG_INFINITY;
     for answer in [Answer::Json, Answer::Sse] {
         for connections in [1, 32] {
-            if let (Some(proxy), Some(monoize)) = (
-                find(rows, "proxy", answer, connections),
-                find(rows, "monoize", answer, connections),
-            ) {
-                worst_ratio = worst_ratio
-                    .min(monoize.outcome.per_second() / proxy.outcome.per_second().max(1e-9));
+            if let Some(pairs) = Pairs::of(rows, answer, connections) {
+                worst_ratio = worst_ratio.min(pairs.median(requests_ratio));
                 if connections == 1 {
-                    worst_added = worst_added.max(
-                        millis(monoize.outcome.percentile(0.5))
-                            - millis(proxy.outcome.percentile(0.5)),
-                    );
+                    worst_added = worst_added.max(pairs.median(added_p50));
                 }
             }
         }
