@@ -207,8 +207,9 @@ impl Checkpointer {
                 let mut preallocation = Preallocation::default();
                 preallocation.extend(&wal);
                 let mut quiet = Quiet::default();
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_INTERVAL)
-                {
+                let mut wait = CHECKPOINT_INTERVAL;
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
+                    wait = CHECKPOINT_INTERVAL;
                     let frames = match tick(&connection, &raise, restart_frames, &database_file) {
                         Ok(frames) => frames,
                         Err(error) => {
@@ -222,6 +223,8 @@ impl Checkpointer {
                         if !matches!(stopped.try_recv(), Err(TryRecvError::Empty)) {
                             break;
                         }
+                        // Awake: the pass at once, for the commit that woke it, if one did.
+                        wait = Duration::ZERO;
                     }
                 }
             })
