@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -30,7 +30,9 @@ use tokio::net::{TcpListener, TcpStream};
 use self::threads::{ConnectionThreads, Handoff};
 use crate::db::housekeeping::{Housekeeper, Retention};
 use crate::db::schema;
+use crate::gateway::error::{Dialect, GatewayError, REQUEST_ID_HEADER, set_request_id};
 use crate::gateway::forward::Operation;
+use crate::gateway::request_id::new_request_id;
 use crate::routing::EndpointKind;
 use crate::{dashboard, gateway};
 
@@ -216,9 +218,10 @@ async fn respond(
 /// ([`cors`]).
 pub async fn dispatch(
     state: Arc<AppState>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<ResponseBody> {
+    let body_read = body::BodyRead::track(&mut request);
     let path = request.uri().path();
     let api_path = path.strip_prefix("/api").unwrap_or(path);
     let endpoint = match api_path {
@@ -238,7 +241,7 @@ pub async fn dispatch(
         || api_path == "/v1/models"
         || api_path.starts_with("/v1/models/");
     if api && request.method() == Method::OPTIONS {
-        return cors::preflight(request.headers());
+        return with_request_id(cors::preflight(request.headers()));
     }
     let mut response = match (request.method(), path, api_path, endpoint) {
         (&Method::GET | &Method::HEAD, "/healthz", _, _) => healthz(&state).await,
@@ -247,7 +250,8 @@ pub async fn dispatch(
         (&Method::POST, _, _, Some((endpoint, operation))) => {
             gateway::handle(state, request, peer, endpoint, operation).await
         }
-        (_, _, _, Some(_)) => method_not_allowed(request.method()),
+        (method, _, _, Some((endpoint, _))) => GatewayError::MethodNotAllowed(method.to_string())
+            .into_response(gateway::dialect_of(endpoint), &new_request_id()),
         (&Method::GET | &Method::DELETE, _, _, None) if stored_response.is_some() => {
             let rest = stored_response.unwrap_or_default();
             gateway::stored::handle(state, request, peer, &rest).await
@@ -267,6 +271,21 @@ pub async fn dispatch(
     };
     if api {
         cors::allow(&mut response);
+    }
+    let mut response = with_request_id(response);
+    if body_read.is_some_and(|flag| flag.needs_close()) {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// `response` with an `x-request-id`: what the gateway answers carries its request's id
+/// already, the rest get one here.
+fn with_request_id(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+    if !response.headers().contains_key(REQUEST_ID_HEADER) {
+        set_request_id(&mut response, &new_request_id(), Dialect::OpenAi);
     }
     response
 }

@@ -255,7 +255,7 @@ async fn answer(
     }
     let limit = DASHBOARD_BODY_MAX_BYTES.min(state.config.http_body_max_bytes);
     let timeout = Duration::from_millis(state.config.http_body_timeout_ms);
-    let body = body::read_request(&parts.headers, body, limit, timeout).await?;
+    let body = body::read_request(&parts, body, limit, timeout).await?;
     if !body.is_empty() && !is_json(&parts.headers) {
         return Err(DashboardError::NotJson);
     }

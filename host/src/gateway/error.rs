@@ -36,6 +36,9 @@ pub enum GatewayError {
     /// No key, an unknown key, a wrong hash, a disabled or expired key or user: one answer.
     #[error("invalid API key")]
     Unauthorized,
+    /// A forwarding endpoint asked with another method than `POST`.
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
     /// The body exceeds `MONOIZE_HTTP_BODY_MAX_BYTES`.
     #[error("the request body exceeds {limit} bytes")]
     BodyTooLarge {
@@ -140,6 +143,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::Unauthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::BadRequest(_)
@@ -174,6 +178,7 @@ impl GatewayError {
     fn openai_kind(&self) -> (&'static str, &'static str) {
         match self {
             GatewayError::Unauthorized => ("authentication_error", "unauthorized"),
+            GatewayError::MethodNotAllowed(_) => ("invalid_request_error", "method_not_allowed"),
             GatewayError::BodyTooLarge { .. } => ("invalid_request_error", "request_too_large"),
             GatewayError::BodyStalled { .. } => ("invalid_request_error", "request_timeout"),
             GatewayError::BadRequest(_) => ("invalid_request_error", "invalid_request"),
@@ -228,7 +233,9 @@ impl GatewayError {
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
             StatusCode::REQUEST_TIMEOUT => "timeout_error",
-            StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => "invalid_request_error",
+            StatusCode::BAD_REQUEST
+            | StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE => "invalid_request_error",
             StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
             _ => "api_error",
         }

@@ -13,7 +13,7 @@ pub mod last_used;
 pub mod log;
 pub mod models;
 pub mod policy;
-mod request_id;
+pub mod request_id;
 pub mod route;
 pub mod stored;
 pub mod stream;
@@ -232,7 +232,7 @@ async fn pipeline(
     let key = authenticate(state, request.headers(), log).await?;
     let (parts, body) = request.into_parts();
     let bytes = body::read_request(
-        &parts.headers,
+        &parts,
         body,
         state.config.http_body_max_bytes,
         Duration::from_millis(state.config.http_body_timeout_ms),

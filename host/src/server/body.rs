@@ -4,13 +4,52 @@
 //! its headers and then trickles or withholds its body nor an upstream that stalls mid-answer
 //! holds a request and its buffer for ever (the header timeout stops at the headers).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::HeaderMap;
 use hyper::body::Incoming;
-use hyper::header::CONTENT_LENGTH;
+use hyper::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use hyper::http::request::Parts;
+use hyper::{Request, Version};
+
+/// Whether a client's request body has been read to its end, for a request that declares one
+/// (in its extensions). An HTTP/1 connection whose request body was left unread cannot carry
+/// another request, so the server closes it after the answer; [`BodyRead::needs_close`] tells
+/// the answer to say so (`connection: close`), or a keep-alive client would send its next
+/// request on a connection about to close and see it fail unanswered.
+#[derive(Debug, Clone, Default)]
+pub struct BodyRead(Arc<AtomicBool>);
+
+impl BodyRead {
+    /// A flag for `request` when it is HTTP/1 and declares a body (a `content-length` above 0
+    /// or a `transfer-encoding`), also put in its extensions for [`read_request`] to mark.
+    pub fn track<B>(request: &mut Request<B>) -> Option<BodyRead> {
+        let headers = request.headers();
+        let declares_body = headers.contains_key(TRANSFER_ENCODING)
+            || headers
+                .get(CONTENT_LENGTH)
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(|text| text.trim() != "0");
+        if !declares_body || request.version() > Version::HTTP_11 {
+            return None;
+        }
+        let flag = BodyRead::default();
+        request.extensions_mut().insert(flag.clone());
+        Some(flag)
+    }
+
+    /// Whether the answer must close the connection: the body was not read to its end.
+    pub fn needs_close(&self) -> bool {
+        !self.0.load(Ordering::Acquire)
+    }
+
+    fn mark(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
 
 /// Why a body was not read whole.
 #[derive(Debug, thiserror::Error)]
@@ -92,16 +131,17 @@ pub enum BodyError {
     Undecodable(String),
 }
 
-/// Reads a client's request `body` (sent with `headers`) to its end: at most `limit` bytes (a
+/// Reads a client's request `body` (its head is `parts`) to its end: at most `limit` bytes (a
 /// declared `content-length` over it is refused before anything is read), each piece within
-/// `timeout` of the one before.
+/// `timeout` of the one before; a body read whole is marked read ([`BodyRead`]).
 pub async fn read_request(
-    headers: &HeaderMap,
+    parts: &Parts,
     body: Incoming,
     limit: u64,
     timeout: Duration,
 ) -> Result<Bytes, BodyError> {
-    let declared = headers
+    let declared = parts
+        .headers
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|text| text.trim().parse::<u64>().ok());
@@ -109,13 +149,17 @@ pub async fn read_request(
         return Err(BodyError::TooLarge { limit });
     }
     let cap = usize::try_from(limit).unwrap_or(usize::MAX);
-    read_capped(body, cap, timeout)
-        .await
-        .map_err(|error| match error {
-            ReadError::TooLong { .. } => BodyError::TooLarge { limit },
-            ReadError::Stalled { timeout } => BodyError::Stalled {
-                timeout_ms: timeout.as_millis(),
-            },
-            ReadError::Failed(error) => BodyError::Unreadable(error.to_string()),
-        })
+    let read = read_capped(body, cap, timeout).await;
+    if read.is_ok()
+        && let Some(flag) = parts.extensions.get::<BodyRead>()
+    {
+        flag.mark();
+    }
+    read.map_err(|error| match error {
+        ReadError::TooLong { .. } => BodyError::TooLarge { limit },
+        ReadError::Stalled { timeout } => BodyError::Stalled {
+            timeout_ms: timeout.as_millis(),
+        },
+        ReadError::Failed(error) => BodyError::Unreadable(error.to_string()),
+    })
 }
