@@ -935,3 +935,138 @@ async fn an_address_with_ten_failed_logins_is_refused_429_even_with_the_right_pa
     }
     assert_eq!(login(forgetful, ADMIN_PASSWORD).await.status, 200);
 }
+
+/// Values of every JSON type and some odd ones, put in place of each field of a valid body.
+fn odd_values() -> Vec<Value> {
+    vec![
+        Value::Null,
+        json!(true),
+        json!(-1),
+        json!(1e308),
+        json!(u64::MAX),
+        json!(""),
+        json!("\u{0}"),
+        json!("-0.000000000001"),
+        json!("99999999999999999999999"),
+        json!("x".repeat(10_000)),
+        json!([]),
+        json!([[[[[[]]]]]]),
+        json!({}),
+        json!({"nested": {"deeper": [1, "two", null]}}),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_dashboard_bodies_get_a_client_error_never_a_crash() {
+    let server = start(|_| {}).await;
+    let story = operator_story(&server).await;
+    let provider = format!("/providers/{}", story.provider_id);
+    let bob = format!("/users/{}", story.bob_id);
+    let key = format!("/tokens/{}", story.bob_key_id);
+    let writes: Vec<(&str, &str, Value)> = vec![
+        (
+            "POST",
+            "/users",
+            json!({"username": "carol", "password": "carol-pass-1", "role": "user"}),
+        ),
+        (
+            "PUT",
+            &bob,
+            json!({"balance_usd": "1", "role": "user", "enabled": true, "balance_unlimited": false}),
+        ),
+        (
+            "POST",
+            "/tokens",
+            json!({"name": "k", "expires_in_days": 3, "model_limits_enabled": true,
+                   "model_limits": ["gpt-story"], "ip_whitelist": ["10.0.0.0/8"],
+                   "max_multiplier": "2"}),
+        ),
+        (
+            "PUT",
+            &key,
+            json!({"name": "k2", "quota_unlimited": false, "quota_remaining": "5"}),
+        ),
+        ("POST", "/tokens/batch-delete", json!({"ids": ["nope"]})),
+        (
+            "PUT",
+            &provider,
+            json!({"name": "p", "provider_type": "chat_completion", "priority": 3,
+                   "max_retries": 2, "groups": ["g"],
+                   "models": {"gpt-story": {"multiplier": "1.5"}}}),
+        ),
+        (
+            "POST",
+            "/providers/reorder",
+            json!({"provider_ids": [story.provider_id]}),
+        ),
+        (
+            "PUT",
+            "/model-metadata/gpt-story",
+            json!({"input_cost_per_token_nano": "1000", "output_cost_per_token_nano": "2000"}),
+        ),
+        (
+            "POST",
+            "/auth/login",
+            json!({"username": "bob", "password": "wrong-pass-1"}),
+        ),
+    ];
+    let mut sent = 0;
+    for (method, path, valid) in &writes {
+        let Value::Object(fields) = valid else {
+            unreachable!("every valid body is an object")
+        };
+        let mut bodies: Vec<Vec<u8>> =
+            ["", "null", "[]", "7", "{", r#"{"a":1,"a":2}"#, "\u{feff}{}"]
+                .iter()
+                .map(|text| text.as_bytes().to_vec())
+                .collect();
+        bodies.push(format!("{}{}", "[".repeat(5_000), "]".repeat(5_000)).into_bytes());
+        for field in fields.keys() {
+            for value in odd_values() {
+                let mut body = fields.clone();
+                body.insert(field.clone(), value);
+                bodies.push(Value::Object(body).to_string().into_bytes());
+            }
+        }
+        for body in bodies {
+            let headers = [
+                ("authorization", format!("Bearer {}", story.admin)),
+                ("content-type", "application/json".to_owned()),
+            ];
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(name, value)| (*name, value.as_str()))
+                .collect();
+            let shown = String::from_utf8_lossy(&body)
+                .chars()
+                .take(100)
+                .collect::<String>();
+            let answer = server
+                .raw(method, &format!("/api/dashboard{path}"), &headers, body)
+                .await;
+            sent += 1;
+            assert!(
+                answer.status < 500,
+                "{method} {path} {shown:?}: {} {}",
+                answer.status,
+                answer.body
+            );
+            if answer.status >= 400 {
+                assert!(
+                    answer.body["error"].is_object() || answer.body["error"].is_string(),
+                    "{method} {path} {shown:?}: {} {}",
+                    answer.status,
+                    answer.body
+                );
+            }
+        }
+    }
+    assert!(sent > 300, "only {sent} hostile requests were sent");
+    // Still serving, with the fixtures' money intact: bob's key still charges.
+    let answer = server.chat(&story.bob_key, "gpt-story").await;
+    assert!(
+        answer.status == 200 || answer.status == 402,
+        "{}",
+        answer.body
+    );
+}

@@ -93,6 +93,16 @@ fn number_text<'a>(value: &'a Value, param: &str) -> Result<std::borrow::Cow<'a,
     }
 }
 
+/// The highest price a model may be given, in nano-USD per token: $10,000 per million tokens,
+/// some sixteen times the dearest model on sale. With [`MAX_PROVIDER_MULTIPLIER`] it keeps every
+/// charge the gateway can compute inside an `i64`: at most 2 × 2^32 believable tokens (prompt and
+/// completion) × 10^7 × 100 ≈ 8.6 × 10^18 nano-USD, under 9.22 × 10^18. A price past it would
+/// make a served request uncountable, and so unbillable (DESIGN §6).
+pub const MAX_PRICE_NANO_USD_PER_TOKEN: u64 = 10_000_000;
+
+/// The highest multiplier a provider may put on a model, scaled by 10^9: ×100.
+pub const MAX_PROVIDER_MULTIPLIER: u64 = 100 * DECIMAL_ONE;
+
 /// A multiplier > 0 with at most nine fractional digits, from a JSON number or string.
 pub fn multiplier(value: &Value, param: &str) -> Result<u64, ApiError> {
     let text = number_text(value, param)?;
@@ -106,6 +116,21 @@ pub fn multiplier(value: &Value, param: &str) -> Result<u64, ApiError> {
     }
     u64::try_from(scaled)
         .map_err(|_| ApiError::invalid(param, format!("`{param}` is out of range")))
+}
+
+/// A provider's multiplier on a model: a [`multiplier`] of at most [`MAX_PROVIDER_MULTIPLIER`].
+pub fn provider_multiplier(value: &Value, param: &str) -> Result<u64, ApiError> {
+    let scaled = multiplier(value, param)?;
+    if scaled > MAX_PROVIDER_MULTIPLIER {
+        return Err(ApiError::invalid(
+            param,
+            format!(
+                "`{param}` must be at most {}",
+                format_decimal(MAX_PROVIDER_MULTIPLIER)
+            ),
+        ));
+    }
+    Ok(scaled)
 }
 
 /// An amount in USD (at most nine fractional digits), as nano-USD.
@@ -137,14 +162,21 @@ pub fn nano_usd(value: &Value, param: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::invalid(param, format!("`{param}` is out of range")))
 }
 
-/// A price in nano-USD per token: a whole number ≥ 0, from a JSON number or string.
+/// A price in nano-USD per token: a whole number from 0 to [`MAX_PRICE_NANO_USD_PER_TOKEN`],
+/// from a JSON number or string.
 pub fn price(value: &Value, param: &str) -> Result<u64, ApiError> {
-    u64::try_from(integer(value, param)?).map_err(|_| {
-        ApiError::invalid(
-            param,
-            format!("`{param}` must be a whole number of nano-USD, at least 0"),
-        )
-    })
+    u64::try_from(integer(value, param)?)
+        .ok()
+        .filter(|price| *price <= MAX_PRICE_NANO_USD_PER_TOKEN)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                param,
+                format!(
+                    "`{param}` must be a whole number of nano-USD from 0 to \
+                     {MAX_PRICE_NANO_USD_PER_TOKEN}"
+                ),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -154,6 +186,24 @@ mod tests {
 
     fn parse_json(text: &str) -> Value {
         serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn prices_and_provider_multipliers_are_bounded_so_that_every_charge_fits_an_i64() {
+        assert_eq!(price(&json!(MAX_PRICE_NANO_USD_PER_TOKEN), "p"), Ok(10_000_000));
+        assert_eq!(price(&json!("0"), "p"), Ok(0));
+        for too_much in [json!(10_000_001), json!(u64::MAX), json!("18446744073709551616")] {
+            assert!(price(&too_much, "p").is_err(), "{too_much}");
+        }
+        assert_eq!(provider_multiplier(&json!("100"), "m"), Ok(100 * DECIMAL_ONE));
+        assert!(provider_multiplier(&json!("100.000000001"), "m").is_err());
+        assert!(provider_multiplier(&json!(0), "m").is_err());
+        // The gateway believes at most 2^32 tokens in a count (`MAX_BELIEVABLE_TOKENS`); a
+        // charge prices two counts (prompt and completion) and applies the multiplier.
+        let largest = 2 * (1u128 << 32) * u128::from(MAX_PRICE_NANO_USD_PER_TOKEN)
+            * u128::from(MAX_PROVIDER_MULTIPLIER)
+            / u128::from(DECIMAL_ONE);
+        assert!(largest <= i64::MAX as u128, "{largest}");
     }
 
     #[test]

@@ -183,7 +183,7 @@ fn models(value: &Value, param: &str) -> Result<Vec<ModelInput>, ApiError> {
         let multiplier_param = format!("{here}.multiplier");
         let multiplier = match spec.value("multiplier") {
             None | Some(Value::Null) => money::DECIMAL_ONE,
-            Some(value) => money::multiplier(value, &multiplier_param)?,
+            Some(value) => money::provider_multiplier(value, &multiplier_param)?,
         };
         out.push(ModelInput {
             model,
