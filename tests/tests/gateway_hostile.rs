@@ -189,6 +189,34 @@ async fn hostile_bodies_and_headers_get_a_client_error_in_the_endpoints_dialect_
             }
         }
     }
+    // Odd ids in the paths that take one.
+    let long = "a".repeat(5_000);
+    for id in [
+        "%00",
+        "%ff%fe",
+        "%",
+        "%zz",
+        "..%2F..%2Fetc%2Fpasswd",
+        "resp_%0d%0aset-cookie:x",
+        &long,
+    ] {
+        for (method, path) in [
+            ("GET", format!("/v1/models/{id}")),
+            ("GET", format!("/v1/responses/{id}")),
+            ("DELETE", format!("/v1/responses/{id}")),
+            ("GET", format!("/v1/responses/{id}/input_items")),
+        ] {
+            let response = gateway.send_as(method, &path, &[BEARER], "").await;
+            sent += 1;
+            let status = response.status().as_u16();
+            let shown = path.chars().take(80).collect::<String>();
+            assert!(status < 500 || status == 502, "{method} {shown}: {status}");
+            assert!(
+                !response.headers().contains_key("set-cookie"),
+                "{method} {shown}"
+            );
+        }
+    }
     assert!(sent > 300, "only {sent} hostile requests were sent");
     // Still serving.
     let (status, answer, _) = gateway
