@@ -190,17 +190,29 @@ mod tests {
 
     #[test]
     fn prices_and_provider_multipliers_are_bounded_so_that_every_charge_fits_an_i64() {
-        assert_eq!(price(&json!(MAX_PRICE_NANO_USD_PER_TOKEN), "p"), Ok(10_000_000));
+        assert_eq!(
+            price(&json!(MAX_PRICE_NANO_USD_PER_TOKEN), "p"),
+            Ok(10_000_000)
+        );
         assert_eq!(price(&json!("0"), "p"), Ok(0));
-        for too_much in [json!(10_000_001), json!(u64::MAX), json!("18446744073709551616")] {
+        for too_much in [
+            json!(10_000_001),
+            json!(u64::MAX),
+            json!("18446744073709551616"),
+        ] {
             assert!(price(&too_much, "p").is_err(), "{too_much}");
         }
-        assert_eq!(provider_multiplier(&json!("100"), "m"), Ok(100 * DECIMAL_ONE));
+        assert_eq!(
+            provider_multiplier(&json!("100"), "m"),
+            Ok(100 * DECIMAL_ONE)
+        );
         assert!(provider_multiplier(&json!("100.000000001"), "m").is_err());
         assert!(provider_multiplier(&json!(0), "m").is_err());
         // The gateway believes at most 2^32 tokens in a count (`MAX_BELIEVABLE_TOKENS`); a
         // charge prices two counts (prompt and completion) and applies the multiplier.
-        let largest = 2 * (1u128 << 32) * u128::from(MAX_PRICE_NANO_USD_PER_TOKEN)
+        let largest = 2
+            * (1u128 << 32)
+            * u128::from(MAX_PRICE_NANO_USD_PER_TOKEN)
             * u128::from(MAX_PROVIDER_MULTIPLIER)
             / u128::from(DECIMAL_ONE);
         assert!(largest <= i64::MAX as u128, "{largest}");
