@@ -14,6 +14,7 @@ pub mod db;
 pub mod gateway;
 pub mod metrics;
 pub mod money;
+pub mod parking;
 pub mod plugins;
 pub mod routing;
 pub mod secret;

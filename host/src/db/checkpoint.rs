@@ -40,13 +40,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender, TryRecvError};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::{self, JoinHandle, Thread};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
 use super::{BUSY_TIMEOUT, DbError};
+use crate::parking::Parker;
 
 /// How often the WAL is checkpointed. Short, so each pass's fsync of the WAL has little to
 /// write (~3 MB at 20k charges/s): commits that land during a long fsync wait on the file
@@ -111,11 +112,10 @@ pub struct WalRestart {
     parking: Arc<Parking>,
 }
 
-/// Whether the checkpoint thread is parked, and the thread to wake.
+/// The checkpoint thread's parking, and the passes it has run.
 #[derive(Debug, Default)]
 struct Parking {
-    parked: AtomicBool,
-    thread: OnceLock<Thread>,
+    parker: Parker,
     /// Passes run so far (each tick's first; for tests).
     passes: AtomicU64,
 }
@@ -124,17 +124,13 @@ impl WalRestart {
     /// The writer has committed a transaction: wakes the checkpoint thread if it is parked.
     /// An atomic load when it is not.
     pub fn committed(&self) {
-        if self.parking.parked.load(Ordering::SeqCst)
-            && let Some(thread) = self.parking.thread.get()
-        {
-            thread.unpark();
-        }
+        self.parking.parker.wake();
     }
 
     /// Whether the checkpoint thread is parked now.
     #[cfg(test)]
     fn is_parked(&self) -> bool {
-        self.parking.parked.load(Ordering::SeqCst)
+        self.parking.parker.is_parked()
     }
 
     /// How many ticks the checkpoint thread has run.
@@ -202,8 +198,7 @@ impl Checkpointer {
         let thread = thread::Builder::new()
             .name("monoize-checkpoint".to_owned())
             .spawn(move || {
-                // Before the first chance to park: a commit must find the thread to wake.
-                let _ = raise.parking.thread.set(thread::current());
+                raise.parking.parker.adopt_current_thread();
                 let mut preallocation = Preallocation::default();
                 preallocation.extend(&wal);
                 let mut quiet = Quiet::default();
@@ -219,7 +214,12 @@ impl Checkpointer {
                     };
                     preallocation.extend(&wal);
                     if quiet.after(frames) {
-                        park(&raise.parking, tuning.parked_check);
+                        // A commit that came after the last pass wakes it, or the pass after
+                        // `parked_check` sees it.
+                        raise
+                            .parking
+                            .parker
+                            .park_unless(tuning.parked_check, || false);
                         if !matches!(stopped.try_recv(), Err(TryRecvError::Empty)) {
                             break;
                         }
@@ -269,15 +269,6 @@ impl Quiet {
         }
         false
     }
-}
-
-/// Parks the checkpoint thread until a commit wakes it or `check` passes.
-fn park(parking: &Parking, check: Duration) {
-    parking.parked.store(true, Ordering::SeqCst);
-    // A commit that saw the flag down and did not wake this thread came before the store; the
-    // thread still parks for `check` at most, and the pass after it sees that commit.
-    thread::park_timeout(check);
-    parking.parked.store(false, Ordering::SeqCst);
 }
 
 /// Copies what it can of the WAL back into the database file without waiting for anyone.

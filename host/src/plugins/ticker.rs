@@ -8,20 +8,18 @@
 //! [`PARKED_CHECK`] to notice an engine that is gone (and then ends); with no call begun, it
 //! parks again at once, without a tick.
 //!
-//! Why it cannot miss a call: the ticker raises `parked` and then looks at `running`; a call
-//! raises `running` and then looks at `parked`. All four are sequentially consistent, so at
-//! least one of them sees the other's write: either the ticker sees the call and keeps
-//! ticking, or the call sees the ticker parked and unparks it (an unpark that comes before
-//! the park makes the park return at once).
+//! It cannot miss a call: a call raises `running` before it wakes the ticker, and the ticker
+//! looks at `running` once it is marked parked ([`crate::parking`] says why that suffices).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::thread::{self, Thread};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread;
 use std::time::Duration;
 
 use wasmtime::Engine;
 
 use super::PluginError;
+use crate::parking::Parker;
 
 /// How often the epoch advances: the resolution of the time bound.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -44,10 +42,8 @@ struct Shared {
     running: AtomicUsize,
     /// Calls begun so far.
     begun: AtomicU64,
-    /// The ticker is parked, or about to park.
-    parked: AtomicBool,
-    /// The ticker's thread, to unpark; set by the thread itself as it starts.
-    thread: OnceLock<Thread>,
+    /// The ticker's thread, parked while no call runs.
+    parker: Parker,
 }
 
 /// Keeps the ticker ticking while it lives: one per call.
@@ -80,19 +76,16 @@ impl EpochTicker {
         thread::Builder::new()
             .name("monoize-epoch".to_owned())
             .spawn(move || {
-                // Known before it can ever park, so every call that finds it parked can wake it.
-                let _ = ticker.thread.set(thread::current());
+                ticker.parker.adopt_current_thread();
                 let mut quiet_ticks = 0u32;
                 let mut begun = ticker.begun.load(Ordering::Relaxed);
                 while let Some(engine) = weak.upgrade() {
                     if quiet_ticks >= IDLE_TICKS {
                         // Idle: park until a call begins (or to look for the engine again).
                         drop(engine);
-                        ticker.parked.store(true, Ordering::SeqCst);
-                        if ticker.running.load(Ordering::SeqCst) == 0 {
-                            thread::park_timeout(parked_check);
-                        }
-                        ticker.parked.store(false, Ordering::SeqCst);
+                        ticker.parker.park_unless(parked_check, || {
+                            ticker.running.load(Ordering::SeqCst) > 0
+                        });
                     } else {
                         engine.increment_epoch();
                         drop(engine);
@@ -118,11 +111,7 @@ impl EpochTicker {
         let shared = &self.shared;
         shared.running.fetch_add(1, Ordering::SeqCst);
         shared.begun.fetch_add(1, Ordering::Relaxed);
-        if shared.parked.load(Ordering::SeqCst)
-            && let Some(thread) = shared.thread.get()
-        {
-            thread.unpark();
-        }
+        shared.parker.wake();
         Ticking {
             shared: Arc::clone(shared),
         }
@@ -130,7 +119,7 @@ impl EpochTicker {
 
     /// Whether the ticker is parked (no call for a while).
     pub fn is_parked(&self) -> bool {
-        self.shared.parked.load(Ordering::SeqCst)
+        self.shared.parker.is_parked()
     }
 }
 
