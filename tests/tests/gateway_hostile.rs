@@ -133,6 +133,17 @@ fn odd_headers() -> Vec<Vec<(&'static str, &'static str)>> {
     ]
 }
 
+/// A gateway with one provider of each of `provider_types`, each answering every request.
+async fn serving(provider_types: &[ProviderType]) -> gateway_harness::Gateway {
+    provider_types
+        .iter()
+        .fold(Setup::new(), |setup, provider_type| {
+            setup.provider(*provider_type, &["ok"])
+        })
+        .start()
+        .await
+}
+
 fn is_dialect_error(path: &str, body: &Value) -> bool {
     if path.starts_with("/v1/messages") {
         body["type"] == "error" && body["error"]["type"].is_string()
@@ -143,12 +154,12 @@ fn is_dialect_error(path: &str, body: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_bodies_and_headers_get_a_client_error_in_the_endpoints_dialect_never_a_crash() {
-    let gateway = Setup::new()
-        .provider(ProviderType::ChatCompletion, &["ok"])
-        .provider(ProviderType::Responses, &["ok"])
-        .provider(ProviderType::Messages, &["ok"])
-        .start()
-        .await;
+    let gateway = serving(&[
+        ProviderType::ChatCompletion,
+        ProviderType::Responses,
+        ProviderType::Messages,
+    ])
+    .await;
     let mut sent = 0;
     for (path, valid) in ENDPOINTS {
         let mut cases: Vec<(Vec<(&str, &str)>, String)> = odd_bodies(valid)
@@ -254,10 +265,7 @@ async fn answer_to(address: &str, head: &str, sent: usize, answers: usize) -> (S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_sent_before_the_request_body_was_read_says_it_closes_the_connection() {
-    let gateway = Setup::new()
-        .provider(ProviderType::ChatCompletion, &["ok"])
-        .start()
-        .await;
+    let gateway = serving(&[ProviderType::ChatCompletion]).await;
     let address = gateway.url().trim_start_matches("http://").to_owned();
     // The harness caps bodies at 4 KiB; this one declares far more, and is refused unread:
     // by its key, and by its length.
@@ -289,10 +297,7 @@ async fn a_refusal_sent_before_the_request_body_was_read_says_it_closes_the_conn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_carries_a_request_id_and_a_wrong_method_is_refused_in_its_dialect() {
-    let gateway = Setup::new()
-        .provider(ProviderType::Messages, &["ok"])
-        .start()
-        .await;
+    let gateway = serving(&[ProviderType::Messages]).await;
     for (method, path, status) in [
         ("GET", "/healthz", 200),
         ("PUT", "/healthz", 405),

@@ -216,10 +216,7 @@ impl Database {
     /// The writer connection, waiting for whoever holds it. Holding it, a caller may run
     /// several transactions in a row with no other write between them.
     pub fn writer(&self) -> Writer<'_> {
-        Writer {
-            connection: lock(&self.shared.writer),
-            checkpointer: self.shared.checkpointer.as_ref(),
-        }
+        self.writer_holding(lock(&self.shared.writer))
     }
 
     /// The writer connection if no one holds it now: for a caller that must not wait.
@@ -229,10 +226,18 @@ impl Database {
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return None,
         };
-        Some(Writer {
+        Some(self.writer_holding(connection))
+    }
+
+    fn writer_holding<'a>(&'a self, connection: MutexGuard<'a, Connection>) -> Writer<'a> {
+        Writer {
             connection,
-            checkpointer: self.shared.checkpointer.as_ref(),
-        })
+            wal: self
+                .shared
+                .checkpointer
+                .as_ref()
+                .map(checkpoint::Checkpointer::restart),
+        }
     }
 
     /// Whether [`Database::checkpoint_if_due`] has work to do.
@@ -295,7 +300,7 @@ impl Database {
 pub struct Writer<'a> {
     connection: MutexGuard<'a, Connection>,
     /// Told of each commit, so that a parked checkpoint thread wakes (`None` in memory).
-    checkpointer: Option<&'a checkpoint::Checkpointer>,
+    wal: Option<&'a checkpoint::WalRestart>,
 }
 
 impl Writer<'_> {
@@ -310,8 +315,8 @@ impl Writer<'_> {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = f(&transaction)?;
         transaction.commit()?;
-        if let Some(checkpointer) = self.checkpointer {
-            checkpointer.restart().committed();
+        if let Some(wal) = self.wal {
+            wal.committed();
         }
         Ok(value)
     }
