@@ -1,7 +1,7 @@
 //! The `monoize` binary: parses the command line, sets up logging and calls into the library.
 //! A failure is one line on stderr (`monoize: <message>`) and a non-zero exit.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -40,6 +40,7 @@ fn init_tracing(format: LogFormat, quiet: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours_wanted(quiet))
         .with_writer(
             LogOutput::stdout()
                 .with_filter(move |_| !quiet)
@@ -50,4 +51,16 @@ fn init_tracing(format: LogFormat, quiet: bool) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Whether text log lines are coloured: only for a person at a terminal. A file, a pipe,
+/// journald or `docker logs` would keep the escape codes as text in every line. `NO_COLOR`
+/// (no-color.org) turns them off at a terminal too. A `quiet` command logs to stderr.
+fn colours_wanted(quiet: bool) -> bool {
+    let terminal = if quiet {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
 }

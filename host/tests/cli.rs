@@ -43,12 +43,17 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_logging_to(dir, args, env, Stdio::null())
+    }
+
+    /// [`Server::start`] with its stdout, where its log goes, sent to `stdout`.
+    fn start_logging_to(dir: &Path, args: &[&str], env: &[(&str, &str)], stdout: Stdio) -> Server {
         let port = free_port();
         let child = monoize(dir)
             .args(args)
             .envs(env.iter().copied())
             .env("MONOIZE_LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn monoize");
@@ -299,6 +304,22 @@ fn db2_db3_dbt_serve_creates_the_default_database_and_a_restart_changes_nothing(
         first,
         "a restart must not change the schema"
     );
+}
+
+/// A log read from a file, a pipe, journald or `docker logs` is plain text: colour codes are for
+/// a terminal only.
+#[test]
+fn serve_logs_plain_text_lines_without_colour_codes_when_its_stdout_is_not_a_terminal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start_logging_to(dir.path(), &["serve"], &[], Stdio::piped());
+    assert_eq!(server.wait_healthy().0, 200);
+    let mut stdout = server.child().stdout.take().expect("piped stdout");
+    assert!(server.terminate().success());
+    let mut log = String::new();
+    stdout.read_to_string(&mut log).expect("read the log");
+    assert!(log.contains("monoize is listening"), "{log}");
+    assert!(log.contains(" INFO monoize::cli: "), "{log}");
+    assert!(!log.contains('\u{1b}'), "escape codes in the log: {log:?}");
 }
 
 #[test]
