@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -243,10 +243,17 @@ pub async fn dispatch(
     if api && request.method() == Method::OPTIONS {
         return with_request_id(cors::preflight(request.headers()));
     }
+    let allowed = allowed_methods(
+        path,
+        api_path,
+        endpoint.is_some(),
+        stored_response.is_some(),
+    );
     let mut response = match (request.method(), path, api_path, endpoint) {
         (&Method::GET | &Method::HEAD, "/healthz", _, _) => healthz(&state).await,
         (_, "/healthz", _, _) => method_not_allowed(request.method()),
         (&Method::GET, "/metrics", _, _) => metrics_response(&state, &request),
+        (_, "/metrics", _, _) => method_not_allowed(request.method()),
         (&Method::POST, _, _, Some((endpoint, operation))) => {
             gateway::handle(state, request, peer, endpoint, operation).await
         }
@@ -266,11 +273,21 @@ pub async fn dispatch(
                 .into_owned();
             gateway::models(state, request, peer, Some(id)).await
         }
+        (_, _, models_path, _) if models_path.starts_with("/v1/models/") => {
+            method_not_allowed(request.method())
+        }
         (_, path, _, _) if dashboard::serves(path) => dashboard::handle(state, request, peer).await,
         (_, path, _, _) => not_found(path),
     };
     if api {
         cors::allow(&mut response);
+    }
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allowed) = allowed
+    {
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allowed));
     }
     let mut response = with_request_id(response);
     if body_read.is_some_and(|flag| flag.needs_close()) {
@@ -279,6 +296,27 @@ pub async fn dispatch(
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// The methods a path of the host's own answers, for the `Allow` header its `405`s must carry
+/// (RFC 9110, 15.5.6); `None` for the dashboard's paths and unknown ones. Every API path also
+/// answers a CORS preflight.
+fn allowed_methods(
+    path: &str,
+    api_path: &str,
+    forwarding: bool,
+    stored_response: bool,
+) -> Option<&'static str> {
+    match path {
+        "/healthz" => Some("GET, HEAD"),
+        "/metrics" => Some("GET"),
+        _ if forwarding => Some("POST, OPTIONS"),
+        _ if stored_response => Some("GET, DELETE, OPTIONS"),
+        _ if api_path == "/v1/models" || api_path.starts_with("/v1/models/") => {
+            Some("GET, OPTIONS")
+        }
+        _ => None,
+    }
 }
 
 /// `response` with an `x-request-id`: what the gateway answers carries its request's id

@@ -298,18 +298,38 @@ async fn a_refusal_sent_before_the_request_body_was_read_says_it_closes_the_conn
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_carries_a_request_id_and_a_wrong_method_is_refused_in_its_dialect() {
     let gateway = serving(&[ProviderType::Messages]).await;
-    for (method, path, status) in [
-        ("GET", "/healthz", 200),
-        ("PUT", "/healthz", 405),
-        ("GET", "/metrics", 200),
-        ("GET", "/no/such/path", 404),
-        ("OPTIONS", "/v1/messages", 204),
-        ("GET", "/v1/chat/completions", 405),
-        ("DELETE", "/v1/messages", 405),
-        ("GET", "/api/v1/messages/count_tokens", 405),
+    for (method, path, status, allow) in [
+        ("GET", "/healthz", 200, None),
+        ("PUT", "/healthz", 405, Some("GET, HEAD")),
+        ("GET", "/metrics", 200, None),
+        ("POST", "/metrics", 405, Some("GET")),
+        ("GET", "/no/such/path", 404, None),
+        ("OPTIONS", "/v1/messages", 204, None),
+        ("GET", "/v1/chat/completions", 405, Some("POST, OPTIONS")),
+        ("DELETE", "/v1/messages", 405, Some("POST, OPTIONS")),
+        (
+            "GET",
+            "/api/v1/messages/count_tokens",
+            405,
+            Some("POST, OPTIONS"),
+        ),
+        ("PUT", "/v1/models", 405, Some("GET, OPTIONS")),
+        ("POST", "/api/v1/models/gpt-x", 405, Some("GET, OPTIONS")),
+        (
+            "PATCH",
+            "/v1/responses/resp_1",
+            405,
+            Some("GET, DELETE, OPTIONS"),
+        ),
     ] {
         let response = gateway.send_as(method, path, &[BEARER], "").await;
         assert_eq!(response.status(), status, "{method} {path}");
+        // A 405 names what the resource answers (RFC 9110, 15.5.6).
+        let allowed = response
+            .headers()
+            .get("allow")
+            .map(|value| value.to_str().unwrap());
+        assert_eq!(allowed, allow, "{method} {path}");
         let id = response.headers().get("x-request-id");
         assert!(
             id.is_some_and(|id| id.to_str().is_ok_and(|id| id.starts_with("req_"))),
