@@ -12,7 +12,10 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return refuse_arguments(&error),
+    };
     // `plugin check` reports on stdout, `user create` prints an id there; log lines would only
     // be noise.
     let quiet = matches!(cli.command, Some(Command::Plugin(_) | Command::User(_)));
@@ -30,6 +33,48 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--help` and `--version` print as clap writes them, and so does the help of a command given
+/// without its subcommand (to stderr, exit code 2); any other command line that cannot be used
+/// is one line on stderr, as every other failure is (with clap's suggestion when it has one),
+/// and exit code 2.
+fn refuse_arguments(error: &clap::Error) -> ExitCode {
+    if !error.use_stderr() {
+        // Nothing useful is left to do if stdout itself is gone.
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    if error.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // `monoize plugin` alone: the list of what it can do is the answer.
+        let _ = error.print();
+        return ExitCode::from(2);
+    }
+    // clap's text is paragraphs: the problem (with the missing arguments on lines of their
+    // own), tips, the usage and a pointer to `--help`.
+    let rendered = error.render().to_string();
+    let mut paragraphs = rendered.split("\n\n").map(|paragraph| {
+        paragraph
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let problem = paragraphs.next().unwrap_or_default();
+    let problem = problem.strip_prefix("error: ").unwrap_or(&problem);
+    let tip = paragraphs
+        .find_map(|paragraph| {
+            paragraph
+                .strip_prefix("tip: ")
+                .map(|tip| format!(" ({tip})"))
+        })
+        .unwrap_or_default();
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "monoize: {problem}{tip}; see `monoize --help`"
+    );
+    ExitCode::from(2)
 }
 
 /// Logs go to stdout (stderr is kept for the one-line failure), filtered by `RUST_LOG`

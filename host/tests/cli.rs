@@ -438,6 +438,44 @@ fn serve_with_an_unusable_upstream_proxy_exits_in_one_line_without_its_password(
     assert!(!everything.contains("hunter2"), "{everything}");
 }
 
+/// A command line that cannot be used is one line on stderr and exit code 2, as every other
+/// failure is one line; `--version` prints the version.
+#[test]
+fn an_unusable_command_line_is_one_line_and_exit_code_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (args, needles) in [
+        (
+            &["frobnicate"][..],
+            &["unrecognized subcommand 'frobnicate'"][..],
+        ),
+        (&["srve"][..], &["'srve'", "'serve'"][..]),
+        (&["serve", "--bogus"][..], &["'--bogus'"][..]),
+        (&["serve", "--listen"][..], &["--listen"][..]),
+        (&["user", "create"][..], &["required", "--username"][..]),
+    ] {
+        let mut command = monoize(dir.path());
+        command.args(args);
+        let (output, _) = run_to_exit(command);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
+        let lines = stderr_lines(&output);
+        assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+        assert!(lines[0].starts_with("monoize: "), "{args:?}: {lines:?}");
+        for needle in needles {
+            assert!(lines[0].contains(needle), "{args:?}: {lines:?}");
+        }
+        assert!(output.stdout.is_empty(), "{args:?}: {output:?}");
+    }
+    let mut command = monoize(dir.path());
+    command.arg("--version");
+    let (output, _) = run_to_exit(command);
+    assert!(output.status.success(), "{output:?}");
+    let version = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        version.trim(),
+        format!("monoize {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 #[test]
 fn help_explains_the_environment() {
     let dir = tempfile::tempdir().expect("temp dir");
