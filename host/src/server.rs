@@ -243,29 +243,28 @@ pub async fn dispatch(
     if api && request.method() == Method::OPTIONS {
         return with_request_id(cors::preflight(request.headers()));
     }
-    let allowed = allowed_methods(
-        path,
-        api_path,
-        endpoint.is_some(),
-        stored_response.is_some(),
-    );
     let mut response = match (request.method(), path, api_path, endpoint) {
         (&Method::GET | &Method::HEAD, "/healthz", _, _) => healthz(&state).await,
-        (_, "/healthz", _, _) => method_not_allowed(request.method()),
+        (_, "/healthz", _, _) => method_not_allowed(request.method(), "GET, HEAD"),
         (&Method::GET, "/metrics", _, _) => metrics_response(&state, &request),
-        (_, "/metrics", _, _) => method_not_allowed(request.method()),
+        (_, "/metrics", _, _) => method_not_allowed(request.method(), "GET"),
         (&Method::POST, _, _, Some((endpoint, operation))) => {
             gateway::handle(state, request, peer, endpoint, operation).await
         }
-        (method, _, _, Some((endpoint, _))) => GatewayError::MethodNotAllowed(method.to_string())
-            .into_response(gateway::dialect_of(endpoint), &new_request_id()),
+        (method, _, _, Some((endpoint, _))) => with_allow(
+            GatewayError::MethodNotAllowed(method.to_string())
+                .into_response(gateway::dialect_of(endpoint), &new_request_id()),
+            "POST, OPTIONS",
+        ),
         (&Method::GET | &Method::DELETE, _, _, None) if stored_response.is_some() => {
             let rest = stored_response.unwrap_or_default();
             gateway::stored::handle(state, request, peer, &rest).await
         }
-        (_, _, _, None) if stored_response.is_some() => method_not_allowed(request.method()),
+        (_, _, _, None) if stored_response.is_some() => {
+            method_not_allowed(request.method(), "GET, DELETE, OPTIONS")
+        }
         (&Method::GET, _, "/v1/models", _) => gateway::models(state, request, peer, None).await,
-        (_, _, "/v1/models", _) => method_not_allowed(request.method()),
+        (_, _, "/v1/models", _) => method_not_allowed(request.method(), "GET, OPTIONS"),
         (&Method::GET, _, models_path, _) if models_path.starts_with("/v1/models/") => {
             // The rest of the path, decoded: a model's name may hold `/` (`openai/gpt-4o`).
             let id = percent_encoding::percent_decode_str(&models_path["/v1/models/".len()..])
@@ -274,20 +273,13 @@ pub async fn dispatch(
             gateway::models(state, request, peer, Some(id)).await
         }
         (_, _, models_path, _) if models_path.starts_with("/v1/models/") => {
-            method_not_allowed(request.method())
+            method_not_allowed(request.method(), "GET, OPTIONS")
         }
         (_, path, _, _) if dashboard::serves(path) => dashboard::handle(state, request, peer).await,
         (_, path, _, _) => not_found(path),
     };
     if api {
         cors::allow(&mut response);
-    }
-    if response.status() == StatusCode::METHOD_NOT_ALLOWED
-        && let Some(allowed) = allowed
-    {
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static(allowed));
     }
     let mut response = with_request_id(response);
     if body_read.is_some_and(|flag| flag.needs_close()) {
@@ -296,27 +288,6 @@ pub async fn dispatch(
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-/// The methods a path of the host's own answers, for the `Allow` header its `405`s must carry
-/// (RFC 9110, 15.5.6); `None` for the dashboard's paths and unknown ones. Every API path also
-/// answers a CORS preflight.
-fn allowed_methods(
-    path: &str,
-    api_path: &str,
-    forwarding: bool,
-    stored_response: bool,
-) -> Option<&'static str> {
-    match path {
-        "/healthz" => Some("GET, HEAD"),
-        "/metrics" => Some("GET"),
-        _ if forwarding => Some("POST, OPTIONS"),
-        _ if stored_response => Some("GET, DELETE, OPTIONS"),
-        _ if api_path == "/v1/models" || api_path.starts_with("/v1/models/") => {
-            Some("GET, OPTIONS")
-        }
-        _ => None,
-    }
 }
 
 /// `response` with an `x-request-id`: what the gateway answers carries its request's id
@@ -383,13 +354,29 @@ fn not_found(path: &str) -> Response<ResponseBody> {
     )
 }
 
-fn method_not_allowed(method: &Method) -> Response<ResponseBody> {
-    error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &format!("method {method} is not allowed here"),
-        "invalid_request_error",
-        "method_not_allowed",
+/// A `405` for `method` in the OpenAI dialect, naming the methods `allowed` on its path.
+fn method_not_allowed(method: &Method, allowed: &'static str) -> Response<ResponseBody> {
+    with_allow(
+        error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("method {method} is not allowed here"),
+            "invalid_request_error",
+            "method_not_allowed",
+        ),
+        allowed,
     )
+}
+
+/// A `405` with the `Allow` header it must carry (RFC 9110, 15.5.6): the methods its path
+/// answers (every API path also answers a CORS preflight).
+fn with_allow(
+    mut response: Response<ResponseBody>,
+    allowed: &'static str,
+) -> Response<ResponseBody> {
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allowed));
+    response
 }
 
 /// An OpenAI-shaped error: `{"error": {"message", "type", "param": null, "code"}}`.
