@@ -24,7 +24,9 @@
 //!
 //! A batch is first applied as it is, write after write, with nothing between them: almost every
 //! batch is all successes, and per-write savepoints would add two statements to each write's
-//! four. If any write fails (an unknown user, an overflow), that attempt is rolled back whole and
+//! four. In that first pass each user's balance is read once and stored once, after the batch's
+//! last write ([`Balances::held`]): a burst of one user's charges costs two statements fewer per
+//! charge. If any write fails (an unknown user, an overflow), that attempt is rolled back whole and
 //! the batch is applied again with each write in its own savepoint, so the failing one is undone
 //! alone and answered its own error while its neighbours commit. If the transaction as a whole
 //! fails, nothing of it was committed and each write is retried in a transaction of its own, so
@@ -46,7 +48,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Account;
 use super::cache::ReadCache;
-use crate::db::ledger::{self, Adjustment, Appended, Charge};
+use crate::db::ledger::{self, Adjustment, Appended, Balances, Charge};
 use crate::db::{Database, DbError, Writer, savepoint};
 use crate::metrics;
 
@@ -85,14 +87,20 @@ impl LedgerWrite {
         }
     }
 
-    fn apply(&self, tx: &rusqlite::Transaction<'_>) -> Result<Appended, DbError> {
+    /// Applies the write in `tx`, its balance read and changed through `balances`.
+    fn apply(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        balances: &mut Balances,
+    ) -> Result<Appended, DbError> {
         match self {
-            LedgerWrite::Charge(charge) => ledger::charge(tx, charge),
+            LedgerWrite::Charge(charge) => ledger::charge_with(tx, charge, balances),
             LedgerWrite::Adjust {
                 user_id,
                 adjustment,
                 meta_json,
-            } => ledger::adjust(tx, user_id, *adjustment, meta_json).map(Appended::Recorded),
+            } => ledger::adjust_with(tx, user_id, *adjustment, meta_json, balances)
+                .map(Appended::Recorded),
         }
     }
 }
@@ -247,7 +255,7 @@ impl LedgerWriter {
                 let user_id = write.user_id().to_owned();
                 let outcome = database
                     .write(move |tx| {
-                        let outcome = write.apply(tx);
+                        let outcome = write.apply(tx, &mut Balances::direct());
                         counters.count(1);
                         outcome
                     })
@@ -315,9 +323,11 @@ fn commit(
 ) {
     let mut a_write_failed = false;
     let straight = writer.transact(|tx| {
+        // All or nothing, so each user's balance is read once and stored once.
+        let mut balances = Balances::held();
         let mut outcomes = Vec::with_capacity(batch.len());
         for job in batch.iter() {
-            match job.write.apply(tx) {
+            match job.write.apply(tx, &mut balances) {
                 Ok(appended) => outcomes.push(Ok(appended)),
                 Err(error) => {
                     // Rolls this attempt back whole: the failed write may be half applied.
@@ -326,13 +336,15 @@ fn commit(
                 }
             }
         }
+        balances.store_held(tx)?;
         Ok(outcomes)
     });
     let grouped = match straight {
+        // A savepoint's rollback undoes what its write stored: each stores at once.
         Err(_) if a_write_failed => writer.transact(|tx| {
             batch
                 .iter()
-                .map(|job| savepoint(tx, |tx| job.write.apply(tx)))
+                .map(|job| savepoint(tx, |tx| job.write.apply(tx, &mut Balances::direct())))
                 .collect::<Result<Vec<_>, _>>()
         }),
         other => other,
@@ -349,7 +361,7 @@ fn commit(
         Err(error) => {
             tracing::warn!(%error, writes = batch.len(), "a group commit failed; retrying its writes one by one");
             for job in batch.drain(..) {
-                let outcome = writer.transact(|tx| job.write.apply(tx));
+                let outcome = writer.transact(|tx| job.write.apply(tx, &mut Balances::direct()));
                 counters.count(1);
                 remember_balances(accounts, std::slice::from_ref(&outcome));
                 let _ = job.reply.send(outcome);

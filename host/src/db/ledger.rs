@@ -4,6 +4,7 @@
 //! arithmetic (never SQL arithmetic on TEXT), stores it, and appends the one row that explains
 //! it, so for every user the balance equals the sum of the ledger's deltas.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -142,13 +143,96 @@ pub fn append(tx: &Transaction<'_>, entry: &LedgerEntry) -> Result<Appended, DbE
             "a request charge needs a request_id".to_owned(),
         ));
     }
-    let balance = match users::balance(tx, &entry.user_id) {
+    let mut balances = Balances::direct();
+    let balance = match balances.read(tx, &entry.user_id) {
         Ok((balance, _)) => balance,
         Err(missing) => {
             return earlier_or(tx, entry.request_id.as_deref(), &entry.user_id, missing);
         }
     };
-    record(tx, entry, balance)
+    record(tx, entry, balance, &mut balances)
+}
+
+/// The balances a run of ledger writes in one transaction reads and changes.
+///
+/// [`Balances::direct`] reads each from `users` and stores each back at once. [`Balances::held`]
+/// reads a user's balance once, keeps the balances it changes in memory, and stores each of them
+/// once, in [`Balances::store_held`]: a batch of charges to one user costs one `SELECT` and one
+/// `UPDATE` instead of one of each per charge. Held balances are not undone by a `ROLLBACK TO`,
+/// so a held book only serves a run of writes that is committed or rolled back whole.
+#[derive(Debug, Default)]
+pub struct Balances {
+    held: Option<HashMap<String, Held>>,
+}
+
+#[derive(Debug)]
+struct Held {
+    balance: NanoUsd,
+    unlimited: bool,
+    /// When it last changed, if it did: it is to be stored.
+    changed_at: Option<String>,
+}
+
+impl Balances {
+    /// Reads and stores every balance at once.
+    pub fn direct() -> Balances {
+        Balances { held: None }
+    }
+
+    /// Reads each user's balance once and stores the changed ones in [`Balances::store_held`].
+    pub fn held() -> Balances {
+        Balances {
+            held: Some(HashMap::new()),
+        }
+    }
+
+    /// The balance of `user_id` in this transaction, and whether it is unlimited.
+    fn read(&mut self, tx: &Transaction<'_>, user_id: &str) -> Result<(NanoUsd, bool), DbError> {
+        let Some(held) = &mut self.held else {
+            return users::balance(tx, user_id);
+        };
+        if let Some(known) = held.get(user_id) {
+            return Ok((known.balance, known.unlimited));
+        }
+        let (balance, unlimited) = users::balance(tx, user_id)?;
+        held.insert(
+            user_id.to_owned(),
+            Held {
+                balance,
+                unlimited,
+                changed_at: None,
+            },
+        );
+        Ok((balance, unlimited))
+    }
+
+    /// Sets the balance of `user_id` (read before through this book), changed at `now`.
+    fn set(
+        &mut self,
+        tx: &Transaction<'_>,
+        user_id: &str,
+        balance: NanoUsd,
+        now: &str,
+    ) -> Result<(), DbError> {
+        match self.held.as_mut().and_then(|held| held.get_mut(user_id)) {
+            Some(known) => {
+                known.balance = balance;
+                known.changed_at = Some(now.to_owned());
+                Ok(())
+            }
+            None => users::set_balance(tx, user_id, balance, now),
+        }
+    }
+
+    /// Stores every held balance that changed; nothing for a direct book.
+    pub fn store_held(self, tx: &Transaction<'_>) -> Result<(), DbError> {
+        for (user_id, known) in self.held.into_iter().flatten() {
+            if let Some(changed_at) = &known.changed_at {
+                users::set_balance(tx, &user_id, known.balance, changed_at)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The charge of one served request.
@@ -180,6 +264,15 @@ pub struct Charge {
 /// `Invalid`, an unknown user `NotFound`. A limited key's quota is debited with the balance,
 /// and the owner of the response it stored, if any, recorded with it.
 pub fn charge(tx: &Transaction<'_>, charge: &Charge) -> Result<Appended, DbError> {
+    charge_with(tx, charge, &mut Balances::direct())
+}
+
+/// [`charge`], reading and changing the balance through `balances`.
+pub fn charge_with(
+    tx: &Transaction<'_>,
+    charge: &Charge,
+    balances: &mut Balances,
+) -> Result<Appended, DbError> {
     if charge.request_id.is_empty() {
         return Err(DbError::Invalid("request_id must not be empty".to_owned()));
     }
@@ -190,7 +283,7 @@ pub fn charge(tx: &Transaction<'_>, charge: &Charge) -> Result<Appended, DbError
         )));
     }
     require_json("meta_json", &charge.meta_json)?;
-    let (balance, unlimited) = match users::balance(tx, &charge.user_id) {
+    let (balance, unlimited) = match balances.read(tx, &charge.user_id) {
         Ok(found) => found,
         Err(missing) => {
             return earlier_or(tx, Some(&charge.request_id), &charge.user_id, missing);
@@ -211,7 +304,7 @@ pub fn charge(tx: &Transaction<'_>, charge: &Charge) -> Result<Appended, DbError
         request_id: Some(charge.request_id.clone()),
         meta_json: charge.meta_json.clone(),
     };
-    let appended = record(tx, &entry, balance)?;
+    let appended = record(tx, &entry, balance, balances)?;
     // Only a new charge takes from the key: a repeated settle changes nothing.
     if let (Appended::Recorded(_), Some(key_id)) = (&appended, &charge.key_id) {
         api_keys::debit_quota(tx, key_id, charge.amount)?;
@@ -241,8 +334,19 @@ pub fn adjust(
     adjustment: Adjustment,
     meta_json: &str,
 ) -> Result<LedgerRow, DbError> {
+    adjust_with(tx, user_id, adjustment, meta_json, &mut Balances::direct())
+}
+
+/// [`adjust`], reading and changing the balance through `balances`.
+pub fn adjust_with(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    adjustment: Adjustment,
+    meta_json: &str,
+    balances: &mut Balances,
+) -> Result<LedgerRow, DbError> {
     require_json("meta_json", meta_json)?;
-    let (balance, _) = users::balance(tx, user_id)?;
+    let (balance, _) = balances.read(tx, user_id)?;
     let delta = match adjustment {
         Adjustment::Add(delta) => delta,
         Adjustment::Set(target) => target.checked_sub(balance).ok_or_else(|| {
@@ -258,7 +362,7 @@ pub fn adjust(
         request_id: None,
         meta_json: meta_json.to_owned(),
     };
-    match record(tx, &entry, balance)? {
+    match record(tx, &entry, balance, balances)? {
         Appended::Recorded(row) => Ok(row),
         // An adjustment has no request id, which the UNIQUE index never compares.
         Appended::AlreadyRecorded(row) => Err(DbError::Conflict(format!(
@@ -300,13 +404,14 @@ fn earlier_or(
 }
 
 /// Appends the row that explains moving the balance from `balance` (read in this transaction)
-/// by `entry.delta`, then stores the new balance. When the row's request id is in the ledger
+/// by `entry.delta`, then sets the new balance in `balances`. When the row's request id is in the ledger
 /// already, nothing changes and the answer is the earlier row (`Conflict` if it was another
 /// user's).
 fn record(
     tx: &Transaction<'_>,
     entry: &LedgerEntry,
     balance: NanoUsd,
+    balances: &mut Balances,
 ) -> Result<Appended, DbError> {
     let Some(balance_after) = balance.checked_add(entry.delta) else {
         let overflow = DbError::Invalid(format!(
@@ -336,7 +441,7 @@ fn record(
         return earlier_or(tx, entry.request_id.as_deref(), &entry.user_id, failure);
     }
     let id = tx.last_insert_rowid();
-    users::set_balance(tx, &entry.user_id, balance_after, &now)?;
+    balances.set(tx, &entry.user_id, balance_after, &now)?;
     Ok(Appended::Recorded(LedgerRow {
         id,
         user_id: entry.user_id.clone(),
@@ -460,6 +565,58 @@ mod tests {
             db.read_blocking(move |c| sum_for_user(c, &uid)).unwrap(),
             NanoUsd(7_500)
         );
+    }
+
+    #[test]
+    fn dbo3_1_a_held_book_reads_and_stores_each_balance_once_and_chains_every_row() {
+        let db = Database::open_in_memory().unwrap();
+        let (alice, bob) = (with_user(&db, "alice"), with_user(&db, "bob"));
+        let (a, b) = (alice.clone(), bob.clone());
+        let rows = db
+            .write_blocking(move |tx| {
+                let mut balances = Balances::held();
+                let request = |user: &str, id: &str, amount: i64| Charge {
+                    user_id: user.to_owned(),
+                    request_id: id.to_owned(),
+                    amount: NanoUsd(amount),
+                    meta_json: "{}".to_owned(),
+                    key_id: None,
+                    stored_response: None,
+                };
+                let mut rows = vec![
+                    charge_with(tx, &request(&a, "r1", 10), &mut balances)?,
+                    charge_with(tx, &request(&b, "r2", 7), &mut balances)?,
+                    Appended::Recorded(adjust_with(
+                        tx,
+                        &a,
+                        Adjustment::Set(NanoUsd(1_000)),
+                        "{}",
+                        &mut balances,
+                    )?),
+                    charge_with(tx, &request(&a, "r3", 25), &mut balances)?,
+                    // A repeat within the batch changes nothing.
+                    charge_with(tx, &request(&a, "r1", 10), &mut balances)?,
+                    charge_with(tx, &request(&b, "r4", 3), &mut balances)?,
+                ];
+                // Nothing is stored before the book is.
+                assert_eq!(users::balance(tx, &a)?.0, NanoUsd::ZERO);
+                balances.store_held(tx)?;
+                rows.retain(Appended::is_new);
+                Ok(rows)
+            })
+            .unwrap();
+        let after: Vec<i64> = rows
+            .iter()
+            .map(|row| row.row().balance_after_nano_usd.0)
+            .collect();
+        assert_eq!(after, [-10, -7, 1_000, 975, -10]);
+        for user in [&alice, &bob] {
+            let id = user.clone();
+            let sum = db.read_blocking(move |c| sum_for_user(c, &id)).unwrap();
+            assert_eq!(balance_of(&db, user), sum);
+        }
+        assert_eq!(balance_of(&db, &alice), NanoUsd(975));
+        assert_eq!(balance_of(&db, &bob), NanoUsd(-10));
     }
 
     #[test]
