@@ -1,6 +1,7 @@
 //! `GET /metrics`: the gateway's counters in the Prometheus text format (0.0.4).
 //!
-//! - `monoize_requests_total{endpoint, status}`: answered requests;
+//! - `monoize_requests_total{endpoint, status}`: answered requests, and with status `499` the
+//!   forwarding requests whose client went away before the answer;
 //! - `monoize_upstream_attempts_total{outcome}`: upstream attempts by how they ended (see
 //!   [`AttemptOutcome`]);
 //! - `monoize_plugin_call_duration_seconds{plugin, call}` and

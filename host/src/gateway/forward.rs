@@ -22,6 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::log::RequestLog;
 use super::upstream_proxy::EgressConnector;
 use super::upstream_tls;
 pub use super::upstream_tls::UpstreamClientError;
@@ -450,12 +451,6 @@ impl std::fmt::Debug for Outbound<'_> {
 pub struct Served {
     /// The attempt that served it.
     pub attempt: Attempt,
-    /// The provider's name (for the log).
-    pub provider_name: String,
-    /// The channel's name (for the log).
-    pub channel_name: String,
-    /// How many attempts were made, this one included.
-    pub attempts: usize,
     /// The upstream status.
     pub status: StatusCode,
     /// The upstream headers, filtered.
@@ -469,12 +464,6 @@ pub struct Served {
 /// An upstream's refusal of the request as malformed, passed to the client as it came.
 #[derive(Debug)]
 pub struct Rejection {
-    /// How many attempts were made.
-    pub attempts: usize,
-    /// The provider's name (for the log).
-    pub provider_name: String,
-    /// The channel's name (for the log).
-    pub channel_name: String,
     /// The id the upstream gave the request, if it named one (for the log).
     pub upstream_request_id: Option<String>,
     /// The upstream status (`400`, `413`, `422` or another client error).
@@ -577,11 +566,12 @@ pub async fn forward(
     snapshot: &RoutingSnapshot,
     attempts: &[Attempt],
     outbound: &Outbound<'_>,
-    request_id: &str,
+    log: &mut RequestLog,
 ) -> ForwardOutcome {
     let counts_in_health = outbound.operation == Operation::Generate;
     for (index, attempt) in attempts.iter().enumerate() {
         let tried = index + 1;
+        let request_id = log.request_id.as_str();
         let Some((provider, channel)) = snapshot
             .provider(&attempt.provider_id)
             .and_then(|provider| Some((provider, provider.channel(&attempt.channel_id)?)))
@@ -589,6 +579,11 @@ pub async fn forward(
             tracing::warn!(request_id, channel = %attempt.channel_id, "the plan names a channel the snapshot lacks");
             continue;
         };
+        // Where the request is now, for its log line even if the client goes away meanwhile.
+        log.attempts = tried;
+        log.provider = Some(provider.name.clone());
+        log.channel = Some(channel.name.clone());
+        let request_id = log.request_id.as_str();
         let result = try_attempt(upstream, provider, channel, attempt, outbound).await;
         metrics.attempt(match &result {
             Ok(AttemptResult::Served(_)) => AttemptOutcome::Served,
@@ -597,11 +592,10 @@ pub async fn forward(
             Err(failure) => failure.outcome,
         });
         match result {
-            Ok(AttemptResult::Served(mut served)) => {
+            Ok(AttemptResult::Served(served)) => {
                 if counts_in_health {
                     health.record_success(&channel.id);
                 }
-                served.attempts = tried;
                 return ForwardOutcome::Served(served);
             }
             Ok(AttemptResult::TooLarge) => {
@@ -615,9 +609,6 @@ pub async fn forward(
                 body,
             }) => {
                 return ForwardOutcome::Rejected(Box::new(Rejection {
-                    attempts: tried,
-                    provider_name: provider.name.clone(),
-                    channel_name: channel.name.clone(),
                     upstream_request_id,
                     status,
                     headers,
@@ -763,9 +754,6 @@ async fn try_attempt(
         };
         return Ok(AttemptResult::Served(Box::new(Served {
             attempt: attempt.clone(),
-            provider_name: provider.name.clone(),
-            channel_name: channel.name.clone(),
-            attempts: 0,
             status,
             headers,
             upstream_request_id: upstream_request_id(&parts.headers),

@@ -24,7 +24,8 @@ pub struct RequestLog {
     pub upstream_request_id: Option<String>,
     /// Upstream attempts made.
     pub attempts: usize,
-    /// The status answered.
+    /// The status answered; 499 when the client went away before the answer
+    /// ([`super::CLIENT_CLOSED_REQUEST`]).
     pub status: u16,
     /// How a stream ended, for streams.
     pub stream_end: Option<&'static str>,

@@ -157,13 +157,22 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let in_flight = state.metrics.in_flight();
     let request_id = new_request_id();
-    let mut log = RequestLog::new(&request_id, endpoint_label(endpoint, operation));
+    let label = endpoint_label(endpoint, operation);
+    let mut unanswered = Unanswered {
+        log: RequestLog::new(&request_id, label),
+        metrics: &state.metrics,
+        answered: false,
+    };
     let call = Call {
         endpoint,
         operation,
         peer,
     };
-    let response = match pipeline(&state, request, call, &mut log, in_flight).await {
+    let outcome = pipeline(&state, request, call, &mut unanswered.log, in_flight).await;
+    // From here on the line is written below (or, for a stream, by its relay).
+    unanswered.answered = true;
+    let log = &mut unanswered.log;
+    let response = match outcome {
         Ok(Handled::Done(mut response)) => {
             log.status = response.status().as_u16();
             log.emit();
@@ -180,11 +189,37 @@ pub async fn handle(
             error.into_response(dialect_of(endpoint), &request_id)
         }
     };
-    state.metrics.request(
-        endpoint_label(endpoint, operation),
-        response.status().as_u16(),
-    );
+    state.metrics.request(label, response.status().as_u16());
     response
+}
+
+/// The status a request is logged and counted with when its client went away before the answer
+/// (nginx's "client closed request"): no response was sent, so no standard status says it.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// A forwarding request's log line while no answer is ready. Its client may go away at any
+/// await (hyper then drops the request's future, and with it the upstream request): dropped
+/// unanswered, it still writes the line and counts the request, with status
+/// [`CLIENT_CLOSED_REQUEST`] and whatever the pipeline had noted (the key, the model, the
+/// attempt under way and its channel), so the requests an operator most needs to see, clients
+/// timing out on a slow upstream, are not the ones missing from the log.
+struct Unanswered<'a> {
+    log: RequestLog,
+    metrics: &'a metrics::Metrics,
+    /// Set once the pipeline has answered: the line is then written where the answer is.
+    answered: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        self.log.status = CLIENT_CLOSED_REQUEST;
+        self.log.emit();
+        self.metrics
+            .request(self.log.endpoint, CLIENT_CLOSED_REQUEST);
+    }
 }
 
 /// The authenticate phase: the key `headers` present, noted in the request's log line.
@@ -316,7 +351,7 @@ async fn pipeline(
         &plan.snapshot,
         &plan.attempts,
         &outbound,
-        &log.request_id,
+        log,
     )
     .await;
     let served = match outcome {
@@ -336,9 +371,6 @@ async fn pipeline(
         ForwardOutcome::Rejected(rejection) => {
             // The upstream's id matters most here: the operator may have to ask why it refused.
             let rejection = *rejection;
-            log.attempts = rejection.attempts;
-            log.provider = Some(rejection.provider_name);
-            log.channel = Some(rejection.channel_name);
             log.upstream_request_id = rejection.upstream_request_id;
             return Ok(Handled::Done(forward::response_with(
                 rejection.status,
@@ -348,9 +380,6 @@ async fn pipeline(
         }
         ForwardOutcome::Served(served) => served,
     };
-    log.attempts = served.attempts;
-    log.provider = Some(served.provider_name.clone());
-    log.channel = Some(served.channel_name.clone());
     log.upstream_request_id = served.upstream_request_id.clone();
     let served = *served;
     let idle = state.gateway.upstream.timeouts().idle;
