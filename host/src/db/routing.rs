@@ -509,6 +509,12 @@ fn validate(input: &ProviderInput) -> Result<(), DbError> {
         if channel.base_url.trim().is_empty() {
             return invalid(format!("channel `{}` needs a base_url", channel.name));
         }
+        if let Some(problem) = base_url_problem(&channel.base_url) {
+            return invalid(format!(
+                "the base_url of channel `{}` {problem}",
+                channel.name
+            ));
+        }
         if let Some(id) = &channel.id
             && !channel_ids.insert(id.as_str())
         {
@@ -516,6 +522,39 @@ fn validate(input: &ProviderInput) -> Result<(), DbError> {
         }
     }
     Ok(())
+}
+
+/// Why `base_url` cannot be a channel's upstream origin, if it cannot. The gateway appends an
+/// endpoint's path to it and connects to its host, so it must be an absolute `http://` or
+/// `https://` URL with a host and, if it names one, a port from 1 to 65535, and nothing after
+/// its path: a query or a fragment would end up before the appended path. Credentials in it
+/// (`user:pass@`) are refused too: the channel's key is its `api_key`, sent in the provider's
+/// own header, and a URL is the kind of text that ends up in logs.
+fn base_url_problem(base_url: &str) -> Option<&'static str> {
+    let Ok(uri) = base_url.trim().parse::<hyper::Uri>() else {
+        return Some("is not a URL");
+    };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Some("must start with http:// or https://");
+    }
+    let Some(authority) = uri.authority() else {
+        return Some("has no host");
+    };
+    if authority.host().is_empty() {
+        return Some("has no host");
+    }
+    if authority.as_str().contains('@') {
+        return Some("must not hold credentials (the channel's key is its api_key)");
+    }
+    // Past the credentials check, whatever follows the host is its port.
+    let names_a_port = authority.as_str().len() > authority.host().len();
+    if names_a_port && authority.port_u16().is_none_or(|port| port == 0) {
+        return Some("names a port outside 1 to 65535");
+    }
+    if uri.query().is_some() || base_url.contains('#') {
+        return Some("must not have a query or a fragment");
+    }
+    None
 }
 
 fn sync_children(
@@ -870,6 +909,61 @@ mod tests {
                 .is_empty(),
             "nothing half-written"
         );
+    }
+
+    #[test]
+    fn dbo3_a_channel_base_url_must_be_an_http_origin_the_gateway_can_reach() {
+        let db = Database::open_in_memory().unwrap();
+        for (base_url, problem) in [
+            ("http://[::1", "is not a URL"),
+            ("api.openai.com", "must start with http:// or https://"),
+            ("ftp://files.example", "must start with http:// or https://"),
+            ("https://", "is not a URL"),
+            (
+                "https://user:secret@api.example.com",
+                "must not hold credentials",
+            ),
+            (
+                "https://api.example.com:99999",
+                "names a port outside 1 to 65535",
+            ),
+            (
+                "https://api.example.com:",
+                "names a port outside 1 to 65535",
+            ),
+            (
+                "https://api.example.com:0",
+                "names a port outside 1 to 65535",
+            ),
+            (
+                "https://api.example.com/v1?key=1",
+                "must not have a query or a fragment",
+            ),
+            (
+                "https://api.example.com/v1#top",
+                "must not have a query or a fragment",
+            ),
+        ] {
+            let mut input = provider("p");
+            input.channels[0].base_url = base_url.to_owned();
+            let error = create(&db, input).unwrap_err();
+            assert!(
+                matches!(&error, DbError::Invalid(message) if message.contains(problem)),
+                "{base_url}: {error}"
+            );
+            assert!(!error.to_string().contains("secret"), "{error}");
+        }
+        for base_url in [
+            "https://api.openai.com",
+            "https://api.openai.com/v1/",
+            "http://127.0.0.1:8080",
+            "http://[::1]:8080/proxy/openai",
+            " https://generativelanguage.googleapis.com/v1beta/openai ",
+        ] {
+            let mut input = provider(base_url);
+            input.channels[0].base_url = base_url.to_owned();
+            assert!(create(&db, input).is_ok(), "{base_url}");
+        }
     }
 
     #[test]
