@@ -121,6 +121,13 @@ impl Appended {
         }
     }
 
+    /// The row, new or earlier, taken out.
+    pub fn into_row(self) -> LedgerRow {
+        match self {
+            Appended::Recorded(row) | Appended::AlreadyRecorded(row) => row,
+        }
+    }
+
     /// Whether this call changed the balance.
     pub fn is_new(&self) -> bool {
         matches!(self, Appended::Recorded(_))

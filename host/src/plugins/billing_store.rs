@@ -42,7 +42,7 @@ impl Host for PluginState {
             stored_response: None,
         };
         let appended = self.waiting(store.charge(charge)).await?;
-        Ok(entry_to_wit(appended.row().clone()))
+        Ok(entry_to_wit(appended.into_row()))
     }
 
     async fn adjust(

@@ -257,6 +257,24 @@ async fn phases(monoize: &Monoize, calls: usize) -> anyhow::Result<Vec<String>> 
         })
         .await,
     );
+    // What the embedded billing plugin writes for this request, so that the row committed
+    // here is as large as settle's and the difference of the two rows is the plugin's share.
+    let plugin_meta = serde_json::json!({
+        "model": MODEL,
+        "upstream_model": attempt.upstream_model,
+        "provider_id": attempt.provider_id,
+        "channel_id": attempt.channel_id,
+        "multiplier": "1",
+        "prompt_tokens": 3,
+        "completion_tokens": 2,
+        "cached_prompt_tokens": null,
+        "reasoning_tokens": null,
+        "cost_nano_usd": COST.to_string(),
+        "usage_estimated": false,
+        "priced": true,
+        "pricing_model": MODEL,
+    })
+    .to_string();
     figures.push(
         measure("settle (billing plugin + commit wait)", calls, {
             let (state, user_id, next_id) = (Arc::clone(&state), user_id.clone(), next_id.clone());
@@ -294,7 +312,7 @@ async fn phases(monoize: &Monoize, calls: usize) -> anyhow::Result<Vec<String>> 
                     user_id: user_id.clone(),
                     request_id: next_id(),
                     amount: NanoUsd(COST),
-                    meta_json: r#"{"model":"gpt-bench"}"#.to_owned(),
+                    meta_json: plugin_meta.clone(),
                     key_id: None,
                     stored_response: None,
                 };
