@@ -571,12 +571,11 @@ pub async fn forward(
     let counts_in_health = outbound.operation == Operation::Generate;
     for (index, attempt) in attempts.iter().enumerate() {
         let tried = index + 1;
-        let request_id = log.request_id.as_str();
         let Some((provider, channel)) = snapshot
             .provider(&attempt.provider_id)
             .and_then(|provider| Some((provider, provider.channel(&attempt.channel_id)?)))
         else {
-            tracing::warn!(request_id, channel = %attempt.channel_id, "the plan names a channel the snapshot lacks");
+            tracing::warn!(request_id = %log.request_id, channel = %attempt.channel_id, "the plan names a channel the snapshot lacks");
             continue;
         };
         // Where the request is now, for its log line even if the client goes away meanwhile.
