@@ -1161,6 +1161,47 @@ async fn housekeeping_forgets_the_owner_of_a_response_past_its_retention_and_kee
 }
 
 #[tokio::test]
+async fn a_clients_query_string_reaches_the_upstream_without_the_monoize_key_in_it() {
+    let gateway = Setup::new()
+        .provider(ProviderType::Messages, &["ok"])
+        .provider(ProviderType::ChatCompletion, &["ok"])
+        .start()
+        .await;
+    // The Anthropic SDKs' beta calls and Claude Code send `?beta=true`; a pair that carries the
+    // client's own key, plainly or percent-encoded, is dropped on the way.
+    let encoded_key = KEY.replace('-', "%2D");
+    let message = r#"{"model":"m","messages":[],"max_tokens":5}"#;
+    let cases = [
+        (
+            format!("/v1/messages?beta=true&leak={KEY}"),
+            message,
+            Some("beta=true"),
+        ),
+        (
+            format!("/api/v1/messages?key={encoded_key}&beta=true&x=a%20b"),
+            message,
+            Some("beta=true&x=a%20b"),
+        ),
+        (format!("/v1/messages?key={KEY}"), message, None),
+        ("/v1/messages?".to_owned(), message, None),
+        (
+            "/v1/chat/completions?api-version=2024-10-21".to_owned(),
+            r#"{"model":"m","messages":[]}"#,
+            Some("api-version=2024-10-21"),
+        ),
+    ];
+    for (path, body, expected) in cases {
+        let (status, answer, _) = gateway.json(&path, &[X_API_KEY], body).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        let seen = gateway.mock.seen();
+        let forwarded = seen.last().unwrap();
+        assert_eq!(forwarded.query.as_deref(), expected, "{path}");
+        assert!(!forwarded.path.contains('?'), "{path}");
+        assert!(!format!("{forwarded:?}").contains(KEY), "{path}");
+    }
+}
+
+#[tokio::test]
 async fn claude_codes_token_counts_are_forwarded_never_billed_and_never_held_against_a_channel() {
     // The first channel is an Anthropic-compatible upstream without the endpoint.
     let gateway = Setup::new()
@@ -1188,6 +1229,7 @@ async fn claude_codes_token_counts_are_forwarded_never_billed_and_never_held_aga
         assert_eq!(gateway.mock.seen_in("ok"), round + 1);
     }
     let seen = gateway.mock.seen();
+    assert_eq!(seen[1].query.as_deref(), Some("beta=true"));
     let counted = seen.last().unwrap();
     assert_eq!(counted.path, "/ok/v1/messages/count_tokens");
     assert_eq!(counted.headers["x-api-key"], "sk-upstream-secret-1-0");

@@ -380,6 +380,34 @@ pub fn upstream_url(
     format!("{base}{}{resource}", &root[named..])
 }
 
+/// The client's query string as it goes upstream (`beta=true` from the Anthropic SDKs and Claude
+/// Code, an OpenAI-compatible upstream's `api-version`), with the `?`; empty when there is
+/// none left. A pair whose value carries the client's Monoize key (`monoize_key`) is dropped:
+/// that key never reaches an upstream, whatever the client put it in.
+pub fn upstream_query(query: Option<&str>, monoize_key: Option<&str>) -> String {
+    let Some(query) = query.filter(|query| !query.is_empty()) else {
+        return String::new();
+    };
+    let carries_key = |pair: &str| {
+        monoize_key.is_some_and(|key| {
+            !key.is_empty()
+                && (pair.contains(key)
+                    || percent_encoding::percent_decode_str(&pair.replace('+', " "))
+                        .decode_utf8_lossy()
+                        .contains(key))
+        })
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !carries_key(pair))
+        .collect();
+    if kept.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", kept.join("&"))
+    }
+}
+
 /// The path under which a provider type serves its API.
 fn api_root(provider_type: ProviderType) -> &'static str {
     match provider_type {
@@ -430,6 +458,8 @@ pub struct Outbound<'a> {
     pub operation: Operation,
     /// The client's headers (filtered before sending).
     pub headers: &'a HeaderMap,
+    /// The client's query string as it goes upstream ([`upstream_query`]): `""` or `?…`.
+    pub query: &'a str,
     /// Whether the client asked for a stream.
     pub stream: bool,
     /// The body for an attempt, given its upstream model.
@@ -886,12 +916,13 @@ fn build_request(
     outbound: &Outbound<'_>,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, String> {
-    let url = upstream_url(
+    let mut url = upstream_url(
         &channel.base_url,
         provider.provider_type,
         outbound.endpoint,
         outbound.operation,
     );
+    url.push_str(outbound.query);
     let mut request = channel_request(
         provider,
         channel,

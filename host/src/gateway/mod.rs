@@ -336,10 +336,12 @@ async fn pipeline(
             .upstream_body(endpoint, upstream_model)
             .map_err(|error| error.to_string())
     };
+    let query = forward::upstream_query(parts.uri.query(), auth::presented_key(&parts.headers));
     let outbound = Outbound {
         endpoint,
         operation,
         headers: &parts.headers,
+        query: &query,
         // A count of tokens is one JSON answer, whatever the body says.
         stream: client.stream && operation == Operation::Generate,
         body_for: &body_for,

@@ -15,10 +15,10 @@ use hyper::{Method, Request, Response};
 
 use super::affinity::Continuation;
 use super::error::{Dialect, GatewayError, set_request_id};
-use super::forward;
 use super::log::RequestLog;
 use super::policy;
 use super::request_id::new_request_id;
+use super::{auth, forward};
 use crate::app::AppState;
 use crate::server::ResponseBody;
 
@@ -84,10 +84,10 @@ async fn serve(
     log.provider = Some(provider.name.clone());
     log.channel = Some(channel.name.clone());
     log.attempts = 1;
-    let query = request
-        .uri()
-        .query()
-        .map_or_else(String::new, |query| format!("?{query}"));
+    let query = forward::upstream_query(
+        request.uri().query(),
+        auth::presented_key(request.headers()),
+    );
     let answer = forward::fetch_stored(
         &state.gateway.upstream,
         provider,
